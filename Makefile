@@ -1,0 +1,25 @@
+# Developer entry points. The venv logic lives in scripts/bootstrap.sh.
+VENV := .venv
+
+.PHONY: install run test lint format openapi
+
+install:  ## create/refresh .venv (project + test extras)
+	bash scripts/bootstrap.sh
+
+run: install  ## run the service
+	$(VENV)/bin/soundops-deletion serve
+
+test:  ## the full test command (what CI runs); pass pytest args with ARGS="..."
+	bash scripts/test.sh $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+openapi: install  ## write the OpenAPI document
+	$(VENV)/bin/python -m app.openapi_export

@@ -1,0 +1,250 @@
+"""The ``soundops-deletion`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from app import db
+from app.auth import Scope, mint_token
+from app.errors import ProblemError
+from app.main import build_state, close_state, new_worker
+from app.models import RequestKind, RequestStatus
+from app.repository import RequestFilter, list_events
+from app.routers.presenters import request_out
+from app.settings import Settings, get_settings, parse_duration
+from app.state import AppState
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    name="soundops-deletion",
+    help="Verified personal-data deletion for SoundOps.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+requests_cli = typer.Typer(help="Read deletion requests.", no_args_is_help=True)
+cli.add_typer(requests_cli, name="requests")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        err.print("[red]Invalid configuration:[/red]")
+        for error in exc.errors():
+            name = "DELETION_" + "_".join(str(p) for p in error["loc"]).upper()
+            err.print(f"  {name if error['loc'] else 'settings'}: {error['msg']}")
+        raise typer.Exit(2) from exc
+
+
+async def ensure_schema(settings: Settings) -> None:
+    """Apply migrations on the embedded SQLite database; insist on them elsewhere."""
+    if settings.is_sqlite:
+        await db.upgrade(settings.database_url)
+        return
+    engine = db.create_engine(settings.database_url)
+    try:
+        current = await db.current_revision(engine)
+    finally:
+        await engine.dispose()
+    if current != db.head_revision():
+        err.print(
+            f"[red]The tracking database is at revision {current or 'none'}, "
+            f"the code needs {db.head_revision()}: run `soundops-deletion migrate` first.[/red]"
+        )
+        raise typer.Exit(1)
+
+
+def _with_state(work: Callable[[AppState], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def run() -> T:
+        await ensure_schema(settings)
+        state = await build_state(settings)
+        try:
+            return await work(state)
+        finally:
+            await close_state(state)
+
+    try:
+        return asyncio.run(run())
+    except ProblemError as exc:
+        err.print(f"[red]{exc.title}:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the HTTP API (and, unless DELETION_RUN_WORKER=false, a worker)."""
+    import uvicorn
+
+    settings = _settings()
+    asyncio.run(ensure_schema(settings))
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@cli.command()
+def worker() -> None:
+    """Run a worker on its own: claims due requests and runs their purgers until SIGTERM.
+
+    On SIGTERM or Ctrl-C it stops claiming, lets running requests finish within
+    DELETION_SHUTDOWN_GRACE_SECONDS, and hands the rest back to other workers.
+    """
+    settings = _settings()
+
+    async def run() -> None:
+        await ensure_schema(settings)
+        state = await build_state(settings)
+        the_worker = new_worker(state)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, the_worker.stop)
+        try:
+            await the_worker.run()
+        finally:
+            await close_state(state)
+
+    asyncio.run(run())
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the tracking database's migrations."""
+    settings = _settings()
+    asyncio.run(db.upgrade(settings.database_url, revision))
+    console.print(f"tracking database migrated to {revision} ({db.head_revision()})")
+
+
+@cli.command()
+def token(
+    scope: Annotated[
+        list[Scope], typer.Option("--scope", "-s", help="Scope to grant; repeat for several.")
+    ],
+    subject: Annotated[str, typer.Option(help="The caller recorded on requests.")] = "operator",
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 30m, 12h, 7d.")] = "1h",
+) -> None:
+    """Mint a JWT for local use from DELETION_JWT_SECRET."""
+    settings = _settings()
+    try:
+        value = mint_token(
+            settings, subject=subject, scopes=[s.value for s in scope], ttl=parse_duration(ttl)
+        )
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    typer.echo(value)
+
+
+@requests_cli.command("list")
+def requests_list(
+    status: Annotated[RequestStatus | None, typer.Option(help="Only this status.")] = None,
+    kind: Annotated[RequestKind | None, typer.Option(help="Only this kind.")] = None,
+    overdue: Annotated[bool, typer.Option(help="Only open requests past due.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """List deletion requests, newest first."""
+
+    async def work(state: AppState) -> list[dict[str, Any]]:
+        rows, _ = await state.requests.list(
+            RequestFilter(status=status, kind=kind, overdue=overdue), limit=limit, cursor=None
+        )
+        return [request_out(r, state.requests.status_url(r)).model_dump(mode="json") for r in rows]
+
+    items = _with_state(work)
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    table = Table(title=f"{len(items)} deletion request(s)")
+    for column in ("id", "kind", "status", "created", "due", "tasks"):
+        table.add_column(column)
+    for item in items:
+        tasks = " ".join(f"{t['purger']}:{t['status']}" for t in item["tasks"])
+        table.add_row(
+            item["id"],
+            item["kind"],
+            item["status"],
+            item["created_at"][:19],
+            item["due_at"][:10],
+            tasks,
+        )
+    console.print(table)
+
+
+@requests_cli.command("show")
+def requests_show(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="The request's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """Show one request: its tasks and its event log."""
+
+    async def work(state: AppState) -> dict[str, Any]:
+        request = await state.requests.get(request_id)
+        async with state.sessionmaker() as session:
+            events = await list_events(session, request_id)
+        out = request_out(request, state.requests.status_url(request)).model_dump(mode="json")
+        out["events"] = [
+            {
+                "at": e.at.isoformat(),
+                "type": e.type,
+                "purger": e.purger,
+                "actor": e.actor,
+                "detail": e.detail,
+            }
+            for e in events
+        ]
+        return out
+
+    item = _with_state(work)
+    if as_json:
+        typer.echo(json.dumps(item, indent=2))
+        return
+    console.print(f"[bold]{item['id']}[/bold] {item['kind']} [bold]{item['status']}[/bold]")
+    console.print(
+        f"created {item['created_at']}  due {item['due_at']}  status page {item['status_url']}"
+    )
+    tasks = Table(title="tasks")
+    for column in ("purger", "status", "attempts", "deleted", "retained", "error"):
+        tasks.add_column(column)
+    for t in item["tasks"]:
+        tasks.add_row(
+            t["purger"],
+            t["status"],
+            str(t["attempts"]),
+            json.dumps(t["deleted"]),
+            json.dumps(t["retained"]),
+            t["error"] or "",
+        )
+    console.print(tasks)
+    events = Table(title="events")
+    for column in ("at", "type", "purger", "actor"):
+        events.add_column(column)
+    for e in item["events"]:
+        events.add_row(e["at"][:23], e["type"], e["purger"] or "", e["actor"] or "")
+    console.print(events)
+
+
+def main() -> None:
+    cli(prog_name="soundops-deletion")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The FastAPI application: ``create_app()`` builds it; the lifespan owns every client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+from fastapi import FastAPI
+
+from app import __version__
+from app.auth import TokenVerifier
+from app.db import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
+from app.logging import configure_logging
+from app.purgers.registry import build_purgers
+from app.routers import health, requests, status_page
+from app.services.engine import Engine, Worker, new_worker_id
+from app.services.requests import RequestService
+from app.settings import Settings, get_settings
+from app.state import AppState
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+Carries out personal-data deletion for SoundOps in PostgreSQL, MongoDB, S3 and at Meta,
+and proves it: a request is `completed` only when every store has verified that nothing
+of the subject is left.
+
+Authenticate with **Authorize** and a bearer JWT carrying the scopes
+`deletions:read`, `deletions:write` or `deletions:admin`
+(`soundops-deletion token --scope deletions:admin` mints one locally).
+Every error is an RFC 9457 `application/problem+json` document.
+"""
+
+
+async def build_state(settings: Settings) -> AppState:
+    engine = create_engine(settings.database_url)
+    target_engine = (
+        create_engine(settings.target_postgres_url) if settings.target_postgres_url else None
+    )
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    hash_key = settings.effective_hash_key
+    purgers = build_purgers(settings)
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        http=http,
+        verifier=TokenVerifier(settings, http),
+        requests=RequestService(
+            settings, create_sessionmaker(engine), hash_key, target_engine=target_engine
+        ),
+        purgers=purgers,
+        target_engine=target_engine,
+    )
+
+
+def new_worker(state: AppState) -> Worker:
+    engine = Engine(state.settings, state.sessionmaker, state.purgers, new_worker_id())
+    state.worker = Worker(engine)
+    return state.worker
+
+
+async def close_state(state: AppState) -> None:
+    await state.http.aclose()
+    if state.target_engine is not None:
+        await state.target_engine.dispose()
+    await state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await build_state(settings)
+        app.state.services = state
+        worker_task = asyncio.create_task(new_worker(state).run()) if settings.run_worker else None
+        log.info("service_started", version=__version__, environment=settings.environment.value)
+        try:
+            yield
+        finally:
+            if worker_task is not None and state.worker is not None:
+                state.worker.stop()
+                await worker_task
+            await close_state(state)
+
+    app = FastAPI(
+        title="soundops-deletion",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "deletion requests", "description": "File, follow and manage requests."},
+            {"name": "public status", "description": "What a person sees, without login."},
+            {"name": "operations", "description": "Health and readiness."},
+        ],
+    )
+    install_error_handlers(app)
+    app.include_router(requests.router)
+    app.include_router(status_page.router)
+    app.include_router(health.router)
+    return app

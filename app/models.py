@@ -1,0 +1,205 @@
+"""The service's own tables: deletion requests, their per-purger tasks and an event log.
+
+The request table is also the durable work queue (see ``app/services/engine.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RequestKind(StrEnum):
+    account = "account"
+    meta_data = "meta_data"
+    instagram_disconnect = "instagram_disconnect"
+
+
+class RequestStatus(StrEnum):
+    awaiting_confirmation = "awaiting_confirmation"
+    needs_review = "needs_review"
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+OPEN_STATUSES = frozenset(
+    {
+        RequestStatus.awaiting_confirmation,
+        RequestStatus.needs_review,
+        RequestStatus.pending,
+        RequestStatus.running,
+    }
+)
+CANCELLABLE_STATUSES = frozenset(
+    {RequestStatus.pending, RequestStatus.awaiting_confirmation, RequestStatus.needs_review}
+)
+
+
+class RequestSource(StrEnum):
+    email = "email"
+    admin_panel = "admin_panel"
+    api = "api"
+    meta_email = "meta_email"
+    meta_callback = "meta_callback"
+
+
+class TaskStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    skipped = "skipped"
+    failed = "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_OPEN_SQL = "status IN ('awaiting_confirmation', 'needs_review', 'pending', 'running')"
+
+
+class DeletionRequest(Base):
+    __tablename__ = "deletion_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    status: Mapped[str] = mapped_column(sa.String(32), default=RequestStatus.pending)
+    source: Mapped[str] = mapped_column(sa.String(32), default=RequestSource.api)
+    requested_by: Mapped[str] = mapped_column(sa.String(255))
+    # Raw identifiers, needed to carry out the deletion; minimised after completion.
+    subject: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # HMAC of kind + canonical subject: dedupe of open requests and later look-ups.
+    subject_key: Mapped[str] = mapped_column(sa.String(64))
+    notify_email: Mapped[str | None] = mapped_column(sa.String(320))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
+    confirmation_code: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Work queue: when the request next needs a worker, and who holds it until when.
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    tasks: Mapped[list[DeletionTask]] = relationship(
+        back_populates="request",
+        order_by="DeletionTask.position",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+    )
+
+    __table_args__ = (
+        sa.Index("ix_deletion_requests_created_at_id", "created_at", "id"),
+        sa.Index("ix_deletion_requests_status_due_at", "status", "due_at"),
+        sa.Index("ix_deletion_requests_queue", "status", "run_after"),
+        sa.Index(
+            "uq_deletion_requests_idempotency",
+            "requested_by",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
+        # At most one open request per kind and subject, enforced by the database.
+        sa.Index(
+            "uq_deletion_requests_open_subject",
+            "kind",
+            "subject_key",
+            unique=True,
+            postgresql_where=sa.text(_OPEN_SQL),
+            sqlite_where=sa.text(_OPEN_SQL),
+        ),
+    )
+
+
+class DeletionTask(Base):
+    __tablename__ = "deletion_tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+    )
+    purger: Mapped[str] = mapped_column(sa.String(32))
+    position: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Purgers that must have finished before this one starts (from the kind's plan).
+    after: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    status: Mapped[str] = mapped_column(sa.String(16), default=TaskStatus.pending)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    deleted: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    retained: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    request: Mapped[DeletionRequest] = relationship(back_populates="tasks")
+
+    __table_args__ = (sa.UniqueConstraint("request_id", "purger"),)
+
+
+class DeletionEvent(Base):
+    """Append-only log of everything that happened to a request."""
+
+    __tablename__ = "deletion_events"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+    )
+    purger: Mapped[str | None] = mapped_column(sa.String(32))
+    type: Mapped[str] = mapped_column(sa.String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str | None] = mapped_column(sa.String(255))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

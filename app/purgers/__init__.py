@@ -1,0 +1,1 @@
+"""Purgers: one module per store, each behind the protocol in :mod:`app.purgers.base`."""

@@ -1,0 +1,94 @@
+"""The names of the purgers, the contract each one implements, and its typed outcomes.
+
+A purger deletes one store's data about a subject. It must be idempotent:
+running ``purge`` twice deletes nothing extra, and ``verify`` afterwards still
+finds nothing. Outcomes are types:
+
+- return normally: the step is done (``succeeded`` once ``verify`` finds nothing);
+- raise :class:`PurgeRetriable`: a transient problem, tried again later (``retrying``);
+- raise :class:`PurgeNotApplicable`: nothing to do here (``skipped``, with the reason);
+- raise anything else: ``failed``, kept for an operator.
+
+Messages of these exceptions are shown to operators: they never carry
+identifiers of the subject.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import ClassVar, Protocol, runtime_checkable
+
+from app.models import RequestKind
+from app.pii import Pii
+
+
+class PurgerName(StrEnum):
+    """Every store the service deletes from; the value is the task's ``purger`` field."""
+
+    postgres = "postgres"
+    mongodb = "mongodb"
+    s3 = "s3"
+    meta_graph = "meta_graph"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whom a request is about. Identities are masked: ``str()`` and logs show ``***``."""
+
+    request_id: uuid.UUID
+    kind: RequestKind
+    identities: dict[str, Pii]
+
+    def get(self, name: str) -> str | None:
+        value = self.identities.get(name)
+        return value.reveal() if value is not None else None
+
+
+@dataclass(frozen=True)
+class Retained:
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What a purge (or a preview) deleted, or would delete, and what it keeps and why."""
+
+    deleted: dict[str, int] = field(default_factory=dict)
+    retained: dict[str, Retained] = field(default_factory=dict)
+
+
+class PurgeRetriable(Exception):
+    """A transient failure: try again, not before ``after`` when given."""
+
+    def __init__(self, message: str, *, after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+class PurgeNotApplicable(Exception):
+    """Nothing to do in this store for this subject or kind; the message is the reason."""
+
+
+class PurgeFailed(Exception):
+    """A permanent failure an operator has to look at."""
+
+
+@runtime_checkable
+class Purger(Protocol):
+    name: ClassVar[PurgerName]
+
+    async def preview(self, subject: Subject) -> PurgeResult:
+        """What ``purge`` would delete and retain, changing nothing."""
+        ...
+
+    async def purge(self, subject: Subject) -> PurgeResult:
+        """Delete the subject's data in this store; idempotent."""
+        ...
+
+    async def verify(self, subject: Subject) -> dict[str, int]:
+        """What is left of the subject per table, collection or bucket (all zero when done)."""
+        ...

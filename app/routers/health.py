@@ -1,0 +1,45 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.deps import State
+from app.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="The service can do its work",
+    description=(
+        "Checks the tracking database and, when it runs in this process, the worker loop. "
+        "503 names the checks that failed."
+    ),
+    responses={503: {"model": Health, "description": "A dependency is unavailable."}},
+)
+async def readyz(state: State) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        async with state.engine.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+        checks["tracking_db"] = "ok"
+    except Exception as exc:  # any failure means "not ready"; the type says which
+        checks["tracking_db"] = f"unavailable ({type(exc).__name__})"
+    if state.settings.run_worker:
+        worker = state.worker
+        checks["worker"] = (
+            "ok" if worker is not None and worker.healthy else "unavailable (stalled)"
+        )
+    ready = all(value == "ok" for value in checks.values())
+    body = Health(status="ok" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

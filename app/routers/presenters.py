@@ -1,0 +1,59 @@
+"""Turn stored requests into the API's shapes."""
+
+from __future__ import annotations
+
+from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, TaskStatus
+from app.purgers.base import PurgerName
+from app.schemas import DeletionRequestOut, RetainedOut, StatusPageOut, StatusPageStore, TaskOut
+
+
+def _retained(raw: dict[str, object]) -> dict[str, RetainedOut]:
+    return {name: RetainedOut.model_validate(value) for name, value in raw.items()}
+
+
+def request_out(request: DeletionRequest, status_url: str) -> DeletionRequestOut:
+    return DeletionRequestOut(
+        id=request.id,
+        kind=RequestKind(request.kind),
+        status=RequestStatus(request.status),
+        source=RequestSource(request.source),
+        requested_by=request.requested_by,
+        confirmation_code=request.confirmation_code,
+        status_url=status_url,
+        status_reason=request.status_reason,
+        created_at=request.created_at,
+        due_at=request.due_at,
+        completed_at=request.completed_at,
+        tasks=[
+            TaskOut(
+                purger=PurgerName(task.purger),
+                status=TaskStatus(task.status),
+                attempts=task.attempts,
+                deleted=dict(task.deleted),
+                retained=_retained(task.retained),
+                error=task.error,
+                started_at=task.started_at,
+                finished_at=task.finished_at,
+            )
+            for task in request.tasks
+        ],
+    )
+
+
+def status_page(request: DeletionRequest) -> StatusPageOut:
+    return StatusPageOut(
+        kind=RequestKind(request.kind),
+        status=RequestStatus(request.status),
+        received_at=request.created_at,
+        due_at=request.due_at,
+        completed_at=request.completed_at,
+        stores=[
+            StatusPageStore(
+                store=PurgerName(task.purger),
+                status=TaskStatus(task.status),
+                deleted=dict(task.deleted),
+                retained=_retained(task.retained),
+            )
+            for task in request.tasks
+        ],
+    )

@@ -1,0 +1,164 @@
+"""REST intake and reading of deletion requests (`/v1/deletion-requests`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response, status
+
+from app.deps import Admin, Reader, State, Writer
+from app.models import RequestKind, RequestStatus
+from app.repository import RequestFilter
+from app.routers.presenters import request_out
+from app.schemas import (
+    CREATE_EXAMPLES,
+    CancelBody,
+    CreateDeletionRequest,
+    DeletionRequestOut,
+    DeletionRequestPage,
+    Problem,
+)
+
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        401: "Missing or invalid bearer token.",
+        403: "The token lacks the required scope.",
+        404: "Not found.",
+        409: "Conflicts with the request's current state.",
+        422: "Malformed body or parameters.",
+        503: "A store needed to answer is unreachable; retry later.",
+    }
+    return {code: {**PROBLEM, "description": descriptions[code]} for code in codes}
+
+
+router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Replaying the same key with the same body returns the first request (200).",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeletionRequestOut,
+    summary="File a deletion request",
+    description=(
+        "Files a request of one of three kinds. A new request answers 202; a replayed "
+        "`Idempotency-Key`, or an open request of the same kind for the same subject, "
+        "answers 200 with the existing request."
+    ),
+    responses={
+        200: {
+            "model": DeletionRequestOut,
+            "description": "An existing request (replay or open duplicate).",
+        },
+        **problems(401, 403, 404, 409, 422, 503),
+    },
+)
+async def create_request(
+    state: State,
+    principal: Writer,
+    response: Response,
+    body: Annotated[CreateDeletionRequest, Body(openapi_examples=CREATE_EXAMPLES)],
+    idempotency_key: IdempotencyKey = None,
+) -> DeletionRequestOut:
+    intake = await state.requests.create(
+        body, requested_by=principal.subject, idempotency_key=idempotency_key
+    )
+    if intake.created and state.worker is not None:
+        state.worker.wake()
+    if not intake.created:
+        response.status_code = status.HTTP_200_OK
+    return request_out(intake.request, state.requests.status_url(intake.request))
+
+
+@router.get(
+    "",
+    response_model=DeletionRequestPage,
+    summary="List deletion requests",
+    description="Newest first. Pass `next_cursor` back as `cursor` for the next page.",
+    responses=problems(401, 403, 422),
+)
+async def list_requests(
+    state: State,
+    _principal: Reader,
+    status_: Annotated[
+        RequestStatus | None, Query(alias="status", description="Only requests in this status.")
+    ] = None,
+    kind: Annotated[RequestKind | None, Query(description="Only requests of this kind.")] = None,
+    overdue: Annotated[bool, Query(description="Only open requests past their `due_at`.")] = False,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="From a previous page.")
+    ] = None,
+) -> DeletionRequestPage:
+    rows, next_cursor = await state.requests.list(
+        RequestFilter(status=status_, kind=kind, overdue=overdue), limit=limit, cursor=cursor
+    )
+    return DeletionRequestPage(
+        items=[request_out(row, state.requests.status_url(row)) for row in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get(
+    "/{request_id}",
+    response_model=DeletionRequestOut,
+    summary="Read one deletion request",
+    responses=problems(401, 403, 404, 422),
+)
+async def get_request(
+    state: State, _principal: Reader, request_id: uuid.UUID
+) -> DeletionRequestOut:
+    request = await state.requests.get(request_id)
+    return request_out(request, state.requests.status_url(request))
+
+
+@router.post(
+    "/{request_id}/cancel",
+    response_model=DeletionRequestOut,
+    summary="Cancel a request that has not started",
+    description=(
+        "Only `pending`, `awaiting_confirmation` and `needs_review` requests can be cancelled."
+    ),
+    responses=problems(401, 403, 404, 409, 422),
+)
+async def cancel_request(
+    state: State,
+    principal: Admin,
+    request_id: uuid.UUID,
+    body: Annotated[CancelBody | None, Body()] = None,
+) -> DeletionRequestOut:
+    request = await state.requests.cancel(
+        request_id, actor=principal.subject, reason=body.reason if body else None
+    )
+    return request_out(request, state.requests.status_url(request))
+
+
+@router.post(
+    "/{request_id}/retry",
+    response_model=DeletionRequestOut,
+    summary="Retry a failed request",
+    description=(
+        "Re-queues a `failed` request: its failed tasks run again with fresh attempts; "
+        "tasks that already succeeded are not repeated."
+    ),
+    responses=problems(401, 403, 404, 409, 422),
+)
+async def retry_request(
+    state: State, principal: Admin, request_id: uuid.UUID
+) -> DeletionRequestOut:
+    request = await state.requests.retry(request_id, actor=principal.subject)
+    if state.worker is not None:
+        state.worker.wake()
+    return request_out(request, state.requests.status_url(request))

@@ -1,0 +1,226 @@
+"""The REST API's bodies: what callers send and what they get back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
+from app.purgers.base import PurgerName
+
+NumericId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,32}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class _Subject(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def identities(self) -> dict[str, str]:
+        """The identities given, as strings, in canonical form (used for dedupe and hashing)."""
+        return {k: str(v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class _ExactlyOne(_Subject):
+    @model_validator(mode="after")
+    def _exactly_one(self) -> _ExactlyOne:
+        given = [name for name, value in self.model_dump().items() if value is not None]
+        if len(given) != 1:
+            names = ", ".join(type(self).model_fields)
+            raise ValueError(f"give exactly one of: {names}")
+        return self
+
+
+class AccountSubject(_ExactlyOne):
+    """A whole SoundOps account, named by exactly one of its identities."""
+
+    tenant_id: uuid.UUID | None = None
+    site_name: Name | None = None
+    owner_email: EmailStr | None = None
+
+    @field_validator("owner_email", mode="after")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+
+class MetaDataSubject(_ExactlyOne):
+    """A person or account whose Meta-sourced data is deleted."""
+
+    facebook_user_id: NumericId | None = None
+    ig_user_id: NumericId | None = None
+    ig_username: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True, to_lower=True, pattern=r"^@?[A-Za-z0-9._]{1,30}$"
+            ),
+        ]
+        | None
+    ) = None
+    facebook_page_name: Name | None = None
+
+    @field_validator("ig_username", mode="after")
+    @classmethod
+    def _no_at(cls, value: str | None) -> str | None:
+        return value.removeprefix("@") if value else value
+
+    @field_validator("facebook_page_name", mode="after")
+    @classmethod
+    def _fold(cls, value: str | None) -> str | None:
+        # Compared case-insensitively, surrounding spaces ignored (SoundOps README).
+        return " ".join(value.split()).casefold() if value else value
+
+
+class InstagramDisconnectSubject(_Subject):
+    """One Instagram connection of one tenant: both ids are required."""
+
+    tenant_id: uuid.UUID
+    instagram_account_id: uuid.UUID
+
+
+class _CreateBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["email", "admin_panel", "api", "meta_email"] = "api"
+    notify_email: EmailStr | None = Field(
+        default=None, description="Where to send the confirmation once the deletion is done."
+    )
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Free text for operators."
+    )
+
+
+class CreateAccountDeletion(_CreateBase):
+    kind: Literal[RequestKind.account]
+    subject: AccountSubject
+
+
+class CreateMetaDataDeletion(_CreateBase):
+    kind: Literal[RequestKind.meta_data]
+    subject: MetaDataSubject
+
+
+class CreateInstagramDisconnect(_CreateBase):
+    kind: Literal[RequestKind.instagram_disconnect]
+    subject: InstagramDisconnectSubject
+
+
+CreateDeletionRequest = Annotated[
+    CreateAccountDeletion | CreateMetaDataDeletion | CreateInstagramDisconnect,
+    Field(discriminator="kind"),
+]
+
+CREATE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "account": {
+        "summary": "Delete a whole account, by tenant id",
+        "value": {
+            "kind": "account",
+            "subject": {"tenant_id": "0b7e3c1e-4f7a-4d3e-9a51-2f0d6f1c9a10"},
+            "notify_email": "owner@example.com",
+            "reason": "Customer asked through the admin panel",
+            "source": "admin_panel",
+        },
+    },
+    "meta_data": {
+        "summary": "Delete all Meta-sourced data about an Instagram username",
+        "value": {"kind": "meta_data", "subject": {"ig_username": "some.artist"}},
+    },
+    "instagram_disconnect": {
+        "summary": "Disconnect one Instagram account of a tenant",
+        "value": {
+            "kind": "instagram_disconnect",
+            "subject": {
+                "tenant_id": "0b7e3c1e-4f7a-4d3e-9a51-2f0d6f1c9a10",
+                "instagram_account_id": "5d1f9a2b-8c3e-4b7a-9f10-1a2b3c4d5e6f",
+            },
+        },
+    },
+}
+
+
+class RetainedOut(BaseModel):
+    count: int
+    reason: str
+
+
+class TaskOut(BaseModel):
+    purger: PurgerName
+    status: TaskStatus
+    attempts: int
+    deleted: dict[str, int]
+    retained: dict[str, RetainedOut]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class DeletionRequestOut(BaseModel):
+    id: uuid.UUID
+    kind: RequestKind
+    status: RequestStatus
+    source: RequestSource
+    requested_by: str
+    confirmation_code: str
+    status_url: str
+    status_reason: str | None = Field(
+        default=None, description="Why the request is in its status (cancelled, failed)."
+    )
+    created_at: datetime
+    due_at: datetime
+    completed_at: datetime | None
+    tasks: list[TaskOut]
+
+
+class DeletionRequestPage(BaseModel):
+    items: list[DeletionRequestOut]
+    next_cursor: str | None
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every 4xx/5xx answer carries them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class StatusPageStore(BaseModel):
+    store: PurgerName
+    status: TaskStatus
+    deleted: dict[str, int]
+    retained: dict[str, RetainedOut]
+
+
+class StatusPageOut(BaseModel):
+    """The public status of a request: no identifiers, no personal data."""
+
+    kind: RequestKind
+    status: RequestStatus
+    received_at: datetime
+    due_at: datetime
+    completed_at: datetime | None
+    stores: list[StatusPageStore]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

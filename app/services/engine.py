@@ -1,0 +1,500 @@
+"""The execution engine: workers claim requests from the tracking table and run their purgers.
+
+- The queue is the ``deletion_requests`` table: a due request is claimed under a
+  lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), kept alive by heartbeats. A
+  worker that dies leaves a lease that expires; any other worker takes over.
+- A claimed request's tasks run concurrently in an ``asyncio.TaskGroup``; each
+  task has its own DB session, catches its own errors and records its own
+  status, so one failing store never cancels the others. A task waits for the
+  tasks named in its ``after`` (the Meta step before the token-deleting one).
+- Outcomes are typed (``app/purgers/base.py``). Transient failures are retried
+  with exponential backoff and jitter, persisted as ``next_attempt_at`` (no
+  sleeping while holding a claim), up to ``max_attempts``.
+- Every task outcome is written only while the worker still holds the lease
+  (a fencing check in the same transaction).
+- A request is ``completed`` only when every task succeeded or was skipped with
+  a reason, and every succeeded purger's ``verify`` found nothing left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import repository
+from app.models import DeletionTask, RequestKind, RequestStatus, TaskStatus, utcnow
+from app.pii import Pii
+from app.purgers.base import (
+    PurgeFailed,
+    PurgeNotApplicable,
+    Purger,
+    PurgeRetriable,
+    PurgerName,
+    Subject,
+)
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+FINISHED = frozenset({TaskStatus.succeeded, TaskStatus.skipped, TaskStatus.failed})
+DONE = frozenset({TaskStatus.succeeded, TaskStatus.skipped})
+
+
+@dataclass(frozen=True)
+class NotConfigured:
+    """A store with no settings: its tasks are ``skipped`` with this reason."""
+
+    reason: str
+
+
+PurgerSlot = Purger | NotConfigured
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def backoff(settings: Settings, attempt: int, after: timedelta | None = None) -> timedelta:
+    """Exponential backoff with 'equal jitter': half fixed, half random."""
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+    if after is not None:
+        delay = max(delay, after.total_seconds())
+    return timedelta(seconds=delay)
+
+
+class LeaseLost(Exception):
+    """Another worker holds the request now; this one stops touching it."""
+
+
+@dataclass
+class _Run:
+    """One claimed request being worked on."""
+
+    request_id: uuid.UUID
+    subject: Subject
+    done: dict[str, asyncio.Event] = field(default_factory=dict)
+    final: dict[str, str] = field(default_factory=dict)
+    lost: bool = False
+
+
+def _error_text(exc: BaseException) -> str:
+    """What an operator sees. Our own outcome types carry safe messages; a foreign
+    exception's message might quote data, so only its type is kept."""
+    if isinstance(exc, PurgeFailed | PurgeRetriable | PurgeNotApplicable):
+        return str(exc)[:1000]
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"unexpected error ({type(exc).__name__})"
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        purgers: Mapping[PurgerName, PurgerSlot],
+        worker_id: str,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessionmaker
+        self._purgers = purgers
+        self.worker_id = worker_id
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+
+    # --- claiming -------------------------------------------------------------------
+
+    async def claim(self) -> repository.Claim | None:
+        now = utcnow()
+        async with self._sessions() as session:
+            claim = await repository.claim_next(session, self.worker_id, self.lease, now)
+            if claim is None:
+                await session.rollback()
+                return None
+            if claim.previous_owner is not None:
+                repository.add_event(
+                    session,
+                    claim.request_id,
+                    "lease_taken_over",
+                    actor=self.worker_id,
+                    detail={"previous_owner": claim.previous_owner},
+                )
+            repository.add_event(session, claim.request_id, "claimed", actor=self.worker_id)
+            await session.commit()
+        log.info("request_claimed", request_id=str(claim.request_id), worker=self.worker_id)
+        return claim
+
+    async def run_claimed(self, request_id: uuid.UUID) -> None:
+        """Work on a claimed request, with heartbeats, until its tasks have settled."""
+        work = asyncio.current_task()
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(request_id, work, lost))
+        try:
+            await self._process(request_id)
+        except asyncio.CancelledError:
+            if not lost.is_set():
+                await self._release_interrupted(request_id)
+                raise
+            log.warning("lease_lost", request_id=str(request_id), worker=self.worker_id)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except LeaseLost:
+            log.warning("lease_lost", request_id=str(request_id), worker=self.worker_id)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(
+        self, request_id: uuid.UUID, work: asyncio.Task[Any] | None, lost: asyncio.Event
+    ) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._sessions() as session:
+                    held = await repository.extend_lease(
+                        session, request_id, self.worker_id, utcnow() + self.lease
+                    )
+                    await session.commit()
+            except Exception as exc:  # the tracking DB may blink; the lease has slack
+                log.warning("heartbeat_failed", error_type=type(exc).__name__)
+                continue
+            if not held:
+                lost.set()
+                if work is not None:
+                    work.cancel()
+                return
+
+    async def _release_interrupted(self, request_id: uuid.UUID) -> None:
+        """Shutdown mid-request: hand it back at once so another worker continues."""
+        with contextlib.suppress(Exception):
+            async with self._sessions() as session:
+                await repository.release(session, request_id, self.worker_id, run_after=utcnow())
+                repository.add_event(session, request_id, "released", actor=self.worker_id)
+                await session.commit()
+
+    # --- running tasks --------------------------------------------------------------
+
+    async def _process(self, request_id: uuid.UUID) -> None:
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            if request is None:
+                return
+            tasks = list(await repository.get_tasks(session, request_id))
+            subject = Subject(
+                request_id=request_id,
+                kind=RequestKind(request.kind),
+                identities={k: Pii(str(v)) for k, v in request.subject.items()},
+            )
+        run = _Run(request_id, subject, done={t.purger: asyncio.Event() for t in tasks})
+        async with asyncio.TaskGroup() as group:
+            for task in tasks:
+                group.create_task(self._guarded(run, task))
+        if run.lost:
+            raise LeaseLost
+        await self._settle(request_id)
+
+    async def _guarded(self, run: _Run, task: DeletionTask) -> None:
+        try:
+            run.final[task.purger] = await self._run_task(run, task)
+        except LeaseLost:
+            run.lost = True
+        except Exception as exc:  # the tracking DB failed us: the lease will expire, retry
+            log.error("task_bookkeeping_failed", purger=task.purger, error_type=type(exc).__name__)
+            run.final[task.purger] = TaskStatus.running
+        finally:
+            run.done[task.purger].set()
+
+    async def _run_task(self, run: _Run, task: DeletionTask) -> str:
+        status = TaskStatus(task.status)
+        if status in FINISHED:
+            return status
+        if (
+            status is TaskStatus.retrying
+            and task.next_attempt_at is not None
+            and task.next_attempt_at > utcnow()
+        ):
+            return status
+        for dependency in task.after:
+            if dependency in run.done:
+                await run.done[dependency].wait()
+                if run.final.get(dependency) not in DONE:
+                    return status  # blocked: runs once the dependency is done
+
+        name = PurgerName(task.purger)
+        slot = self._purgers.get(name) or NotConfigured(f"no {name} purger is available")
+        if isinstance(slot, NotConfigured):
+            await self._finish(
+                run, task, TaskStatus.skipped, "task_skipped", error=slot.reason, started=True
+            )
+            return TaskStatus.skipped
+
+        attempt = task.attempts + 1
+        async with self._sessions() as session:
+            await self._fence(session, run.request_id)
+            await repository.update_task(
+                session,
+                task.id,
+                status=TaskStatus.running,
+                attempts=attempt,
+                started_at=task.started_at or utcnow(),
+                next_attempt_at=None,
+            )
+            repository.add_event(
+                session,
+                run.request_id,
+                "task_started",
+                actor=self.worker_id,
+                purger=name,
+                detail={"attempt": attempt},
+            )
+            await session.commit()
+
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.purger_timeout_seconds):
+                result = await slot.purge(run.subject)
+                remaining = await slot.verify(run.subject)
+        except PurgeNotApplicable as exc:
+            await self._finish(
+                run, task, TaskStatus.skipped, "task_skipped", error=_error_text(exc)
+            )
+            return TaskStatus.skipped
+        except (PurgeRetriable, TimeoutError) as exc:
+            after = exc.after if isinstance(exc, PurgeRetriable) else None
+            return await self._retry_or_fail(run, task, attempt, _error_text(exc), after)
+        except Exception as exc:
+            log.warning("purger_failed", purger=name, error_type=type(exc).__name__)
+            await self._finish(run, task, TaskStatus.failed, "task_failed", error=_error_text(exc))
+            return TaskStatus.failed
+
+        elapsed = round(time.monotonic() - started, 3)
+        left = {k: v for k, v in remaining.items() if v}
+        if left:
+            summary = ", ".join(f"{count} in {where}" for where, count in sorted(left.items()))
+            return await self._retry_or_fail(
+                run,
+                task,
+                attempt,
+                f"verification found data left: {summary}",
+                None,
+                deleted=result.deleted,
+            )
+        await self._finish(
+            run,
+            task,
+            TaskStatus.succeeded,
+            "task_succeeded",
+            deleted=result.deleted,
+            retained={
+                k: {"count": r.count, "reason": r.reason} for k, r in result.retained.items()
+            },
+            detail={"seconds": elapsed, "deleted": result.deleted, "verified": remaining},
+        )
+        return TaskStatus.succeeded
+
+    async def _retry_or_fail(
+        self,
+        run: _Run,
+        task: DeletionTask,
+        attempt: int,
+        error: str,
+        after: timedelta | None,
+        deleted: dict[str, int] | None = None,
+    ) -> str:
+        if attempt >= self.settings.max_attempts:
+            await self._finish(
+                run,
+                task,
+                TaskStatus.failed,
+                "task_failed",
+                error=f"gave up after {attempt} attempts: {error}",
+                deleted=deleted,
+            )
+            return TaskStatus.failed
+        next_at = utcnow() + backoff(self.settings, attempt, after)
+        await self._finish(
+            run,
+            task,
+            TaskStatus.retrying,
+            "task_retrying",
+            error=error,
+            deleted=deleted,
+            next_attempt_at=next_at,
+            detail={"attempt": attempt, "next_attempt_at": next_at.isoformat()},
+        )
+        return TaskStatus.retrying
+
+    async def _fence(self, session: AsyncSession, request_id: uuid.UUID) -> None:
+        if not await repository.holds_lease(session, request_id, self.worker_id, utcnow()):
+            raise LeaseLost
+
+    async def _finish(
+        self,
+        run: _Run,
+        task: DeletionTask,
+        status: TaskStatus,
+        event: str,
+        *,
+        error: str | None = None,
+        deleted: dict[str, int] | None = None,
+        retained: dict[str, Any] | None = None,
+        next_attempt_at: datetime | None = None,
+        detail: dict[str, Any] | None = None,
+        started: bool = False,
+    ) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "next_attempt_at": next_attempt_at,
+        }
+        if status is not TaskStatus.retrying:
+            values["finished_at"] = now
+        if started:
+            values["started_at"] = task.started_at or now
+        if deleted is not None:
+            values["deleted"] = deleted
+        if retained is not None:
+            values["retained"] = retained
+        async with self._sessions() as session:
+            await self._fence(session, run.request_id)
+            await repository.update_task(session, task.id, **values)
+            repository.add_event(
+                session,
+                run.request_id,
+                event,
+                actor=self.worker_id,
+                purger=task.purger,
+                detail={**(detail or {}), **({"error": error} if error else {})},
+            )
+            await session.commit()
+        log.info(event, request_id=str(run.request_id), purger=task.purger)
+
+    async def _settle(self, request_id: uuid.UUID) -> None:
+        """Decide the request's status from its tasks, and give the claim back."""
+        async with self._sessions() as session:
+            await self._fence(session, request_id)
+            tasks = await repository.get_tasks(session, request_id)
+            statuses = {t.purger: TaskStatus(t.status) for t in tasks}
+            now = utcnow()
+            values: dict[str, Any]
+            detail: dict[str, Any]
+            if all(s in DONE for s in statuses.values()):
+                values = {"status": RequestStatus.completed, "completed_at": now, "run_after": None}
+                event, detail = "completed", {}
+            elif any(s is TaskStatus.retrying for s in statuses.values()):
+                next_at = min(
+                    (t.next_attempt_at for t in tasks if t.next_attempt_at is not None),
+                    default=now,
+                )
+                values = {"status": RequestStatus.running, "run_after": next_at}
+                event, detail = "waiting_for_retry", {"run_after": next_at.isoformat()}
+            elif any(s is TaskStatus.failed for s in statuses.values()):
+                failed = sorted(p for p, s in statuses.items() if s is TaskStatus.failed)
+                values = {
+                    "status": RequestStatus.failed,
+                    "run_after": None,
+                    "status_reason": "failed in: " + ", ".join(failed),
+                }
+                event, detail = "failed", {"failed": failed}
+            else:  # interrupted tasks: run again soon
+                values = {"status": RequestStatus.running, "run_after": now}
+                event, detail = "requeued", {}
+            await repository.release(session, request_id, self.worker_id, **values)
+            repository.add_event(session, request_id, event, actor=self.worker_id, detail=detail)
+            await session.commit()
+        log.info("request_" + event, request_id=str(request_id))
+
+
+class Worker:
+    """Claims due requests and runs up to ``worker_concurrency`` of them at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.last_tick = time.monotonic()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """New work was filed: look now instead of at the next poll."""
+        self._wake.set()
+
+    @property
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_tick < max(30.0, self.settings.worker_poll_seconds * 5)
+
+    async def run(self) -> None:
+        log.info("worker_started", worker=self.engine.worker_id)
+        try:
+            while not self._stopping.is_set():
+                self.last_tick = time.monotonic()
+                claimed = False
+                if len(self._in_flight) < self.settings.worker_concurrency:
+                    claimed = await self._claim_one()
+                if claimed:
+                    continue
+                await self._idle()
+        finally:
+            await self._drain()
+            log.info("worker_stopped", worker=self.engine.worker_id)
+
+    async def _claim_one(self) -> bool:
+        try:
+            claim = await self.engine.claim()
+        except Exception as exc:  # tracking DB down: keep polling, do not die
+            log.warning("claim_failed", error_type=type(exc).__name__)
+            return False
+        if claim is None:
+            return False
+        task = asyncio.create_task(self.engine.run_claimed(claim.request_id))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+        return True
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request_run_crashed", error_type=type(task.exception()).__name__)
+        self._wake.set()
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.worker_poll_seconds):
+                await self._wake.wait()
+
+    async def _drain(self) -> None:
+        """Finish what is running within the grace period; release the rest."""
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(
+            self._in_flight, timeout=self.settings.shutdown_grace_seconds
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)

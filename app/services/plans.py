@@ -1,0 +1,38 @@
+"""Which purgers run for which kind of request, and what each must wait for.
+
+This is data, not code paths: the engine reads a plan and nothing else decides
+which stores a kind touches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.models import RequestKind
+from app.purgers.base import PurgerName
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    purger: PurgerName
+    after: tuple[PurgerName, ...] = ()
+
+
+# The Meta Graph step needs the access tokens that the PostgreSQL purger deletes,
+# so PostgreSQL waits for it; everything else runs concurrently.
+_WITH_GRAPH_FIRST = (
+    PlannedTask(PurgerName.meta_graph),
+    PlannedTask(PurgerName.postgres, after=(PurgerName.meta_graph,)),
+    PlannedTask(PurgerName.mongodb),
+)
+
+PLANS: dict[RequestKind, tuple[PlannedTask, ...]] = {
+    RequestKind.account: (*_WITH_GRAPH_FIRST, PlannedTask(PurgerName.s3)),
+    RequestKind.meta_data: (*_WITH_GRAPH_FIRST, PlannedTask(PurgerName.s3)),
+    # A disconnect keeps cached media (it expires by the bucket's 30-day rule).
+    RequestKind.instagram_disconnect: _WITH_GRAPH_FIRST,
+}
+
+
+def plan_for(kind: RequestKind) -> tuple[PlannedTask, ...]:
+    return PLANS[kind]

@@ -1,0 +1,266 @@
+"""Intake and life cycle of deletion requests (no FastAPI here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import string
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app import repository
+from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from app.models import (
+    CANCELLABLE_STATUSES,
+    DeletionRequest,
+    RequestKind,
+    RequestSource,
+    RequestStatus,
+    utcnow,
+)
+from app.pii import keyed_hash
+from app.schemas import (
+    CreateAccountDeletion,
+    CreateInstagramDisconnect,
+    CreateMetaDataDeletion,
+)
+from app.services import target
+from app.services.plans import plan_for
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CODE_ALPHABET = string.ascii_letters + string.digits
+CODE_LENGTH = 32  # 32 x log2(62) = 190 bits: not guessable, not enumerable.
+
+CreateBody = CreateAccountDeletion | CreateMetaDataDeletion | CreateInstagramDisconnect
+
+
+def new_confirmation_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def subject_key(hash_key: bytes, kind: RequestKind, identities: dict[str, str]) -> str:
+    canonical = json.dumps(
+        {"kind": kind.value, **identities}, sort_keys=True, separators=(",", ":")
+    )
+    return keyed_hash(hash_key, canonical)
+
+
+def fingerprint(body: CreateBody) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Intake:
+    request: DeletionRequest
+    created: bool
+
+
+class RequestService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        hash_key: bytes,
+        target_engine: AsyncEngine | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessionmaker
+        self._hash_key = hash_key
+        self._target = target_engine
+
+    def status_url(self, request: DeletionRequest) -> str:
+        return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
+
+    async def create(
+        self,
+        body: CreateBody,
+        *,
+        requested_by: str,
+        idempotency_key: str | None = None,
+        source: RequestSource | None = None,
+        initial_status: RequestStatus = RequestStatus.pending,
+    ) -> Intake:
+        kind = RequestKind(body.kind)
+        identities = body.subject.identities()
+        key = subject_key(self._hash_key, kind, identities)
+        body_fingerprint = fingerprint(body)
+
+        existing = await self._find_existing(
+            kind, key, requested_by, idempotency_key, body_fingerprint
+        )
+        if existing is not None:
+            return Intake(existing, created=False)
+
+        if isinstance(body, CreateInstagramDisconnect):
+            await self._check_ownership(body)
+
+        now = utcnow()
+        request = DeletionRequest(
+            id=uuid.uuid4(),
+            kind=kind,
+            status=initial_status,
+            source=source or RequestSource(body.source),
+            requested_by=requested_by,
+            subject=identities,
+            subject_key=key,
+            notify_email=body.notify_email,
+            reason=body.reason,
+            idempotency_key=idempotency_key,
+            request_fingerprint=body_fingerprint,
+            confirmation_code=new_confirmation_code(),
+            created_at=now,
+            updated_at=now,
+            due_at=now + timedelta(days=self._settings.deadline_days),
+            run_after=now if initial_status is RequestStatus.pending else None,
+        )
+        request.tasks = [
+            repository.new_task(step.purger, position, [p.value for p in step.after])
+            for position, step in enumerate(plan_for(kind))
+        ]
+        async with self._sessions() as session:
+            session.add(request)
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()
+                # Lost a race with an identical request: answer with the winner.
+                existing = await self._find_existing(
+                    kind, key, requested_by, idempotency_key, body_fingerprint
+                )
+                if existing is None:
+                    raise
+                return Intake(existing, created=False)
+            repository.add_event(
+                session,
+                request.id,
+                "created",
+                actor=requested_by,
+                detail={"kind": kind.value, "source": request.source, "status": request.status},
+            )
+            await session.commit()
+        log.info("request_created", request_id=str(request.id), kind=kind.value)
+        return Intake(request, created=True)
+
+    async def _find_existing(
+        self,
+        kind: RequestKind,
+        key: str,
+        requested_by: str,
+        idempotency_key: str | None,
+        body_fingerprint: str,
+    ) -> DeletionRequest | None:
+        async with self._sessions() as session:
+            if idempotency_key is not None:
+                replay = await repository.get_request_by_idempotency_key(
+                    session, requested_by, idempotency_key
+                )
+                if replay is not None:
+                    if replay.request_fingerprint != body_fingerprint:
+                        raise Conflict(
+                            "This Idempotency-Key was used with a different body; "
+                            "use a new key for a new request."
+                        )
+                    return replay
+            return await repository.get_open_request_for_subject(session, kind, key)
+
+    async def _check_ownership(self, body: CreateInstagramDisconnect) -> None:
+        if self._target is None:
+            return  # No target database configured: the postgres task will be skipped.
+        try:
+            owned = await target.account_belongs_to_tenant(
+                self._target, body.subject.tenant_id, body.subject.instagram_account_id
+            )
+        except target.TargetUnavailable as exc:
+            raise ServiceUnavailable(
+                "The SoundOps database could not be reached to check the account; retry later.",
+                headers={"Retry-After": "30"},
+            ) from exc
+        if not owned:
+            raise NotFound("No such Instagram account for this tenant.")
+
+    async def get(self, request_id: uuid.UUID) -> DeletionRequest:
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+        if request is None:
+            raise NotFound("No deletion request with this id.")
+        return request
+
+    async def get_by_code(self, code: str) -> DeletionRequest | None:
+        async with self._sessions() as session:
+            return await repository.get_request_by_code(session, code)
+
+    async def list(
+        self,
+        filters: repository.RequestFilter,
+        *,
+        limit: int,
+        cursor: str | None,
+        now: datetime | None = None,
+    ) -> tuple[Sequence[DeletionRequest], str | None]:
+        async with self._sessions() as session:
+            try:
+                return await repository.list_requests(
+                    session, filters, limit=limit, cursor=cursor, now=now
+                )
+            except repository.InvalidCursor as exc:
+                raise Unprocessable("The cursor is not valid; start again without it.") from exc
+
+    async def cancel(
+        self, request_id: uuid.UUID, *, actor: str, reason: str | None
+    ) -> DeletionRequest:
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            if request is None:
+                raise NotFound("No deletion request with this id.")
+            current = request.status
+            changed = await repository.transition_request(
+                session,
+                request_id,
+                from_statuses=CANCELLABLE_STATUSES,
+                to_status=RequestStatus.cancelled,
+                values={"status_reason": reason or "cancelled by an operator", "run_after": None},
+            )
+            if not changed:
+                await session.rollback()
+                raise Conflict(
+                    f"A {current} request cannot be cancelled; "
+                    "only pending or unconfirmed requests can."
+                )
+            repository.add_event(session, request_id, "cancelled", actor=actor)
+            await session.commit()
+        return await self.get(request_id)
+
+    async def retry(self, request_id: uuid.UUID, *, actor: str) -> DeletionRequest:
+        """Re-queue a failed request: its failed tasks start again with fresh attempts."""
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            if request is None:
+                raise NotFound("No deletion request with this id.")
+            current = request.status
+            now = utcnow()
+            changed = await repository.transition_request(
+                session,
+                request_id,
+                from_statuses=frozenset({RequestStatus.failed}),
+                to_status=RequestStatus.pending,
+                values={"status_reason": None, "run_after": now, "completed_at": None},
+            )
+            if not changed:
+                await session.rollback()
+                raise Conflict(f"A {current} request cannot be retried; only failed ones can.")
+            retried = await repository.reset_failed_tasks(session, request_id)
+            repository.add_event(
+                session, request_id, "retried", actor=actor, detail={"tasks": retried}
+            )
+            await session.commit()
+        return await self.get(request_id)

@@ -1,0 +1,189 @@
+"""Settings, one class per concern, all read from ``DELETION_*`` environment variables.
+
+Every variable of the contract's table is parsed here, including those whose
+feature arrives later, so that a deployment's configuration is validated at
+start-up in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "secret", "dev", "development", "test", "xxx"}
+)
+
+DEV_HASH_KEY = b"development-only-hash-key"
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``7d``, ``12h``, ``30m``, ``45s``, a bare number of seconds, or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION_RE.match(str(value))
+    if not match:
+        raise ValueError("expected a duration such as 7d, 12h, 30m or a number of seconds")
+    amount, unit = match.groups()
+    return timedelta(seconds=int(amount) * _DURATION_UNITS[unit])
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept ``postgresql://`` / ``postgres://`` and use the asyncpg driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """All of the service's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="DELETION_", extra="ignore", frozen=True)
+
+    environment: Environment = Environment.development
+
+    # The service's own tracking database.
+    database_url: str = "sqlite+aiosqlite:///./deletion.db"
+
+    # Target stores.
+    target_postgres_url: str | None = None
+    mongodb_url: str | None = None
+    mongodb_database: str = "soundops"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # Meta.
+    meta_app_secret: SecretStr | None = None
+    instagram_app_secret: SecretStr | None = None
+    meta_graph_url: str = "https://graph.facebook.com"
+    instagram_graph_url: str = "https://graph.instagram.com"
+    meta_graph_version: str = "v25.0"
+    token_encryption_key: SecretStr | None = None
+
+    # REST authentication.
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_issuer: str | None = None
+    jwt_audience: str = "soundops-deletion"
+    jwks_cache_seconds: int = 300
+
+    public_base_url: str = "http://localhost:8000"
+    hash_key: SecretStr | None = None
+    data_map: Path | None = None
+
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+    smtp_url: str | None = None
+    mail_from: str = "privacy@soundops.example"
+
+    run_worker: bool = True
+
+    imap_url: SecretStr | None = None
+    imap_done_folder: str = "Processed"
+    email_confirm_ttl: timedelta = timedelta(days=7)
+    email_authserv_id: str | None = None
+
+    # Intake.
+    deadline_days: int = 30
+
+    # The execution engine and its durable queue.
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    lease_seconds: float = Field(default=60.0, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    purger_timeout_seconds: float = Field(default=900.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Tests only: a JSON script for the in-tree scripted purgers (refused in production).
+    testing_purgers: Path | None = None
+
+    @field_validator("email_confirm_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("database_url", "target_postgres_url", mode="after")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        return normalise_db_url(value) if value else value
+
+    @field_validator("public_base_url", mode="after")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        allowed = {"HS256", "RS256", "ES256"}
+        bad = [alg for alg in self.jwt_algorithms if alg not in allowed]
+        if bad:
+            raise ValueError(f"DELETION_JWT_ALGORITHMS: unsupported {bad}; use {sorted(allowed)}")
+        if self.jwt_secret is not None and self.jwt_jwks_url:
+            raise ValueError("set DELETION_JWT_SECRET or DELETION_JWT_JWKS_URL, not both")
+        if self.testing_purgers is not None and self.environment is Environment.production:
+            raise ValueError("DELETION_TESTING_PURGERS replaces real purgers: never in production")
+        if self.environment is not Environment.development:
+            for name in ("jwt_secret", "hash_key"):
+                secret: SecretStr | None = getattr(self, name)
+                if name == "jwt_secret" and self.jwt_jwks_url:
+                    continue
+                if secret is None or secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(
+                        f"DELETION_{name.upper()} is missing or a placeholder; "
+                        f"it is required outside development"
+                    )
+                if len(secret.get_secret_value()) < 16:
+                    raise ValueError(f"DELETION_{name.upper()} must be at least 16 characters")
+        return self
+
+    @property
+    def effective_jwt_algorithms(self) -> list[str]:
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ["RS256", "ES256"] if self.jwt_jwks_url else ["HS256"]
+
+    @property
+    def effective_hash_key(self) -> bytes:
+        """The HMAC key for subject hashes; a fixed one only in development."""
+        if self.hash_key is not None:
+            return self.hash_key.get_secret_value().encode()
+        return DEV_HASH_KEY
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

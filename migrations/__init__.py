@@ -1,0 +1,1 @@
+"""Alembic migrations of the tracking database (shipped inside the wheel)."""

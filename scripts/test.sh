@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The project's one test command, for a fresh machine as for a developer's:
+#   bash scripts/test.sh [pytest args...]
+# 1. .venv with the project and its test extras (scripts/bootstrap.sh)
+# 2. PostgreSQL 15 server binaries (apt-get when missing and we are root)
+# 3. FerretDB built into .cache/bin/ferretdb (scripts/build_ferretdb.sh)
+# 4. ruff check, ruff format --check, mypy   (skipped with SKIP_LINT=1)
+# 5. pytest "$@"  (the tests start PostgreSQL, FerretDB and moto themselves)
+# Exits non-zero when any step fails; pytest collecting no test is a failure.
+# TEST_POSTGRES_URL / TEST_MONGODB_URL / TEST_S3_ENDPOINT_URL point the tests
+# at external servers instead (then the matching local setup is skipped).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PG_BINDIR="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
+export PG_BINDIR
+
+log() { echo "==> $*"; }
+die() { echo "==> ERROR: $*" >&2; exit 1; }
+
+total_start=$SECONDS
+
+log "python environment"
+bash "$ROOT/scripts/bootstrap.sh"
+export PATH="$VENV/bin:$PATH"
+
+if [[ -z "${TEST_POSTGRES_URL:-}" ]]; then
+    if [[ ! -x "$PG_BINDIR/initdb" ]]; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "PostgreSQL 15 server binaries missing in $PG_BINDIR: installing with apt-get"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq
+            apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null
+        fi
+        [[ -x "$PG_BINDIR/initdb" ]] || die "PostgreSQL 15 server binaries not found in $PG_BINDIR \
+(install the 'postgresql-15' package, set PG_BINDIR, or set TEST_POSTGRES_URL)"
+    fi
+    log "PostgreSQL: $("$PG_BINDIR/postgres" --version)"
+fi
+
+if [[ -z "${TEST_MONGODB_URL:-}" ]]; then
+    if [[ -n "${FERRETDB_BIN:-}" ]]; then
+        [[ -x "$FERRETDB_BIN" ]] || die "FERRETDB_BIN=$FERRETDB_BIN is not an executable file"
+        log "FerretDB: using FERRETDB_BIN=$FERRETDB_BIN"
+    else
+        log "FerretDB"
+        bash "$ROOT/scripts/build_ferretdb.sh"
+        export FERRETDB_BIN="$ROOT/.cache/bin/ferretdb"
+    fi
+fi
+
+failed=()
+if [[ "${SKIP_LINT:-0}" == 1 ]]; then
+    log "SKIP_LINT=1: skipping ruff and mypy"
+else
+    log "ruff check ."
+    "$VENV/bin/ruff" check . || failed+=("ruff check")
+    log "ruff format --check ."
+    "$VENV/bin/ruff" format --check . || failed+=("ruff format")
+    log "mypy"
+    "$VENV/bin/mypy" || failed+=("mypy")
+fi
+
+log "pytest $*"
+set +e
+"$VENV/bin/pytest" "$@"
+rc=$?
+set -e
+if [[ $rc == 5 ]]; then
+    echo "==> ERROR: pytest collected no tests (exit 5); treating that as a failure" >&2
+    failed+=("pytest (no tests)")
+elif [[ $rc != 0 ]]; then
+    failed+=("pytest (exit $rc)")
+fi
+
+if ((${#failed[@]})); then
+    log "FAILED: ${failed[*]} ($((SECONDS - total_start)) s)"
+    exit 1
+fi
+log "all checks passed ($((SECONDS - total_start)) s)"

@@ -1,0 +1,50 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import httpx
+
+from app.main import create_app
+from tests.app_fixtures import make_settings
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_readyz_checks_the_tracking_database(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"tracking_db": "ok"}
+
+
+async def test_readyz_is_503_when_the_tracking_database_is_down() -> None:
+    # Port 9 on loopback: nothing listens there.
+    app = create_app(make_settings("postgresql://nobody@127.0.0.1:9/none"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["tracking_db"].startswith("unavailable")
+
+
+async def test_intake_answers_503_when_the_tracking_database_is_down() -> None:
+    from tests.app_fixtures import bearer, mint
+
+    app = create_app(make_settings("postgresql://nobody@127.0.0.1:9/none"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post(
+                "/v1/deletion-requests",
+                json={"kind": "account", "subject": {"site_name": "x-site"}},
+                headers=bearer(mint()),
+            )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "30"
+    assert response.headers["content-type"] == "application/problem+json"

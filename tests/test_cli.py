@@ -1,0 +1,166 @@
+"""The command line, and the newcomer path: `serve` on the embedded default, then HTTP calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+
+BIN = Path(sys.executable).parent / "soundops-deletion"
+SECRET = "cli-test-secret-which-is-long-enough-for-hs256"
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELETION_")}
+    env.update(extra)
+    return env
+
+
+def test_token_mints_a_verifiable_jwt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELETION_JWT_SECRET", SECRET)
+    result = CliRunner().invoke(
+        cli, ["token", "--scope", "deletions:read", "-s", "deletions:write", "--subject", "me"]
+    )
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(
+        result.output.strip(), SECRET, algorithms=["HS256"], audience="soundops-deletion"
+    )
+    assert claims["sub"] == "me"
+    assert claims["scope"] == "deletions:read deletions:write"
+    assert 3500 < claims["exp"] - claims["iat"] <= 3600
+
+
+def test_token_refuses_an_unknown_scope() -> None:
+    result = CliRunner().invoke(cli, ["token", "--scope", "deletions:everything"])
+    assert result.exit_code == 2
+
+
+def test_invalid_configuration_is_reported_by_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELETION_EMAIL_CONFIRM_TTL", "whenever")
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["token", "--scope", "deletions:read"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "DELETION_EMAIL_CONFIRM_TTL" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`soundops-deletion serve` as a newcomer runs it: no configuration, fresh folder."""
+    port = _free_port()
+    env = _env(tmp_path)
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port)], cwd=tmp_path, env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "serve.log").read_text())
+            time.sleep(0.2)
+        yield base, env
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _cli(tmp: Path, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN), *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_newcomer_path_on_the_embedded_default(
+    served: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    base, env = served
+    assert (tmp_path / "deletion.db").exists(), "serve must create the embedded database"
+    token = _cli(tmp_path, env, "token", "--scope", "deletions:admin").strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        created = client.post(
+            "/v1/deletion-requests",
+            json={"kind": "account", "subject": {"site_name": "newcomer-band"}},
+        )
+        assert created.status_code == 202, created.text
+        request_id = created.json()["id"]
+        assert client.get(f"/v1/deletion-requests/{request_id}").json()["status"] == "pending"
+        listing = client.get("/v1/deletion-requests").json()
+        assert [item["id"] for item in listing["items"]] == [request_id]
+        cancelled = client.post(f"/v1/deletion-requests/{request_id}/cancel")
+        assert cancelled.json()["status"] == "cancelled"
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+    listed = json.loads(_cli(tmp_path, env, "requests", "list", "--json"))
+    assert [item["id"] for item in listed] == [request_id]
+    assert _cli(tmp_path, env, "requests", "list", "--status", "pending", "--json").strip() == "[]"
+    shown = json.loads(_cli(tmp_path, env, "requests", "show", request_id, "--json"))
+    assert [e["type"] for e in shown["events"]] == ["created", "cancelled"]
+    table = _cli(tmp_path, env, "requests", "show", request_id)
+    assert "cancelled" in table and "meta_graph" in table
+
+
+def test_migrate_then_show_unknown_request_fails_cleanly(tmp_path: Path) -> None:
+    env = _env(tmp_path, DELETION_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    assert "migrated" in _cli(tmp_path, env, "migrate")
+    result = subprocess.run(
+        [str(BIN), "requests", "show", "00000000-0000-4000-8000-000000000000"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_unmigrated_postgres_database(
+    fresh_pg_database: object, tmp_path: Path
+) -> None:
+    database = fresh_pg_database()  # type: ignore[operator]
+    env = _env(tmp_path, DELETION_DATABASE_URL=database.url)
+    result = subprocess.run(
+        [str(BIN), "requests", "list"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "soundops-deletion migrate" in result.stderr
