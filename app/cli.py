@@ -21,6 +21,7 @@ from app.main import build_state, close_state, new_worker
 from app.models import RequestKind, RequestStatus
 from app.repository import RequestFilter, list_events
 from app.routers.presenters import request_out
+from app.services.datamap_check import CheckReport, check
 from app.settings import Settings, get_settings, parse_duration
 from app.state import AppState
 
@@ -34,6 +35,8 @@ cli = typer.Typer(
 )
 requests_cli = typer.Typer(help="Read deletion requests.", no_args_is_help=True)
 cli.add_typer(requests_cli, name="requests")
+datamap_cli = typer.Typer(help="The data map of the SoundOps stores.", no_args_is_help=True)
+cli.add_typer(datamap_cli, name="datamap")
 
 console = Console()
 err = Console(stderr=True)
@@ -240,6 +243,33 @@ def requests_show(
     for e in item["events"]:
         events.add_row(e["at"][:23], e["type"], e["purger"] or "", e["actor"] or "")
     console.print(events)
+
+
+@datamap_cli.command("check")
+def datamap_check() -> None:
+    """Compare the data map with the live stores; fail on anything it does not cover."""
+
+    async def work(state: AppState) -> CheckReport:
+        try:
+            return await check(state.datamap, state.stores, state.settings.mongodb_database)
+        except Exception as exc:  # a store is down or refuses us: say which kind of error
+            err.print(f"[red]A store could not be inspected ({type(exc).__name__}).[/red]")
+            raise typer.Exit(2) from exc
+
+    report = _with_state(work)
+    console.print(f"data map {_settings().data_map or 'bundled'}: checked {report.checked}")
+    for store in report.skipped:
+        console.print(f"  {store}: not configured, not checked")
+    if report.ok:
+        console.print("[green]every table, collection and bucket is covered by the map[/green]")
+        return
+    table = Table(title=f"{len(report.findings)} problem(s)")
+    for column in ("store", "name", "problem"):
+        table.add_column(column)
+    for finding in report.findings:
+        table.add_row(finding.store, finding.name, finding.problem)
+    console.print(table)
+    raise typer.Exit(1)
 
 
 def main() -> None:

@@ -6,21 +6,25 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 import structlog
 from fastapi import FastAPI
 
 from app import __version__
 from app.auth import TokenVerifier
+from app.datamap import load_datamap
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.purgers.registry import build_purgers
+from app.purgers.testing import StaticResolver
 from app.routers import health, requests, status_page
-from app.services.engine import Engine, Worker, new_worker_id
+from app.services.engine import Engine, ResolverLike, Worker, new_worker_id
+from app.services.preview import PreviewService
 from app.services.requests import RequestService
+from app.services.resolution import Resolver
 from app.settings import Settings, get_settings
 from app.state import AppState
+from app.stores import open_stores
 
 log = structlog.get_logger(__name__)
 
@@ -37,38 +41,48 @@ Every error is an RFC 9457 `application/problem+json` document.
 
 
 async def build_state(settings: Settings) -> AppState:
+    datamap = load_datamap(settings.data_map)
     engine = create_engine(settings.database_url)
-    target_engine = (
-        create_engine(settings.target_postgres_url) if settings.target_postgres_url else None
+    stores = await open_stores(settings)
+    try:
+        purgers = build_purgers(settings, datamap, stores)
+    except BaseException:
+        await stores.aclose()
+        await engine.dispose()
+        raise
+    sessionmaker = create_sessionmaker(engine)
+    resolver: ResolverLike = (
+        StaticResolver()
+        if settings.testing_purgers is not None
+        else Resolver(stores.target_engine, datamap.postgres)
     )
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-    hash_key = settings.effective_hash_key
-    purgers = build_purgers(settings)
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
-        http=http,
-        verifier=TokenVerifier(settings, http),
+        sessionmaker=sessionmaker,
+        stores=stores,
+        datamap=datamap,
+        verifier=TokenVerifier(settings, stores.http),
         requests=RequestService(
-            settings, create_sessionmaker(engine), hash_key, target_engine=target_engine
+            settings, sessionmaker, settings.effective_hash_key, target_engine=stores.target_engine
         ),
         purgers=purgers,
-        target_engine=target_engine,
+        resolver=resolver,
+        preview=PreviewService(purgers, resolver),
     )
 
 
+async def close_state(state: AppState) -> None:
+    await state.stores.aclose()
+    await state.engine.dispose()
+
+
 def new_worker(state: AppState) -> Worker:
-    engine = Engine(state.settings, state.sessionmaker, state.purgers, new_worker_id())
+    engine = Engine(
+        state.settings, state.sessionmaker, state.purgers, new_worker_id(), state.resolver
+    )
     state.worker = Worker(engine)
     return state.worker
-
-
-async def close_state(state: AppState) -> None:
-    await state.http.aclose()
-    if state.target_engine is not None:
-        await state.target_engine.dispose()
-    await state.engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -126,6 +126,10 @@ class DeletionRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the subject resolved to before purging: raw ids (wiped when the request is
+    # minimised) and their keyed hashes (kept as evidence).
+    resolution: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    resolution_digest: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Work queue: when the request next needs a worker, and who holds it until when.
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(255))

@@ -224,3 +224,17 @@ class StatusPageOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class PreviewTask(BaseModel):
+    purger: PurgerName
+    would_delete: dict[str, int]
+    would_retain: dict[str, RetainedOut]
+    skipped: str | None = Field(
+        default=None,
+        description="Why this store would be skipped (not configured, not applicable).",
+    )
+
+
+class PreviewOut(BaseModel):
+    tasks: list[PreviewTask]

@@ -7,6 +7,7 @@ start-up in one place.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from enum import StrEnum
@@ -59,7 +60,9 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     """All of the service's configuration."""
 
-    model_config = SettingsConfigDict(env_prefix="DELETION_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DELETION_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     environment: Environment = Environment.development
 
@@ -72,6 +75,8 @@ class Settings(BaseSettings):
     mongodb_database: str = "soundops"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # S3 is used when an endpoint or AWS credentials are configured; this forces it on or off.
+    s3_enabled_setting: bool | None = Field(default=None, alias="DELETION_S3_ENABLED")
 
     # Meta.
     meta_app_secret: SecretStr | None = None
@@ -178,6 +183,19 @@ class Settings(BaseSettings):
         if self.hash_key is not None:
             return self.hash_key.get_secret_value().encode()
         return DEV_HASH_KEY
+
+    @property
+    def s3_enabled(self) -> bool:
+        if self.s3_enabled_setting is not None:
+            return self.s3_enabled_setting
+        aws = (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        )
+        return self.s3_endpoint_url is not None or any(os.environ.get(name) for name in aws)
 
     @property
     def is_sqlite(self) -> bool:

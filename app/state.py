@@ -9,10 +9,13 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import TokenVerifier
+from app.datamap import DataMap
 from app.purgers.base import PurgerName
-from app.services.engine import PurgerSlot, Worker
+from app.services.engine import PurgerSlot, ResolverLike, Worker
+from app.services.preview import PreviewService
 from app.services.requests import RequestService
 from app.settings import Settings
+from app.stores import Stores
 
 
 @dataclass
@@ -20,9 +23,15 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    http: httpx.AsyncClient
+    stores: Stores
+    datamap: DataMap
     verifier: TokenVerifier
     requests: RequestService
     purgers: Mapping[PurgerName, PurgerSlot]
-    target_engine: AsyncEngine | None = None
+    resolver: ResolverLike
+    preview: PreviewService
     worker: Worker | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.stores.http

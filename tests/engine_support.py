@@ -31,7 +31,9 @@ class Script:
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
-    def starts(self, request_id: str | None = None, purger: str | None = None) -> list[dict[str, Any]]:
+    def starts(
+        self, request_id: str | None = None, purger: str | None = None
+    ) -> list[dict[str, Any]]:
         return [
             c
             for c in self.calls()
@@ -51,13 +53,17 @@ async def run_until_settled(
     state: AppState, request_ids: list[str], *, timeout: float = 30.0
 ) -> dict[str, str]:
     """Run one in-process worker until every request is completed, failed or cancelled."""
-    engine = Engine(state.settings, state.sessionmaker, state.purgers, new_worker_id())
+    engine = Engine(
+        state.settings, state.sessionmaker, state.purgers, new_worker_id(), state.resolver
+    )
     worker = Worker(engine)
     runner = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + timeout
         while True:
-            statuses = {rid: (await state.requests.get(uuid.UUID(rid))).status for rid in request_ids}
+            statuses = {
+                rid: (await state.requests.get(uuid.UUID(rid))).status for rid in request_ids
+            }
             if all(s in TERMINAL for s in statuses.values()):
                 return statuses
             if time.monotonic() > deadline:

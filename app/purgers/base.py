@@ -19,8 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from app.datamap import Resolution
 from app.models import RequestKind
 from app.pii import Pii
 
@@ -36,11 +37,18 @@ class PurgerName(StrEnum):
 
 @dataclass(frozen=True)
 class Subject:
-    """Whom a request is about. Identities are masked: ``str()`` and logs show ``***``."""
+    """Whom a request is about. Identities are masked: ``str()`` and logs show ``***``.
+
+    ``resolution`` is what the identities resolved to before any purging began
+    (tenant ids, account ids, Instagram user ids): purgers select by it, so a
+    purger that runs after another has deleted the account rows still finds
+    its data.
+    """
 
     request_id: uuid.UUID
     kind: RequestKind
     identities: dict[str, Pii]
+    resolution: Resolution = field(default_factory=Resolution)
 
     def get(self, name: str) -> str | None:
         value = self.identities.get(name)
@@ -61,6 +69,13 @@ class PurgeResult:
     retained: dict[str, Retained] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NotConfigured:
+    """A store with no settings: its tasks are ``skipped`` with this reason."""
+
+    reason: str
+
+
 class PurgeRetriable(Exception):
     """A transient failure: try again, not before ``after`` when given."""
 
@@ -79,7 +94,10 @@ class PurgeFailed(Exception):
 
 @runtime_checkable
 class Purger(Protocol):
-    name: ClassVar[PurgerName]
+    @property
+    def name(self) -> PurgerName:
+        """Which store this purger deletes from."""
+        ...
 
     async def preview(self, subject: Subject) -> PurgeResult:
         """What ``purge`` would delete and retain, changing nothing."""

@@ -24,22 +24,24 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from app.datamap import Resolution
+from app.models import RequestKind
 from app.purgers.base import (
     PurgeFailed,
     PurgeNotApplicable,
     PurgeResult,
     PurgeRetriable,
     PurgerName,
+    Retained,
     Subject,
 )
 
 
 class ScriptedPurger:
-    name: ClassVar[PurgerName]
-
     def __init__(self, name: PurgerName, script_path: Path) -> None:
+        self.name = name
         self.purger_name = name
         self._script_path = script_path
 
@@ -134,10 +136,15 @@ class ScriptedPurger:
         return {f"{self.purger_name}_items": left}
 
 
-def _retained() -> Any:
-    from app.purgers.base import Retained
-
+def _retained() -> Retained:
     return Retained(count=1, reason="scripted retention")
+
+
+class StaticResolver:
+    """Resolves every subject to nothing: scripted purgers do not look at stores."""
+
+    async def resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution:
+        return Resolution()
 
 
 def scripted_purgers(script_path: Path) -> dict[PurgerName, ScriptedPurger]:

@@ -17,7 +17,10 @@ from app.schemas import (
     CreateDeletionRequest,
     DeletionRequestOut,
     DeletionRequestPage,
+    PreviewOut,
+    PreviewTask,
     Problem,
+    RetainedOut,
 )
 
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
@@ -80,6 +83,38 @@ async def create_request(
     if not intake.created:
         response.status_code = status.HTTP_200_OK
     return request_out(intake.request, state.requests.status_url(intake.request))
+
+
+@router.post(
+    "/preview",
+    response_model=PreviewOut,
+    summary="Preview what a request would delete",
+    description=(
+        "Same body as a create. Deletes nothing and records nothing: answers, per store, "
+        "the exact counts that a request would delete and retain (with the reason)."
+    ),
+    responses=problems(401, 403, 422, 503),
+)
+async def preview_request(
+    state: State,
+    _principal: Writer,
+    body: Annotated[CreateDeletionRequest, Body(openapi_examples=CREATE_EXAMPLES)],
+) -> PreviewOut:
+    items = await state.preview.preview(RequestKind(body.kind), body.subject.identities())
+    return PreviewOut(
+        tasks=[
+            PreviewTask(
+                purger=item.purger,
+                would_delete=item.result.deleted,
+                would_retain={
+                    name: RetainedOut(count=r.count, reason=r.reason)
+                    for name, r in item.result.retained.items()
+                },
+                skipped=item.skipped,
+            )
+            for item in items
+        ]
+    )
 
 
 @router.get(

@@ -28,15 +28,17 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
+from app.datamap import Resolution
 from app.models import DeletionTask, RequestKind, RequestStatus, TaskStatus, utcnow
 from app.pii import Pii
 from app.purgers.base import (
+    NotConfigured,
     PurgeFailed,
     PurgeNotApplicable,
     Purger,
@@ -44,6 +46,7 @@ from app.purgers.base import (
     PurgerName,
     Subject,
 )
+from app.services.resolution import digest
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -52,14 +55,11 @@ FINISHED = frozenset({TaskStatus.succeeded, TaskStatus.skipped, TaskStatus.faile
 DONE = frozenset({TaskStatus.succeeded, TaskStatus.skipped})
 
 
-@dataclass(frozen=True)
-class NotConfigured:
-    """A store with no settings: its tasks are ``skipped`` with this reason."""
-
-    reason: str
-
-
 PurgerSlot = Purger | NotConfigured
+
+
+class ResolverLike(Protocol):
+    async def resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution: ...
 
 
 def new_worker_id() -> str:
@@ -107,11 +107,13 @@ class Engine:
         sessionmaker: async_sessionmaker[AsyncSession],
         purgers: Mapping[PurgerName, PurgerSlot],
         worker_id: str,
+        resolver: ResolverLike,
     ) -> None:
         self.settings = settings
         self._sessions = sessionmaker
         self._purgers = purgers
         self.worker_id = worker_id
+        self._resolver = resolver
 
     @property
     def lease(self) -> timedelta:
@@ -198,11 +200,22 @@ class Engine:
             if request is None:
                 return
             tasks = list(await repository.get_tasks(session, request_id))
-            subject = Subject(
-                request_id=request_id,
-                kind=RequestKind(request.kind),
-                identities={k: Pii(str(v)) for k, v in request.subject.items()},
-            )
+            kind = RequestKind(request.kind)
+            identities = {k: str(v) for k, v in request.subject.items()}
+            stored = request.resolution
+        resolution = (
+            Resolution.model_validate(stored)
+            if stored is not None
+            else await self._resolve(request_id, kind, identities)
+        )
+        if resolution is None:
+            return
+        subject = Subject(
+            request_id=request_id,
+            kind=kind,
+            identities={k: Pii(v) for k, v in identities.items()},
+            resolution=resolution,
+        )
         run = _Run(request_id, subject, done={t.purger: asyncio.Event() for t in tasks})
         async with asyncio.TaskGroup() as group:
             for task in tasks:
@@ -210,6 +223,68 @@ class Engine:
         if run.lost:
             raise LeaseLost
         await self._settle(request_id)
+
+    async def _resolve(
+        self, request_id: uuid.UUID, kind: RequestKind, identities: dict[str, str]
+    ) -> Resolution | None:
+        """Resolve the subject once, before any purger runs, and record it."""
+        try:
+            resolution = await self._resolver.resolve(kind, identities)
+        except PurgeRetriable as exc:
+            async with self._sessions() as session:
+                await self._fence(session, request_id)
+                await repository.release(
+                    session,
+                    request_id,
+                    self.worker_id,
+                    run_after=utcnow() + backoff(self.settings, 3, exc.after),
+                )
+                repository.add_event(
+                    session,
+                    request_id,
+                    "resolution_retrying",
+                    actor=self.worker_id,
+                    detail={"error": _error_text(exc)},
+                )
+                await session.commit()
+            return None
+        except PurgeFailed as exc:
+            async with self._sessions() as session:
+                await self._fence(session, request_id)
+                await repository.release(
+                    session,
+                    request_id,
+                    self.worker_id,
+                    status=RequestStatus.failed,
+                    run_after=None,
+                    status_reason=_error_text(exc),
+                )
+                repository.add_event(
+                    session,
+                    request_id,
+                    "failed",
+                    actor=self.worker_id,
+                    detail={"error": _error_text(exc), "step": "resolution"},
+                )
+                await session.commit()
+            return None
+        async with self._sessions() as session:
+            await self._fence(session, request_id)
+            await repository.set_resolution(
+                session,
+                request_id,
+                resolution.model_dump(),
+                digest(resolution, self.settings.effective_hash_key),
+            )
+            repository.add_event(
+                session,
+                request_id,
+                "resolved",
+                actor=self.worker_id,
+                detail={name: len(values) for name, values in resolution.model_dump().items()},
+            )
+            await session.commit()
+        return resolution
 
     async def _guarded(self, run: _Run, task: DeletionTask) -> None:
         try:

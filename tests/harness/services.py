@@ -760,7 +760,8 @@ class ProcessServer:
 def find_ferretdb() -> Path:
     """The FerretDB binary: $FERRETDB_BIN, else .cache/bin/ferretdb in the repository."""
     configured = os.environ.get("FERRETDB_BIN")
-    binary = Path(configured) if configured else DEFAULT_FERRETDB_BIN
+    # absolute: the server runs with its cwd in the run folder
+    binary = Path(configured).absolute() if configured else DEFAULT_FERRETDB_BIN
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         source = "FERRETDB_BIN" if configured else "the default location"
         raise ServiceError(
@@ -780,7 +781,7 @@ class FerretDBServer(ProcessServer):
             raise ServiceError(
                 f"FerretDB binary not found at {binary}; run scripts/build_ferretdb.sh"
             )
-        self.binary = binary or find_ferretdb()
+        self.binary = binary.absolute() if binary is not None else find_ferretdb()
         super().__init__(port)
         self.data_dir = self.base / "data"
         self.data_dir.mkdir()

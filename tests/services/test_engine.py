@@ -86,8 +86,9 @@ async def test_request_completes_when_every_purger_verifies_clean(
 async def test_transient_failures_retry_with_growing_delays_then_succeed(
     client: httpx.AsyncClient, auth: Auth, state: AppState, script: Script
 ) -> None:
-    script.write(subjects={"flaky-band": ["transient", "transient", "transient", "ok"]},
-                 default=["ok"])
+    script.write(
+        subjects={"flaky-band": ["transient", "transient", "transient", "ok"]}, default=["ok"]
+    )
     request_id = await file(client, auth, "flaky-band")
     assert await run_until_settled(state, [request_id]) == {request_id: "completed"}
     data = await get(client, auth, request_id)
@@ -97,7 +98,8 @@ async def test_transient_failures_retry_with_growing_delays_then_succeed(
     retries = [e for e in events if e.type == "task_retrying" and e.purger == "mongodb"]
     assert len(retries) == 3
     delays = [
-        (datetime.fromisoformat(e.detail["next_attempt_at"]) - e.at).total_seconds() for e in retries
+        (datetime.fromisoformat(e.detail["next_attempt_at"]) - e.at).total_seconds()
+        for e in retries
     ]
     assert delays[0] <= delays[1] <= delays[2] and delays[2] > delays[0]
     starts = [c["t"] for c in script.starts(request_id, "mongodb")]
@@ -117,11 +119,14 @@ async def test_permanent_failure_fails_then_operator_retry_completes(
     assert data["status_reason"] == "failed in: s3"
     # One failing store did not stop the others.
     assert {t["purger"] for t in data["tasks"] if t["status"] == "succeeded"} == {
-        "meta_graph", "postgres", "mongodb",
+        "meta_graph",
+        "postgres",
+        "mongodb",
     }
 
-    assert (await client.post(f"{URL}/{request_id}/retry", headers=auth("deletions:write"))
-            ).status_code == 403
+    assert (
+        await client.post(f"{URL}/{request_id}/retry", headers=auth("deletions:write"))
+    ).status_code == 403
     script.write(default=["ok"])
     retried = await client.post(f"{URL}/{request_id}/retry", headers=auth("deletions:admin"))
     assert retried.status_code == 200 and retried.json()["status"] == "pending"
@@ -132,9 +137,7 @@ async def test_permanent_failure_fails_then_operator_retry_completes(
     assert ("retried", None) in await event_types(state, request_id)
 
 
-async def test_retry_is_only_for_failed_requests(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
+async def test_retry_is_only_for_failed_requests(client: httpx.AsyncClient, auth: Auth) -> None:
     request_id = await file(client, auth)
     response = await client.post(f"{URL}/{request_id}/retry", headers=auth())
     assert response.status_code == 409
@@ -178,7 +181,9 @@ async def test_not_applicable_is_skipped_with_its_reason(
 async def test_meta_step_finishes_before_postgres_starts_and_others_run_alongside(
     client: httpx.AsyncClient, auth: Auth, state: AppState, script: Script
 ) -> None:
-    script.write(purgers={"meta_graph": {"default": ["sleep:0.5"]}, "s3": {"default": ["sleep:0.2"]}})
+    script.write(
+        purgers={"meta_graph": {"default": ["sleep:0.5"]}, "s3": {"default": ["sleep:0.2"]}}
+    )
     request_ids = [await file(client, auth) for _ in range(5)]
     statuses = await run_until_settled(state, request_ids)
     assert set(statuses.values()) == {"completed"}
@@ -222,7 +227,9 @@ async def test_shutdown_hands_a_running_request_back(
 ) -> None:
     script.write(purgers={"mongodb": {"default": ["hang", "ok"]}})
     request_id = await file(client, auth)
-    first = Worker(Engine(state.settings, state.sessionmaker, state.purgers, "worker-one"))
+    first = Worker(
+        Engine(state.settings, state.sessionmaker, state.purgers, "worker-one", state.resolver)
+    )
     runner = asyncio.create_task(first.run())
     for _ in range(100):
         if script.starts(request_id, "mongodb"):
@@ -242,6 +249,8 @@ async def test_cancelled_request_is_never_claimed(
 ) -> None:
     request_id = await file(client, auth)
     await client.post(f"{URL}/{request_id}/cancel", headers=auth())
-    engine = Engine(state.settings, state.sessionmaker, state.purgers, new_worker_id())
+    engine = Engine(
+        state.settings, state.sessionmaker, state.purgers, new_worker_id(), state.resolver
+    )
     assert await engine.claim() is None
     assert script.calls() == []

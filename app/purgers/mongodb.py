@@ -1,0 +1,244 @@
+"""MongoDB purger: deletes the subject's Instagram messages and comments.
+
+What it deletes: for the request's kind, every document of each collection that the data
+map's ``mongodb`` section maps for that kind, selected by the subject's resolution. A
+collection's filter is ``{"$or": [{field: {"$in": resolved ids}}, ...]}`` over its
+``Match`` entries whose resolved set is non-empty; with the SoundOps map that is
+
+- ``account``: every message and comment of the tenant (``tenant_id``);
+- ``meta_data``: those of the matched accounts (``instagram_account_id``) and of the
+  Instagram user (``ig_user_id``), across tenants;
+- ``instagram_disconnect``: those of the one disconnected account.
+
+What it keeps, and why: everything else. Other tenants' and other accounts' documents are
+not the subject's; a collection the map does not name for the kind is never read or
+written; collections, indexes and the TTL index (which removes anything 30 days old) are
+left as they are. Nothing is retained for a legal reason, so ``retained`` is always empty.
+A resolution with nothing to select (no ids for any match) deletes nothing: the request
+is then about data that does not exist here, and that is a success, not an error.
+
+How: in bounded batches. Per collection, read up to ``batch_size`` ``_id`` values of the
+filter in ``_id`` order, then delete ``filter AND _id <= last of them``; repeat until a
+read finds nothing. One unbounded ``delete_many`` fails on FerretDB above 32,766 matches
+(see ``shared/spec/test-services.md``), a long ``$in`` of ``_id`` values is very slow
+there, and on real MongoDB bounded batches keep each operation short and replication lag
+low. An interrupted purge simply resumes: what is deleted stays deleted, and the next run
+deletes the rest. No transactions are used (FerretDB has none; none are needed).
+
+Errors (their messages carry class names and codes only, never ids or document values):
+
+- :class:`PurgeRetriable` (``"MongoDB unreachable: <class>"``): network errors, server
+  selection and other timeouts, ``AutoReconnect`` / ``NotPrimaryError``, and server
+  errors that are labelled retryable or carry a transient code (shutdown, step-down,
+  host unreachable, ...);
+- :class:`PurgeFailed` (``"MongoDB error code <code>"``): any other server error, for
+  example FerretDB's ``InternalError`` if a batch is too large for it;
+- :class:`PurgeNotApplicable`: from ``purge`` when the map names no collection for the
+  kind at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+)
+
+from app.datamap import MongoMap
+from app.purgers.base import (
+    PurgeFailed,
+    PurgeNotApplicable,
+    PurgeResult,
+    PurgeRetriable,
+    PurgerName,
+    Subject,
+)
+
+Document = dict[str, Any]
+Filter = dict[str, Any]
+
+# Labels the server (or the driver) attaches to errors that are safe to try again.
+RETRYABLE_LABELS = frozenset(
+    {"RetryableWriteError", "RetryableError", "SystemOverloadedError", "TransientTransactionError"}
+)
+# Transient server codes (the retryable-writes and SDAM specifications), for servers and
+# operations that do not label them.
+RETRYABLE_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        134,  # ReadConcernMajorityNotAvailableYet
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10058,  # LegacyNotPrimary
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+
+
+def _decisive(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Of several concurrent failures, the one that decides the outcome: anything
+    permanent or unexpected before a transient failure."""
+    for exc in failures.exceptions:
+        if not isinstance(exc, PurgeRetriable | PurgeNotApplicable):
+            return exc
+    return failures.exceptions[0]
+
+
+def _unreachable(exc: PyMongoError) -> PurgeRetriable:
+    return PurgeRetriable(f"MongoDB unreachable: {type(exc).__name__}")
+
+
+@contextmanager
+def mongo_errors() -> Iterator[None]:
+    """Translate PyMongo's exceptions into the purger outcomes.
+
+    The original exception is not chained (``from None``): its message can quote a filter
+    or a document, and outcome messages and their causes end up in logs.
+    """
+    try:
+        yield
+    except (ConnectionFailure, ExecutionTimeout) as exc:
+        raise _unreachable(exc) from None
+    except OperationFailure as exc:
+        if exc.code in RETRYABLE_CODES or any(map(exc.has_error_label, RETRYABLE_LABELS)):
+            raise _unreachable(exc) from None
+        raise PurgeFailed(f"MongoDB error code {exc.code}") from None
+    except PyMongoError as exc:
+        if exc.timeout or any(map(exc.has_error_label, RETRYABLE_LABELS)):
+            raise _unreachable(exc) from None
+        raise PurgeFailed(f"MongoDB error ({type(exc).__name__})") from None
+
+
+class MongoPurger:
+    name: ClassVar[PurgerName] = PurgerName.mongodb
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        collections: MongoMap,
+        batch_size: int = 10_000,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._client = client
+        self._db: AsyncDatabase[Document] = client[database]
+        self._map = collections
+        self.batch_size = batch_size
+
+    # --- selection ------------------------------------------------------------------
+
+    def filters(self, subject: Subject) -> dict[str, Filter | None]:
+        """Each collection mapped for the subject's kind, with its filter; ``None`` when the
+        resolution gives it nothing to select. Collections without the kind are absent."""
+        selected: dict[str, Filter | None] = {}
+        for name, collection in self._map.collections.items():
+            matches = collection.kinds.get(subject.kind)
+            if matches is None:
+                continue
+            clauses: list[Filter] = []
+            for match in matches:
+                values: list[str] = getattr(subject.resolution, match.within)
+                if values:
+                    clauses.append({match.field: {"$in": sorted(set(values))}})
+            selected[name] = {"$or": clauses} if clauses else None
+        return selected
+
+    # --- the Purger protocol ----------------------------------------------------------
+
+    async def preview(self, subject: Subject) -> PurgeResult:
+        return PurgeResult(deleted=await self._counts(subject))
+
+    async def purge(self, subject: Subject) -> PurgeResult:
+        filters = self.filters(subject)
+        if not filters:
+            raise PurgeNotApplicable(
+                f"the data map names no MongoDB collection for {subject.kind} requests"
+            )
+        return PurgeResult(deleted=await self._per_collection(filters, self._purge))
+
+    async def verify(self, subject: Subject) -> dict[str, int]:
+        return await self._counts(subject)
+
+    # --- readiness and data-map checks --------------------------------------------------
+
+    async def ping(self) -> None:
+        with mongo_errors():
+            await self._db.command("ping")
+
+    async def collection_names(self) -> list[str]:
+        with mongo_errors():
+            names = await self._db.list_collection_names()
+        return sorted(names)
+
+    # --- internals ---------------------------------------------------------------------
+
+    async def _counts(self, subject: Subject) -> dict[str, int]:
+        return await self._per_collection(self.filters(subject), self._count)
+
+    async def _per_collection(
+        self,
+        filters: dict[str, Filter | None],
+        work: Callable[[str, Filter], Coroutine[Any, Any, int]],
+    ) -> dict[str, int]:
+        """``work`` on every collection that has something to select, concurrently; 0 for
+        the others. Concurrent because FerretDB works on two collections in parallel (a
+        purge of 2 x 38,000 documents: 15 s instead of 27 s one after the other); the first
+        failure cancels the rest, and the most serious one is raised."""
+        tasks: dict[str, asyncio.Task[int]] = {}
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, selection in filters.items():
+                    if selection is not None:
+                        tasks[name] = group.create_task(work(name, selection))
+        except BaseExceptionGroup as failures:
+            raise _decisive(failures) from None
+        return {name: tasks[name].result() if name in tasks else 0 for name in filters}
+
+    async def _count(self, name: str, selection: Filter) -> int:
+        with mongo_errors():
+            return await self._db[name].count_documents(selection)
+
+    async def _purge(self, name: str, selection: Filter) -> int:
+        with mongo_errors():
+            return await self._purge_batches(name, selection)
+
+    async def _purge_batches(self, name: str, selection: Filter) -> int:
+        collection = self._db[name]
+        deleted = 0
+        previous: Any = None
+        while True:
+            cursor = collection.find(
+                selection,
+                projection={"_id": True},
+                sort=[("_id", ASCENDING)],
+                limit=self.batch_size,
+                batch_size=self.batch_size,
+            )
+            batch = await cursor.to_list()
+            if not batch:
+                return deleted
+            last = batch[-1]["_id"]
+            result = await collection.delete_many({"$and": [selection, {"_id": {"$lte": last}}]})
+            deleted += result.deleted_count
+            if result.deleted_count == 0 and last == previous:
+                # The same documents are found but not deleted: never loop forever.
+                raise PurgeFailed(f"MongoDB delete in {name} made no progress")
+            previous = last
