@@ -28,7 +28,14 @@ MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 def create_engine(url: str) -> AsyncEngine:
     url = normalise_db_url(url)
     # Bound parameters can hold personal data: never let them into error messages or logs.
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+        # A worker runs several requests with several tasks each, every task with its
+        # own session: a small pool would make them queue for connections.
+        "pool_size": 20,
+        "max_overflow": 20,
+    }
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 30}, "hide_parameters": True}
     engine = create_async_engine(url, **kwargs)

@@ -110,7 +110,7 @@ def mint(
     scopes: tuple[str, ...] | list[str] = ALL_SCOPES,
     *,
     subject: str = "backend",
-    secret: str = JWT_SECRET,
+    secret: Any = JWT_SECRET,
     algorithm: str = "HS256",
     ttl: int = 300,
     headers: dict[str, Any] | None = None,

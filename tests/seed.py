@@ -290,7 +290,7 @@ async def snapshot_postgres(dsn: str) -> dict[str, list[str]]:
     try:
         snap = {}
         for table in TABLES:
-            rows = await conn.fetch(f"SELECT to_jsonb(t)::text AS j FROM {table} t")  # noqa: S608
+            rows = await conn.fetch(f"SELECT to_jsonb(t)::text AS j FROM {table} t")
             snap[table] = sorted(r["j"] for r in rows)
         return snap
     finally:

@@ -37,7 +37,7 @@ async def test_missing_token_is_401_with_challenge(client: httpx.AsyncClient) ->
         ("wrong audience", mint(aud="someone-else")),
         ("no subject", mint(sub=None)),
         ("no expiry", jwt.encode({"sub": "x", "aud": "soundops-deletion"}, JWT_SECRET)),
-        ("alg none", jwt.encode({"sub": "x", "aud": "soundops-deletion"}, None, algorithm="none")),
+        ("alg none", jwt.encode({"sub": "x", "aud": "soundops-deletion"}, "", algorithm="none")),
     ],
 )
 async def test_invalid_tokens_are_401(client: httpx.AsyncClient, case: str, token: str) -> None:

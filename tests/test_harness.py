@@ -15,7 +15,6 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
 from aiobotocore.session import get_session
 from pymongo import AsyncMongoClient
-from pymongo.errors import ServerSelectionTimeoutError
 
 from tests.harness.services import (
     FerretDBServer,
@@ -199,12 +198,11 @@ async def test_ferretdb_stop_start_keeps_port_and_data() -> None:
             await client.close()
 
         server.stop()
-        down: MongoClient = AsyncMongoClient(server.url, serverSelectionTimeoutMS=500)
-        try:
-            with pytest.raises(ServerSelectionTimeoutError):
-                await down["soundops"]["instagram_comments"].count_documents({})
-        finally:
-            await down.close()
+        # Checked at the socket level on purpose: an AsyncMongoClient closed while its
+        # server is down can leak its monitor's connecting socket (pymongo 4.20 does not
+        # close it on cancellation: PYTHON-5867), and with filterwarnings=error that
+        # ResourceWarning fails whichever test happens to run the garbage collector.
+        assert not port_accepts(port)
 
         server.start()
         assert server.port == port

@@ -286,7 +286,7 @@ class S3Purger:
             raise ValueError(f"a delete batch holds 1 to {DELETE_BATCH} versions")
         pending = batch
         removed = 0
-        for attempt in range(1):
+        for attempt in range(self._key_retries + 1):
             if attempt:
                 ceiling = self._retry_base * 2 ** (attempt - 1)
                 await asyncio.sleep(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311

@@ -81,7 +81,9 @@ async def check_postgres(datamap: DataMap, stores: Stores) -> list[Finding]:
     mapped = datamap.postgres.tables
     for name in sorted(set(live) - set(mapped)):
         findings.append(
-            Finding("postgres", name, "table is not in the data map: deleted, retained or unrelated?")
+            Finding(
+                "postgres", name, "table is not in the data map: deleted, retained or unrelated?"
+            )
         )
     for name in sorted(set(mapped) - set(live)):
         findings.append(Finding("postgres", name, "mapped table does not exist"))

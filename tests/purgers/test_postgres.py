@@ -58,7 +58,7 @@ async def owned_ids(target: Target, tenant_id: uuid.UUID) -> list[str]:
     """Keys of every row that belongs to the tenant (rows of link tables name one of them)."""
     ids = [str(tenant_id)]
     for table in ("instagram_accounts", "contacts", "audiences", "campaigns", "users"):
-        rows = await target.fetch(f"SELECT id FROM {table} WHERE tenant_id = $1", tenant_id)  # noqa: S608
+        rows = await target.fetch(f"SELECT id FROM {table} WHERE tenant_id = $1", tenant_id)
         ids += [str(r["id"]) for r in rows]
     return ids
 

@@ -22,7 +22,7 @@ from aiobotocore.session import get_session
 
 from app.datamap import Bucket, Resolution, S3Map, load_datamap
 from app.models import RequestKind
-from app.purgers.base import Purger, PurgeFailed, PurgeRetriable, Subject
+from app.purgers.base import PurgeFailed, Purger, PurgeRetriable, Subject
 from app.purgers.s3 import S3Purger
 from tests.harness.services import MotoServer
 
@@ -45,7 +45,9 @@ PER_IG = 3
 Entry = tuple[str, str, str, bool]  # (Key, VersionId, ETag or "marker", IsLatest)
 
 
-def subject(kind: RequestKind, *, tenants: list[str] | None = None, igs: list[str] | None = None) -> Subject:
+def subject(
+    kind: RequestKind, *, tenants: list[str] | None = None, igs: list[str] | None = None
+) -> Subject:
     resolution = Resolution(tenant_ids=tenants or [], ig_user_ids=igs or [])
     return Subject(request_id=uuid.uuid4(), kind=kind, identities={}, resolution=resolution)
 
@@ -59,9 +61,7 @@ async def put(client: Any, bucket: str, key: str, body: str) -> None:
 
 async def seed(client: Any) -> None:
     await client.create_bucket(Bucket=MEDIA)
-    await client.put_bucket_versioning(
-        Bucket=MEDIA, VersioningConfiguration={"Status": "Enabled"}
-    )
+    await client.put_bucket_versioning(Bucket=MEDIA, VersioningConfiguration={"Status": "Enabled"})
     await client.create_bucket(Bucket=CACHE)
 
     async def tenant_files(tenant: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -103,7 +104,7 @@ async def test_transient_failures_retry_with_growing_delays_then_succeed(
     ]
     assert delays[0] <= delays[1] <= delays[2] and delays[2] > delays[0]
     starts = [c["t"] for c in script.starts(request_id, "mongodb")]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, delays, strict=True)), (gaps, delays)
 
 
@@ -189,7 +190,7 @@ async def test_meta_step_finishes_before_postgres_starts_and_others_run_alongsid
     assert set(statuses.values()) == {"completed"}
     spans = {(r, p): (start, end) for r, p, start, end in intervals(script.calls())}
     for rid in request_ids:
-        meta_start, meta_end = spans[(rid, "meta_graph")]
+        _, meta_end = spans[(rid, "meta_graph")]
         assert spans[(rid, "postgres")][0] >= meta_end
         # The stores without the constraint did not wait for the Meta step.
         assert spans[(rid, "mongodb")][0] < meta_end
