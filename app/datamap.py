@@ -228,6 +228,7 @@ class MetaGraphColumns(_Strict):
     user_token: Ident
     page_token: Ident
     status: Ident
+    connected_at: Ident
 
 
 class MetaGraphMap(_Strict):

@@ -17,11 +17,14 @@ from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.purgers.registry import build_purgers
 from app.purgers.testing import StaticResolver
-from app.routers import health, requests, status_page
+from app.ratelimit import RateLimiter
+from app.routers import health, meta, requests, status_page
 from app.services.engine import Engine, ResolverLike, Worker, new_worker_id
+from app.services.meta_callbacks import MetaCallbacks
 from app.services.preview import PreviewService
 from app.services.requests import RequestService
 from app.services.resolution import Resolver
+from app.services.target import TargetDirectory
 from app.settings import Settings, get_settings
 from app.state import AppState
 from app.stores import open_stores
@@ -51,11 +54,15 @@ async def build_state(settings: Settings) -> AppState:
         await engine.dispose()
         raise
     sessionmaker = create_sessionmaker(engine)
+    directory = (
+        TargetDirectory(stores.target_engine, datamap) if stores.target_engine is not None else None
+    )
     resolver: ResolverLike = (
         StaticResolver()
         if settings.testing_purgers is not None
         else Resolver(stores.target_engine, datamap.postgres)
     )
+    request_service = RequestService(settings, sessionmaker, settings.effective_hash_key, directory)
     return AppState(
         settings=settings,
         engine=engine,
@@ -63,12 +70,12 @@ async def build_state(settings: Settings) -> AppState:
         stores=stores,
         datamap=datamap,
         verifier=TokenVerifier(settings, stores.http),
-        requests=RequestService(
-            settings, sessionmaker, settings.effective_hash_key, target_engine=stores.target_engine
-        ),
+        requests=request_service,
         purgers=purgers,
         resolver=resolver,
         preview=PreviewService(purgers, resolver),
+        meta=MetaCallbacks(settings, request_service, directory),
+        status_limiter=RateLimiter(settings.status_page_per_minute),
     )
 
 
@@ -110,12 +117,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[
             {"name": "deletion requests", "description": "File, follow and manage requests."},
+            {"name": "meta callbacks", "description": "Meta's signed-request callbacks."},
             {"name": "public status", "description": "What a person sees, without login."},
             {"name": "operations", "description": "Health and readiness."},
         ],
     )
     install_error_handlers(app)
     app.include_router(requests.router)
+    app.include_router(meta.router)
     app.include_router(status_page.router)
     app.include_router(health.router)
     return app

@@ -238,3 +238,17 @@ class PreviewTask(BaseModel):
 
 class PreviewOut(BaseModel):
     tasks: list[PreviewTask]
+
+
+class MetaDeletionOut(BaseModel):
+    """What Meta's Data Deletion Request Callback must answer."""
+
+    url: str
+    confirmation_code: str
+
+
+class MetaDeauthorizeOut(BaseModel):
+    disconnects: int = Field(description="Disconnect requests filed (or found already filed).")
+    skipped_reconnected: int = Field(
+        description="Accounts connected again after the deauthorization was issued: left alone."
+    )

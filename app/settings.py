@@ -112,6 +112,7 @@ class Settings(BaseSettings):
 
     # Intake.
     deadline_days: int = 30
+    status_page_per_minute: int = Field(default=60, ge=1)
 
     # The execution engine and its durable queue.
     worker_concurrency: int = Field(default=4, ge=1, le=64)

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth import TokenVerifier
 from app.datamap import DataMap
 from app.purgers.base import PurgerName
+from app.ratelimit import RateLimiter
 from app.services.engine import PurgerSlot, ResolverLike, Worker
+from app.services.meta_callbacks import MetaCallbacks
 from app.services.preview import PreviewService
 from app.services.requests import RequestService
 from app.settings import Settings
@@ -30,6 +32,8 @@ class AppState:
     purgers: Mapping[PurgerName, PurgerSlot]
     resolver: ResolverLike
     preview: PreviewService
+    meta: MetaCallbacks
+    status_limiter: RateLimiter
     worker: Worker | None = None
 
     @property

@@ -76,9 +76,10 @@ def make_settings(tracking_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    """Override in a test module to configure the app differently."""
-    return {}
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings of a test's app: ``@pytest.mark.settings(name=value)``, or override the fixture."""
+    marker = request.node.get_closest_marker("settings")
+    return dict(marker.kwargs) if marker else {}
 
 
 @pytest.fixture

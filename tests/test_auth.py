@@ -78,12 +78,6 @@ async def test_scopes(
         assert response.json()["title"] == "Missing scope"
 
 
-@pytest.fixture
-def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    marker = request.node.get_closest_marker("settings")
-    return dict(marker.kwargs) if marker else {}
-
-
 @pytest.mark.settings(jwt_issuer="https://auth.soundops.test")
 async def test_issuer_is_checked_when_configured(client: httpx.AsyncClient) -> None:
     good = await client.get(URL, headers=bearer(mint(iss="https://auth.soundops.test")))

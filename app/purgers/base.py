@@ -49,6 +49,8 @@ class Subject:
     kind: RequestKind
     identities: dict[str, Pii]
     resolution: Resolution = field(default_factory=Resolution)
+    # Meta told us the person removed the app: its permissions are already gone there.
+    revoked_at_meta: bool = False
 
     def get(self, name: str) -> str | None:
         value = self.identities.get(name)

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -55,6 +57,9 @@ TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, *range(80001, 80015)})
 USAGE_HEADERS = ("x-app-usage", "x-business-use-case-usage")
 SLOW_DOWN_AT = 75.0
 STOP_AT = 95.0
+# How long a usage reading counts: past it, the next response tells the current usage.
+USAGE_HOLD = timedelta(minutes=5)
+DEFAULT_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -116,14 +121,22 @@ class MetaGraphPurger:
         facebook_url: str,
         instagram_url: str,
         version: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``timeout`` bounds each Graph API call (seconds); ``clock`` (monotonic
+        seconds) dates the usage readings, so that a high one holds calls back for
+        ``USAGE_HOLD`` and no longer."""
         self._engine = engine
         self._map = datamap
         self._http = http
         self._fernet = fernet
         self._hosts = {"facebook": facebook_url.rstrip("/"), "instagram": instagram_url.rstrip("/")}
         self._version = version
+        self._timeout = httpx.Timeout(timeout, connect=min(5.0, timeout))
+        self._clock = clock
         self._usage = 0.0
+        self._usage_at = 0.0
 
     @classmethod
     def build(
@@ -223,6 +236,13 @@ class MetaGraphPurger:
     # --- the calls -------------------------------------------------------------------
 
     async def _plan(self, subject: Subject) -> list[Call]:
+        calls = await self._all_calls(subject)
+        if subject.revoked_at_meta:
+            # A deauthorization: Meta already removed the permissions; webhooks still go.
+            calls = [call for call in calls if call.step != "revoke"]
+        return calls
+
+    async def _all_calls(self, subject: Subject) -> list[Call]:
         c = self._map.meta_graph.columns
         calls: list[Call] = []
         for conn in await self._connections(subject):
@@ -272,16 +292,19 @@ class MetaGraphPurger:
         return f"{self._hosts[call.host]}/{self._version}/{call.path}"
 
     async def _request(self, method: str, call: Call) -> httpx.Response:
-        if self._usage >= STOP_AT:
-            raise PurgeRetriable("Graph API usage near its limit", after=timedelta(minutes=5))
-        if self._usage >= SLOW_DOWN_AT:
-            await asyncio.sleep((self._usage - SLOW_DOWN_AT) / 10)
+        held = self._clock() - self._usage_at
+        usage = self._usage if held < USAGE_HOLD.total_seconds() else 0.0
+        if usage >= STOP_AT:
+            wait = max(USAGE_HOLD - timedelta(seconds=held), timedelta(seconds=1))
+            raise PurgeRetriable("Graph API usage near its limit", after=wait)
+        if usage >= SLOW_DOWN_AT:
+            await asyncio.sleep((usage - SLOW_DOWN_AT) / 10)
         try:
             response = await self._http.request(
                 method,
                 self._url(call),
                 headers={"Authorization": f"Bearer {call.token}"},
-                timeout=httpx.Timeout(15.0, connect=5.0),
+                timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
             raise PurgeRetriable(f"Graph API {call.step}: timed out") from exc
@@ -289,7 +312,7 @@ class MetaGraphPurger:
             raise PurgeRetriable(
                 f"Graph API {call.step}: unreachable ({type(exc).__name__})"
             ) from exc
-        self._usage = usage_percent(response.headers)
+        self._usage, self._usage_at = usage_percent(response.headers), self._clock()
         return response
 
     @staticmethod

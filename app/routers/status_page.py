@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.deps import State
@@ -94,6 +94,11 @@ def render_html(page: StatusPageOut) -> str:
     return PAGE.format(title="Your data deletion request", content=content)
 
 
+TOO_MANY_HTML = PAGE.format(
+    title="Please wait a moment",
+    content="<p>Too many look-ups from your address. Please try again in a minute.</p>",
+)
+
 NOT_FOUND_HTML = PAGE.format(
     title="Request not found",
     content="<p>No deletion request has this confirmation code. Check the link you were given.</p>",
@@ -114,21 +119,33 @@ def _wants_json(accept: str | None) -> bool:
     responses={
         200: {"content": {"text/html": {}}, "description": "The status (HTML or JSON)."},
         404: {"model": Problem, "content": {"text/html": {}}, "description": "Unknown code."},
+        429: {"model": Problem, "content": {"text/html": {}}, "description": "Rate limited."},
     },
 )
 async def deletion_status(
     state: State,
+    request: Request,
     confirmation_code: Annotated[str, Path(max_length=64)],
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    request = (
+    client = request.client.host if request.client else "unknown"
+    if not state.status_limiter.allow(client):
+        if _wants_json(accept):
+            return problem_response(
+                429,
+                "Too many requests",
+                "Slow down and try again in a minute.",
+                headers={"Retry-After": "60"},
+            )
+        return HTMLResponse(TOO_MANY_HTML, status_code=429, headers={"Retry-After": "60"})
+    found = (
         await state.requests.get_by_code(confirmation_code) if confirmation_code.isalnum() else None
     )
-    if request is None:
+    if found is None:
         if _wants_json(accept):
             return problem_response(404, "Not found", "No deletion request has this code.")
         return HTMLResponse(NOT_FOUND_HTML, status_code=404)
-    page = status_page(request)
+    page = status_page(found)
     if _wants_json(accept):
         return JSONResponse(page.model_dump(mode="json"))
     return HTMLResponse(render_html(page))

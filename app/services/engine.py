@@ -35,7 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
 from app.datamap import Resolution
-from app.models import DeletionTask, RequestKind, RequestStatus, TaskStatus, utcnow
+from app.models import (
+    DeletionTask,
+    RequestKind,
+    RequestSource,
+    RequestStatus,
+    TaskStatus,
+    utcnow,
+)
 from app.pii import Pii
 from app.purgers.base import (
     NotConfigured,
@@ -203,6 +210,10 @@ class Engine:
             kind = RequestKind(request.kind)
             identities = {k: str(v) for k, v in request.subject.items()}
             stored = request.resolution
+            revoked_at_meta = (
+                request.source == RequestSource.meta_callback
+                and kind is RequestKind.instagram_disconnect
+            )
         resolution = (
             Resolution.model_validate(stored)
             if stored is not None
@@ -215,6 +226,7 @@ class Engine:
             kind=kind,
             identities={k: Pii(v) for k, v in identities.items()},
             resolution=resolution,
+            revoked_at_meta=revoked_at_meta,
         )
         run = _Run(request_id, subject, done={t.purger: asyncio.Event() for t in tasks})
         async with asyncio.TaskGroup() as group:

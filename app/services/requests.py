@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
@@ -31,8 +31,8 @@ from app.schemas import (
     CreateInstagramDisconnect,
     CreateMetaDataDeletion,
 )
-from app.services import target
 from app.services.plans import plan_for
+from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -71,12 +71,12 @@ class RequestService:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         hash_key: bytes,
-        target_engine: AsyncEngine | None = None,
+        directory: TargetDirectory | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessionmaker
         self._hash_key = hash_key
-        self._target = target_engine
+        self._directory = directory
 
     def status_url(self, request: DeletionRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
@@ -174,13 +174,13 @@ class RequestService:
             return await repository.get_open_request_for_subject(session, kind, key)
 
     async def _check_ownership(self, body: CreateInstagramDisconnect) -> None:
-        if self._target is None:
+        if self._directory is None:
             return  # No target database configured: the postgres task will be skipped.
         try:
-            owned = await target.account_belongs_to_tenant(
-                self._target, body.subject.tenant_id, body.subject.instagram_account_id
+            owned = await self._directory.account_belongs_to_tenant(
+                body.subject.tenant_id, body.subject.instagram_account_id
             )
-        except target.TargetUnavailable as exc:
+        except TargetUnavailable as exc:
             raise ServiceUnavailable(
                 "The SoundOps database could not be reached to check the account; retry later.",
                 headers={"Retry-After": "30"},

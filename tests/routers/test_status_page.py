@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 Auth = Callable[..., dict[str, str]]
 
@@ -62,3 +63,17 @@ async def test_unknown_code_is_404_in_html_and_json(client: httpx.AsyncClient) -
     odd = await client.get("/deletion-status/%3Cscript%3E")
     assert odd.status_code == 404
     assert "<script>" not in odd.text
+
+
+@pytest.mark.settings(status_page_per_minute=3)
+async def test_the_public_page_is_rate_limited(client: httpx.AsyncClient) -> None:
+    codes = [
+        (await client.get("/deletion-status/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).status_code
+        for _ in range(4)
+    ]
+    assert codes == [404, 404, 404, 429]
+    limited = await client.get(
+        "/deletion-status/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", headers={"Accept": "application/json"}
+    )
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "60"
