@@ -21,7 +21,8 @@ request, after which the fake answers normally again. A reply is a Graph error, 
 HTTP answer, a delay, or extra headers (usage) on the normal answer.
 
 Use it as a context manager, or ``start()`` / ``close()``; closing wakes delayed replies
-and joins every thread.
+and joins every thread. A test should assert ``errors == []`` at the end (the
+fixture does): a bug of the fake must not pass as a network failure.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
+import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -157,6 +160,7 @@ class FakeGraph:
         self._subscribed: set[tuple[Family, str]] = set()
         self._scripts: list[_Script] = []
         self._traces = itertools.count(1)
+        self.errors: list[str] = []  # tracebacks of the fake's own failures
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -374,7 +378,11 @@ class _Server(ThreadingHTTPServer):
     graph: FakeGraph
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up mid-request is not an error of the fake."""
+        """A client that hangs up is not an error of the fake; anything else is kept for
+        the test to fail on (``FakeGraph.errors``)."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            self.graph.errors.append(traceback.format_exc())
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -393,7 +393,8 @@ class Engine:
             retained={
                 k: {"count": r.count, "reason": r.reason} for k, r in result.retained.items()
             },
-            detail={"seconds": elapsed, "deleted": result.deleted, "verified": remaining},
+            detail={"seconds": elapsed, "deleted": result.deleted},
+            verified=remaining,
         )
         return TaskStatus.succeeded
 
@@ -446,6 +447,7 @@ class Engine:
         next_attempt_at: datetime | None = None,
         detail: dict[str, Any] | None = None,
         started: bool = False,
+        verified: dict[str, int] | None = None,
     ) -> None:
         now = utcnow()
         values: dict[str, Any] = {
@@ -464,6 +466,15 @@ class Engine:
         async with self._sessions() as session:
             await self._fence(session, run.request_id)
             await repository.update_task(session, task.id, **values)
+            if verified is not None:
+                repository.add_event(
+                    session,
+                    run.request_id,
+                    "task_verified",
+                    actor=self.worker_id,
+                    purger=task.purger,
+                    detail={"remaining": verified},
+                )
             repository.add_event(
                 session,
                 run.request_id,
