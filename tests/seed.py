@@ -384,3 +384,16 @@ async def snapshot_s3(s3: Any) -> dict[str, list[tuple[str, str, bool]]]:
                 entries.append((m["Key"], m["VersionId"], True))
         snap[bucket] = sorted(entries)
     return snap
+
+
+async def owned_ids(dsn: str, tenant_id: uuid.UUID) -> list[str]:
+    """Keys of every row that belongs to the tenant (rows of link tables name one of them)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [str(tenant_id)]
+        for table in ("instagram_accounts", "contacts", "audiences", "campaigns", "users"):
+            rows = await conn.fetch(f"SELECT id FROM {table} WHERE tenant_id = $1", tenant_id)
+            ids += [str(r["id"]) for r in rows]
+        return ids
+    finally:
+        await conn.close()

@@ -18,7 +18,7 @@ from app.pii import Pii
 from app.purgers.base import PurgeFailed, PurgeRetriable, Subject
 from app.purgers.postgres import PostgresPurger
 from app.services.resolution import Resolver
-from tests.seed import World, make_world, seed_postgres, snapshot_postgres
+from tests.seed import World, make_world, owned_ids, seed_postgres, snapshot_postgres
 
 DATAMAP: DataMap = load_datamap()
 
@@ -54,15 +54,6 @@ async def target(fresh_pg_database: Any, soundops_template_database: str) -> Asy
         await engine.dispose()
 
 
-async def owned_ids(target: Target, tenant_id: uuid.UUID) -> list[str]:
-    """Keys of every row that belongs to the tenant (rows of link tables name one of them)."""
-    ids = [str(tenant_id)]
-    for table in ("instagram_accounts", "contacts", "audiences", "campaigns", "users"):
-        rows = await target.fetch(f"SELECT id FROM {table} WHERE tenant_id = $1", tenant_id)
-        ids += [str(r["id"]) for r in rows]
-    return ids
-
-
 def _unrelated(snapshot: dict[str, list[str]], ids: list[str]) -> dict[str, list[str]]:
     return {t: [r for r in rows if not any(i in r for i in ids)] for t, rows in snapshot.items()}
 
@@ -71,7 +62,7 @@ async def test_account_deletion_removes_every_row_of_the_tenant_and_nothing_else
     target: Target,
 ) -> None:
     alpha = target.world.tenants["alpha"]
-    alpha_ids = await owned_ids(target, alpha.id)
+    alpha_ids = await owned_ids(target.dsn, alpha.id)
     before = await snapshot_postgres(target.dsn)
     subject = await target.subject(RequestKind.account, site_name=alpha.site_name)
     assert subject.resolution.tenant_ids == [str(alpha.id)]

@@ -1,0 +1,322 @@
+"""End to end: the API and its worker against real PostgreSQL, FerretDB, moto and a fake Graph API.
+
+Each kind of request is carried out on a seeded world of three tenants; what the kind
+removes is gone from every store, everything else is unchanged, the Meta step ran before
+the tokens were deleted, the public status page says so without naming anyone, and no log
+line names anyone either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from aiobotocore.session import get_session
+from pymongo import AsyncMongoClient
+
+from app.main import create_app
+from app.repository import list_events
+from app.services.signed_request import sign
+from app.state import AppState
+from tests.app_fixtures import bearer, make_settings, mint
+from tests.fake_graph import FakeGraph
+from tests.seed import (
+    CACHE,
+    FERNET_KEY,
+    MEDIA,
+    World,
+    create_buckets,
+    make_world,
+    owned_ids,
+    seed_mongo,
+    seed_postgres,
+    seed_s3,
+    snapshot_mongo,
+    snapshot_postgres,
+    snapshot_s3,
+)
+
+FB_SECRET = "facebook-login-app-secret-for-e2e-0123"
+URL = "/v1/deletion-requests"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tracking_url(pg_server: Any, tracking_template: str) -> Iterator[str]:
+    """End-to-end runs on the PostgreSQL tracking store only (both are covered elsewhere)."""
+    name = f"tracking_{uuid.uuid4().hex[:12]}"
+    pg_server.create_database(name, template=tracking_template)
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@dataclass
+class Stack:
+    world: World
+    client: httpx.AsyncClient
+    state: AppState
+    graph: FakeGraph
+    pg_dsn: str
+    mongo: Any
+    s3: Any
+
+    async def snapshots(self) -> dict[str, Any]:
+        return {
+            "postgres": await snapshot_postgres(self.pg_dsn),
+            "mongodb": await snapshot_mongo(self.mongo),
+            "s3": await snapshot_s3(self.s3),
+        }
+
+    async def wait(self, request_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            data: dict[str, Any] = (
+                await self.client.get(f"{URL}/{request_id}", headers=bearer(mint()))
+            ).json()
+            if data["status"] in ("completed", "failed"):
+                return data
+            assert time.monotonic() < deadline, data
+            await asyncio.sleep(0.1)
+
+    async def events(self, request_id: str) -> list[tuple[str, str | None]]:
+        async with self.state.sessionmaker() as session:
+            return [(e.type, e.purger) for e in await list_events(session, uuid.UUID(request_id))]
+
+
+@pytest.fixture
+async def stack(
+    tracking_url: str,
+    fresh_pg_database: Any,
+    soundops_template_database: str,
+    mongodb_url: str,
+    s3_endpoint_url: str,
+    moto_server: Any,
+) -> AsyncIterator[Stack]:
+    world = make_world()
+    database = fresh_pg_database(template=soundops_template_database, prefix="soundops")
+    await seed_postgres(database.url, world)
+    mongo_name = f"e2e_{uuid.uuid4().hex[:8]}"
+    mongo_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    await seed_mongo(mongo_client[mongo_name], world)
+    moto_server.reset()
+    graph = FakeGraph().start()
+    graph.add_world(world)
+    settings = make_settings(
+        tracking_url,
+        target_postgres_url=database.url,
+        mongodb_url=mongodb_url,
+        mongodb_database=mongo_name,
+        s3_endpoint_url=s3_endpoint_url,
+        token_encryption_key=FERNET_KEY.decode(),
+        meta_graph_url=graph.facebook_url,
+        instagram_graph_url=graph.instagram_url,
+        meta_app_secret=FB_SECRET,
+        run_worker=True,
+        worker_poll_seconds=0.05,
+    )
+    app = create_app(settings)
+    try:
+        async with get_session().create_client(
+            "s3", endpoint_url=s3_endpoint_url, region_name="us-east-1"
+        ) as s3:
+            await create_buckets(s3)
+            await seed_s3(s3, world)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    yield Stack(
+                        world,
+                        client,
+                        app.state.services,
+                        graph,
+                        database.url,
+                        mongo_client[mongo_name],
+                        s3,
+                    )
+    finally:
+        graph.close()
+        await mongo_client.drop_database(mongo_name)
+        await mongo_client.close()
+    assert graph.errors == []
+
+
+def _without(snapshot: dict[str, Any], needles: list[str]) -> dict[str, Any]:
+    """Every row, document and object version that names none of the needles."""
+    out: dict[str, Any] = {}
+    for store, tables in snapshot.items():
+        out[store] = {
+            name: [row for row in rows if not any(n in str(row) for n in needles)]
+            for name, rows in tables.items()
+        }
+    return out
+
+
+def _mentions(snapshot: dict[str, Any], needles: list[str]) -> dict[str, int]:
+    hits: dict[str, int] = {}
+    for store, tables in snapshot.items():
+        for name, rows in tables.items():
+            count = sum(1 for row in rows if any(n in str(row) for n in needles))
+            if count:
+                hits[f"{store}.{name}"] = count
+    return hits
+
+
+def _before(
+    events: list[tuple[str, str | None]], first: tuple[str, str], then: tuple[str, str]
+) -> bool:
+    return events.index(first) < events.index(then)
+
+
+async def _status_page(stack: Stack, data: dict[str, Any]) -> str:
+    page = await stack.client.get(f"/deletion-status/{data['confirmation_code']}")
+    assert page.status_code == 200
+    for identifier in stack.world.identifiers():
+        assert identifier not in page.text, "the status page names the subject"
+    return page.text
+
+
+async def test_account_deletion_end_to_end(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
+    alpha = stack.world.tenants["alpha"]
+    needles = await owned_ids(stack.pg_dsn, alpha.id) + [a.ig_user_id for a in alpha.accounts]
+    before = await stack.snapshots()
+    created = await stack.client.post(
+        URL,
+        json={"kind": "account", "subject": {"site_name": alpha.site_name}},
+        headers=bearer(mint()),
+    )
+    assert created.status_code == 202
+    data = await stack.wait(created.json()["id"])
+    assert data["status"] == "completed", data
+    tasks = {t["purger"]: t for t in data["tasks"]}
+    assert {t["status"] for t in tasks.values()} == {"succeeded"}
+    assert tasks["postgres"]["retained"]["billing_invoices"]["count"] == 1
+    assert tasks["mongodb"]["deleted"] == {"instagram_messages": 6, "instagram_comments": 6}
+    assert tasks["s3"]["deleted"] == {MEDIA: 8, CACHE: 6}  # 3 keys x 2, 1 version + 1 marker
+
+    after = await stack.snapshots()
+    leftovers = _mentions(after, needles)
+    assert leftovers == {}, leftovers
+    # Nothing else changed (the retained invoice row changed: its tenant link is gone).
+    others_before, others_after = _without(before, needles), _without(after, needles)
+    others_after["postgres"]["billing_invoices"] = [
+        r for r in others_after["postgres"]["billing_invoices"] if alpha.site_name not in r
+    ]
+    for store, tables in others_before.items():
+        for name, rows in tables.items():
+            assert others_after[store][name] == rows, f"{store}.{name} changed"
+
+    # Meta: webhooks and permissions gone for both accounts, with the right tokens,
+    # before the PostgreSQL step deleted those tokens.
+    fb, ig = alpha.accounts
+    assert not stack.graph.subscribed("facebook", fb.facebook_page_id or "")
+    assert not stack.graph.granted("facebook", fb.facebook_user_id or "")
+    assert not stack.graph.subscribed("instagram", ig.ig_user_id)
+    deletes = [
+        (c.family, c.path.split("/", 2)[-1], c.token)
+        for c in stack.graph.calls
+        if c.method == "DELETE"
+    ]
+    assert deletes == [
+        ("facebook", f"{fb.facebook_page_id}/subscribed_apps", fb.page_token),
+        ("facebook", f"{fb.facebook_user_id}/permissions", fb.user_token),
+        ("instagram", f"{ig.ig_user_id}/subscribed_apps", ig.user_token),
+        ("instagram", "me/permissions", ig.user_token),
+    ]
+    assert stack.graph.subscribed(
+        "facebook", stack.world.tenants["bravo"].accounts[0].facebook_page_id or ""
+    )
+    events = await stack.events(data["id"])
+    assert _before(events, ("task_succeeded", "meta_graph"), ("task_started", "postgres"))
+    assert "Completed" in await _status_page(stack, data)
+
+    logs = capfd.readouterr()
+    for identifier in stack.world.identifiers():
+        assert identifier not in logs.out + logs.err, "a log line names the subject"
+
+
+async def test_meta_data_callback_end_to_end(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    alpha = stack.world.tenants["alpha"]
+    fb, ig = alpha.accounts
+    before = await stack.snapshots()
+    value = sign(
+        {"algorithm": "HMAC-SHA256", "user_id": fb.facebook_user_id, "issued_at": int(time.time())},
+        FB_SECRET.encode(),
+    )
+    answer = await stack.client.post("/meta/data-deletion", data={"signed_request": value})
+    assert answer.status_code == 200
+    code = answer.json()["confirmation_code"]
+    listing = (await stack.client.get(URL, headers=bearer(mint()))).json()["items"]
+    (request,) = [r for r in listing if r["confirmation_code"] == code]
+    data = await stack.wait(request["id"])
+    assert data["status"] == "completed", data
+
+    after = await stack.snapshots()
+    needles = [str(fb.id), fb.ig_user_id]
+    assert _mentions(after, needles) == {}
+    # The tenant, its other account and all of bravo's and charlie's data are untouched.
+    assert _without(after, needles)["mongodb"] == _without(before, needles)["mongodb"]
+    assert _without(after, needles)["s3"] == _without(before, needles)["s3"]
+    for table in ("tenants", "contacts", "users", "billing_invoices", "campaigns"):
+        assert after["postgres"][table] == before["postgres"][table]
+    assert any(str(ig.id) in row for row in after["postgres"]["instagram_accounts"])
+    assert [c.edge for c in stack.graph.calls if c.method == "DELETE"] == [
+        "subscribed_apps",
+        "permissions",
+    ]
+    text = await _status_page(stack, data)
+    assert "Completed" in text and "Deletion of data received from Facebook or Instagram" in text
+    logs = capfd.readouterr()
+    for identifier in stack.world.identifiers():
+        assert identifier not in logs.out + logs.err
+
+
+async def test_instagram_disconnect_end_to_end(stack: Stack) -> None:
+    bravo = stack.world.tenants["bravo"]
+    (account,) = bravo.accounts
+    before = await stack.snapshots()
+    created = await stack.client.post(
+        URL,
+        json={
+            "kind": "instagram_disconnect",
+            "subject": {"tenant_id": str(bravo.id), "instagram_account_id": str(account.id)},
+        },
+        headers=bearer(mint()),
+    )
+    data = await stack.wait(created.json()["id"])
+    assert data["status"] == "completed", data
+    after = await stack.snapshots()
+    # Messages and comments of the account are gone; its cached media stays (30-day rule).
+    assert _mentions({"mongodb": after["mongodb"]}, [str(account.id)]) == {}
+    assert after["s3"] == before["s3"]
+    (row,) = [r for r in after["postgres"]["instagram_accounts"] if str(account.id) in r]
+    assert '"access_token_encrypted": null' in row and '"status": "disconnected"' in row
+    assert not stack.graph.subscribed("facebook", account.facebook_page_id or "")
+    assert not stack.graph.granted("facebook", account.facebook_user_id or "")
+    assert after["postgres"]["tenants"] == before["postgres"]["tenants"]
+
+
+async def test_preview_matches_what_the_request_then_deletes(stack: Stack) -> None:
+    alpha = stack.world.tenants["alpha"]
+    body = {"kind": "account", "subject": {"owner_email": alpha.owner_email}}
+    before = await stack.snapshots()
+    preview = await stack.client.post(f"{URL}/preview", json=body, headers=bearer(mint()))
+    assert preview.status_code == 200, preview.text
+    assert await stack.snapshots() == before, "preview changed something"
+    assert stack.graph.calls == []
+    would = {t["purger"]: t for t in preview.json()["tasks"]}
+    created = await stack.client.post(URL, json=body, headers=bearer(mint()))
+    data = await stack.wait(created.json()["id"])
+    for task in data["tasks"]:
+        if task["purger"] == "meta_graph":
+            continue
+        assert task["deleted"] == would[task["purger"]]["would_delete"], task["purger"]
+        assert task["retained"] == would[task["purger"]]["would_retain"]
