@@ -16,6 +16,9 @@ def configure_logging(settings: Settings) -> None:
         if settings.environment is Environment.development
         else structlog.processors.JSONRenderer()
     )
+    # httpx logs every request URL at INFO; Graph API URLs carry Page and user ids.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

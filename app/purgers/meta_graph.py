@@ -188,6 +188,7 @@ class MetaGraphPurger:
                     [uuid.UUID(a) for a in subject.resolution.account_ids]
                 )
             )
+            .order_by(self._col(key))  # the same calls in the same order on every run
         )
         rows = await self._query(query)
         return [Connection(str(r[0]), str(r[1]), str(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
@@ -327,6 +328,8 @@ class MetaGraphPurger:
     def _classify(self, call: Call, response: httpx.Response) -> str:
         """``done``, ``gone`` (already done at Meta) or raises."""
         if response.is_success:
+            if _says_failure(response):
+                raise PurgeRetriable(f"Graph API {call.step}: Meta answered success=false")
             return "done"
         error = self._error(response)
         code, subcode = error.get("code"), error.get("error_subcode")
@@ -380,6 +383,15 @@ class MetaGraphPurger:
             if _still_granted(response):
                 left[key] += 1
         return left
+
+
+def _says_failure(response: httpx.Response) -> bool:
+    """``{"success": false}`` on a 2xx: Meta did not do it (``true`` is the success body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return body is False or (isinstance(body, dict) and body.get("success") is False)
 
 
 def _still_granted(response: httpx.Response) -> bool:
