@@ -71,6 +71,8 @@ def make_settings(tracking_url: str, **overrides: Any) -> Settings:
         "public_base_url": PUBLIC_BASE_URL,
         "run_worker": False,
     }
+    # The session's fake AWS credentials (for moto) must not switch S3 on by themselves.
+    values["s3_enabled_setting"] = "s3_endpoint_url" in overrides
     values.update(overrides)
     return Settings(**values)
 
