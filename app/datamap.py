@@ -254,6 +254,8 @@ class Resolution(BaseModel):
     tenant_ids: list[str] = Field(default_factory=list)
     account_ids: list[str] = Field(default_factory=list)
     ig_user_ids: list[str] = Field(default_factory=list)
+    # Where the confirmation goes after an account's deletion (read before it is deleted).
+    owner_emails: list[str] = Field(default_factory=list)
 
     @property
     def empty(self) -> bool:

@@ -18,7 +18,7 @@ from app.logging import configure_logging
 from app.purgers.registry import build_purgers
 from app.purgers.testing import StaticResolver
 from app.ratelimit import RateLimiter
-from app.routers import health, meta, requests, status_page
+from app.routers import health, meta, receipts, requests, retention, status_page
 from app.services.engine import Engine, ResolverLike, Worker, new_worker_id
 from app.services.meta_callbacks import MetaCallbacks
 from app.services.preview import PreviewService
@@ -84,11 +84,20 @@ async def close_state(state: AppState) -> None:
     await state.engine.dispose()
 
 
-def new_worker(state: AppState) -> Worker:
-    engine = Engine(
-        state.settings, state.sessionmaker, state.purgers, new_worker_id(), state.resolver
+def new_engine(state: AppState, worker_id: str | None = None) -> Engine:
+    return Engine(
+        state.settings,
+        state.sessionmaker,
+        state.purgers,
+        worker_id or new_worker_id(),
+        state.resolver,
+        http=state.http,
+        datamap_version=state.datamap.version,
     )
-    state.worker = Worker(engine)
+
+
+def new_worker(state: AppState) -> Worker:
+    state.worker = Worker(new_engine(state))
     return state.worker
 
 
@@ -124,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(requests.router)
+    app.include_router(receipts.router)
+    app.include_router(retention.router)
     app.include_router(meta.router)
     app.include_router(status_page.router)
     app.include_router(health.router)

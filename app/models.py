@@ -130,6 +130,16 @@ class DeletionRequest(Base):
     # minimised) and their keyed hashes (kept as evidence).
     resolution: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     resolution_digest: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The data map the request was carried out with (named in its receipt).
+    datamap_version: Mapped[str | None] = mapped_column(sa.String(64))
+    # Confirmations after completion: none | pending | sent | given_up.
+    webhook_status: Mapped[str | None] = mapped_column(sa.String(16))
+    email_status: Mapped[str | None] = mapped_column(sa.String(16))
+    notify_attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Raw identifiers replaced by keyed hashes: the request keeps evidence only.
+    minimised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deadline_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overdue_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Work queue: when the request next needs a worker, and who holds it until when.
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
@@ -207,3 +217,15 @@ class DeletionEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str | None] = mapped_column(sa.String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class SubjectHash(Base):
+    """Keyed hashes of every identity a request named or resolved to: look-ups after
+    minimisation ("was this subject deleted?") without keeping the identifiers."""
+
+    __tablename__ = "deletion_subject_hashes"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)

@@ -19,6 +19,7 @@ from app.models import (
     DeletionTask,
     RequestKind,
     RequestStatus,
+    SubjectHash,
     TaskStatus,
     utcnow,
 )
@@ -33,6 +34,7 @@ class RequestFilter:
     status: RequestStatus | None = None
     kind: RequestKind | None = None
     overdue: bool = False
+    subject_hash: str | None = None
 
 
 def encode_cursor(request: DeletionRequest) -> str:
@@ -101,6 +103,12 @@ async def list_requests(
     if filters.overdue:
         query = query.where(
             DeletionRequest.status.in_(OPEN_STATUSES), DeletionRequest.due_at < (now or utcnow())
+        )
+    if filters.subject_hash is not None:
+        query = query.where(
+            DeletionRequest.id.in_(
+                sa.select(SubjectHash.request_id).where(SubjectHash.hash == filters.subject_hash)
+            )
         )
     if cursor:
         created, request_id = decode_cursor(cursor)
@@ -182,9 +190,19 @@ class Claim:
     was_pending: bool
 
 
+# Statuses with work for a worker: carrying out the deletion, or (once finished)
+# sending its confirmations and minimising what it keeps.
+WORKABLE = (
+    RequestStatus.pending,
+    RequestStatus.running,
+    RequestStatus.completed,
+    RequestStatus.cancelled,
+)
+
+
 def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
-        DeletionRequest.status.in_([RequestStatus.pending, RequestStatus.running]),
+        DeletionRequest.status.in_(WORKABLE),
         DeletionRequest.run_after.is_not(None),
         DeletionRequest.run_after <= now,
         sa.or_(DeletionRequest.lease_expires_at.is_(None), DeletionRequest.lease_expires_at < now),
@@ -215,7 +233,11 @@ async def claim_next(
         sa.update(DeletionRequest)
         .where(DeletionRequest.id == request_id, _claimable(now))
         .values(
-            status=RequestStatus.running,
+            # pending -> running; finished requests keep their status (confirmations).
+            status=sa.case(
+                (DeletionRequest.status == RequestStatus.pending, RequestStatus.running.value),
+                else_=DeletionRequest.status,
+            ),
             lease_owner=worker_id,
             lease_expires_at=now + lease,
             updated_at=now,
@@ -322,3 +344,47 @@ async def queue_depth(session: AsyncSession, now: datetime) -> int:
         sa.select(sa.func.count()).select_from(DeletionRequest).where(_claimable(now))
     )
     return int(result or 0)
+
+
+async def add_subject_hashes(
+    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
+) -> None:
+    existing = set(
+        (
+            await session.execute(
+                sa.select(SubjectHash.hash).where(SubjectHash.request_id == request_id)
+            )
+        ).scalars()
+    )
+    for value in sorted(hashes - existing):
+        session.add(SubjectHash(request_id=request_id, hash=value))
+
+
+async def set_values(session: AsyncSession, request_id: uuid.UUID, **values: Any) -> None:
+    await session.execute(
+        sa.update(DeletionRequest)
+        .where(DeletionRequest.id == request_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def deadline_candidates(
+    session: AsyncSession, now: datetime, warn_before: timedelta
+) -> tuple[Sequence[uuid.UUID], Sequence[uuid.UUID]]:
+    """Open requests newly within ``warn_before`` of their due date, and newly overdue."""
+    near = await session.execute(
+        sa.select(DeletionRequest.id).where(
+            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.deadline_warned_at.is_(None),
+            DeletionRequest.due_at <= now + warn_before,
+        )
+    )
+    overdue = await session.execute(
+        sa.select(DeletionRequest.id).where(
+            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.overdue_warned_at.is_(None),
+            DeletionRequest.due_at <= now,
+        )
+    )
+    return near.scalars().all(), overdue.scalars().all()

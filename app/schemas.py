@@ -18,6 +18,7 @@ from pydantic import (
 
 from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
 from app.purgers.base import PurgerName
+from app.services.retention import RetentionStatus, RetentionStore
 
 NumericId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,32}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -252,3 +253,34 @@ class MetaDeauthorizeOut(BaseModel):
     skipped_reconnected: int = Field(
         description="Accounts connected again after the deauthorization was issued: left alone."
     )
+
+
+class RetentionItemOut(BaseModel):
+    """One automatic-retention rule of the SoundOps contract, as the store has it."""
+
+    store: RetentionStore
+    name: str = Field(description="`database.collection` (MongoDB) or the bucket (S3).")
+    expected: str = Field(description="What the SoundOps contract requires.")
+    status: RetentionStatus = Field(
+        description=(
+            "`unsupported`: the server answers that it cannot do it (the detail says "
+            '"unsupported by this server" and quotes its answer); `not_configured`: the '
+            "store's settings are absent; `unreachable`: connection error or timeout (the "
+            "detail names the error class only); `error`: any other refusal (the code is named)."
+        )
+    )
+    found: str | None = Field(description="What the store has (indexes; whole-bucket rules).")
+    detail: str | None = Field(description="Why the status is what it is.")
+    action: str | None = Field(
+        default=None, description="What `retention apply` did or tried (apply only)."
+    )
+
+
+class RetentionReportOut(BaseModel):
+    ok: bool = Field(
+        description=(
+            "No item is missing, wrong, unreachable or in error. `unsupported` and "
+            "`not_configured` items do not count against it."
+        )
+    )
+    items: list[RetentionItemOut]

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # Intake.
     deadline_days: int = 30
     status_page_per_minute: int = Field(default=60, ge=1)
+    deadline_warn_days: float = Field(default=3, ge=0)
+    deadline_check_seconds: float = Field(default=60, gt=0)
+    # Ed25519 seed (base64, 32 bytes) that signs receipts; required outside development.
+    receipt_signing_key: SecretStr | None = None
 
     # The execution engine and its durable queue.
     worker_concurrency: int = Field(default=4, ge=1, le=64)
@@ -158,7 +162,14 @@ class Settings(BaseSettings):
             raise ValueError("set DELETION_JWT_SECRET or DELETION_JWT_JWKS_URL, not both")
         if self.testing_purgers is not None and self.environment is Environment.production:
             raise ValueError("DELETION_TESTING_PURGERS replaces real purgers: never in production")
+        if self.notify_webhook_url and self.notify_webhook_secret is None:
+            raise ValueError("DELETION_NOTIFY_WEBHOOK_URL needs DELETION_NOTIFY_WEBHOOK_SECRET")
         if self.environment is not Environment.development:
+            if self.receipt_signing_key is None:
+                raise ValueError(
+                    "DELETION_RECEIPT_SIGNING_KEY is required outside development "
+                    "(base64 of 32 random bytes: an Ed25519 private key)"
+                )
             for name in ("jwt_secret", "hash_key"):
                 secret: SecretStr | None = getattr(self, name)
                 if name == "jwt_secret" and self.jwt_jwks_url:

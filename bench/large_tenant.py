@@ -40,40 +40,54 @@ async def seed_postgres(dsn: str, tenant: uuid.UUID, account: uuid.UUID, rows: i
     try:
         await conn.execute(
             "INSERT INTO tenants (id, site_name, owner_email) VALUES ($1, $2, 'big@example.com')",
-            tenant, f"big-{tenant.hex[:6]}",
+            tenant,
+            f"big-{tenant.hex[:6]}",
         )
         await conn.execute(
             "INSERT INTO instagram_accounts (id, tenant_id, login_family, ig_user_id, ig_username)"
-            " VALUES ($1, $2, 'instagram', '1784', 'big')", account, tenant,
+            " VALUES ($1, $2, 'instagram', '1784', 'big')",
+            account,
+            tenant,
         )
         await conn.execute(
             "INSERT INTO contacts (id, tenant_id, email) SELECT gen_random_uuid(), $1,"
-            " 'fan' || g || '@example.com' FROM generate_series(1, $2) g", tenant, share,
+            " 'fan' || g || '@example.com' FROM generate_series(1, $2) g",
+            tenant,
+            share,
         )
         audience = uuid.uuid4()
         campaign = uuid.uuid4()
-        await conn.execute("INSERT INTO audiences (id, tenant_id, name) VALUES ($1, $2, 'all')",
-                           audience, tenant)
+        await conn.execute(
+            "INSERT INTO audiences (id, tenant_id, name) VALUES ($1, $2, 'all')", audience, tenant
+        )
         await conn.execute(
             "INSERT INTO campaigns (id, tenant_id, name, subject) VALUES ($1, $2, 'c', 's')",
-            campaign, tenant,
+            campaign,
+            tenant,
         )
         await conn.execute(
             "INSERT INTO audience_members (audience_id, contact_id)"
-            " SELECT $1, id FROM contacts WHERE tenant_id = $2", audience, tenant,
+            " SELECT $1, id FROM contacts WHERE tenant_id = $2",
+            audience,
+            tenant,
         )
         await conn.execute(
             "INSERT INTO campaign_sends (id, campaign_id, contact_id, sent_at)"
             " SELECT gen_random_uuid(), $1, id, now() FROM contacts WHERE tenant_id = $2",
-            campaign, tenant,
+            campaign,
+            tenant,
         )
         await conn.execute(
             "INSERT INTO analytics_events (tenant_id, source, name, occurred_at)"
-            " SELECT $1, 'site', 'view', now() FROM generate_series(1, $2)", tenant, share,
+            " SELECT $1, 'site', 'view', now() FROM generate_series(1, $2)",
+            tenant,
+            share,
         )
         await conn.execute(
             "INSERT INTO instagram_insights (instagram_account_id, metric, value, day)"
-            " SELECT $1, 'reach', g, current_date FROM generate_series(1, $2) g", account, share,
+            " SELECT $1, 'reach', g, current_date FROM generate_series(1, $2) g",
+            account,
+            share,
         )
     finally:
         await conn.close()
@@ -83,8 +97,13 @@ async def seed_mongo(db: Any, tenant: uuid.UUID, account: uuid.UUID, docs: int) 
     now = datetime.now(UTC)
     for name in ("instagram_messages", "instagram_comments"):
         batch = [
-            {"tenant_id": str(tenant), "instagram_account_id": str(account), "ig_user_id": "1784",
-             "text": "hello", "created_at": now}
+            {
+                "tenant_id": str(tenant),
+                "instagram_account_id": str(account),
+                "ig_user_id": "1784",
+                "text": "hello",
+                "created_at": now,
+            }
             for _ in range(docs // 2)
         ]
         for start in range(0, len(batch), 5000):
@@ -112,8 +131,11 @@ async def main(args: argparse.Namespace) -> None:
         engine = create_engine(pg.url("soundops"))
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferret.url)
         async with get_session().create_client(
-            "s3", endpoint_url=moto.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="bench", aws_secret_access_key="bench",
+            "s3",
+            endpoint_url=moto.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
         ) as s3:
             await create_buckets(s3)
             purgers = {

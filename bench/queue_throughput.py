@@ -34,6 +34,7 @@ from app.settings import Settings
 from tests.harness.services import PostgresServer, start_postgres
 
 BIN = Path(sys.executable).parent / "soundops-deletion"
+BENCH_RECEIPT_KEY = "YmVuY2gtcmVjZWlwdC1zaWduaW5nLWtleS0zMmJ5dGU="
 
 
 async def file_requests(url: str, count: int) -> None:
@@ -42,6 +43,7 @@ async def file_requests(url: str, count: int) -> None:
         database_url=url,
         hash_key="bench-hash-key-0123456789",
         jwt_secret="bench-jwt-secret-0123456789abcdef",
+        receipt_signing_key=BENCH_RECEIPT_KEY,
     )
     engine = create_engine(url)
     service = RequestService(settings, create_sessionmaker(engine), settings.effective_hash_key)
@@ -80,6 +82,7 @@ def run_round(
             DELETION_DATABASE_URL=url,
             DELETION_TESTING_PURGERS=str(script),
             DELETION_HASH_KEY="bench-hash-key-0123456789",
+            DELETION_RECEIPT_SIGNING_KEY=BENCH_RECEIPT_KEY,
             DELETION_JWT_SECRET="bench-jwt-secret-0123456789abcdef",
             DELETION_WORKER_POLL_SECONDS="0.05",
             DELETION_WORKER_CONCURRENCY=str(concurrency),

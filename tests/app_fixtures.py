@@ -25,6 +25,7 @@ from app.state import AppState
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 HASH_KEY = "test-hash-key-0123456789abcdef"
 PUBLIC_BASE_URL = "https://deletion.soundops.test"
+RECEIPT_KEY = "dGVzdC1yZWNlaXB0LXNpZ25pbmcta2V5LTMyLWJ5dGU="  # base64 of 32 bytes
 ALL_SCOPES = ("deletions:read", "deletions:write", "deletions:admin")
 
 
@@ -69,6 +70,7 @@ def make_settings(tracking_url: str, **overrides: Any) -> Settings:
         "jwt_secret": JWT_SECRET,
         "hash_key": HASH_KEY,
         "public_base_url": PUBLIC_BASE_URL,
+        "receipt_signing_key": RECEIPT_KEY,
         "run_worker": False,
     }
     # The session's fake AWS credentials (for moto) must not switch S3 on by themselves.

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.main import new_engine
 from app.models import RequestStatus
-from app.services.engine import Engine, Worker, new_worker_id
+from app.services.engine import Worker
 from app.state import AppState
 
 TERMINAL = {RequestStatus.completed, RequestStatus.failed, RequestStatus.cancelled}
@@ -53,9 +54,7 @@ async def run_until_settled(
     state: AppState, request_ids: list[str], *, timeout: float = 30.0
 ) -> dict[str, str]:
     """Run one in-process worker until every request is completed, failed or cancelled."""
-    engine = Engine(
-        state.settings, state.sessionmaker, state.purgers, new_worker_id(), state.resolver
-    )
+    engine = new_engine(state)
     worker = Worker(engine)
     runner = asyncio.create_task(worker.run())
     try:

@@ -9,6 +9,7 @@ line names anyone either.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,15 +18,18 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from aiobotocore.session import get_session
 from pymongo import AsyncMongoClient
 
 from app.main import create_app
+from app.models import Base
 from app.repository import list_events
 from app.services.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
 from tests.fake_graph import FakeGraph
+from tests.receivers import SmtpSink, WebhookReceiver
 from tests.seed import (
     CACHE,
     FERNET_KEY,
@@ -66,6 +70,8 @@ class Stack:
     pg_dsn: str
     mongo: Any
     s3: Any
+    receiver: WebhookReceiver
+    smtp: SmtpSink
 
     async def snapshots(self) -> dict[str, Any]:
         return {
@@ -84,6 +90,19 @@ class Stack:
                 return data
             assert time.monotonic() < deadline, data
             await asyncio.sleep(0.1)
+
+    async def minimised(self, request_id: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while (await self.state.requests.get(uuid.UUID(request_id))).minimised_at is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+    async def tracking_dump(self) -> str:
+        chunks = []
+        async with self.state.engine.connect() as conn:
+            for table in Base.metadata.sorted_tables:
+                chunks += [repr(tuple(r)) for r in (await conn.execute(sa.select(table))).all()]
+        return "\n".join(chunks)
 
     async def events(self, request_id: str) -> list[tuple[str, str | None]]:
         async with self.state.sessionmaker() as session:
@@ -108,6 +127,7 @@ async def stack(
     moto_server.reset()
     graph = FakeGraph().start()
     graph.add_world(world)
+    receiver, smtp = WebhookReceiver(), SmtpSink()
     settings = make_settings(
         tracking_url,
         target_postgres_url=database.url,
@@ -118,6 +138,9 @@ async def stack(
         meta_graph_url=graph.facebook_url,
         instagram_graph_url=graph.instagram_url,
         meta_app_secret=FB_SECRET,
+        notify_webhook_url=receiver.url,
+        notify_webhook_secret="e2e-webhook-secret-0123456789",
+        smtp_url=smtp.url,
         run_worker=True,
         worker_poll_seconds=0.05,
     )
@@ -139,9 +162,13 @@ async def stack(
                         database.url,
                         mongo_client[mongo_name],
                         s3,
+                        receiver,
+                        smtp,
                     )
     finally:
         graph.close()
+        receiver.close()
+        smtp.close()
         await mongo_client.drop_database(mongo_name)
         await mongo_client.close()
     assert graph.errors == []
@@ -223,18 +250,41 @@ async def test_account_deletion_end_to_end(stack: Stack, capfd: pytest.CaptureFi
         for c in stack.graph.calls
         if c.method == "DELETE"
     ]
-    assert deletes == [
+    expected = [
         ("facebook", f"{fb.facebook_page_id}/subscribed_apps", fb.page_token),
         ("facebook", f"{fb.facebook_user_id}/permissions", fb.user_token),
         ("instagram", f"{ig.ig_user_id}/subscribed_apps", ig.user_token),
         ("instagram", "me/permissions", ig.user_token),
     ]
+    # Accounts in any order; per account, unsubscribe before revoke.
+    assert sorted(deletes, key=str) == sorted(expected, key=str)
+    for family in ("facebook", "instagram"):
+        edges = [path.rsplit("/", 1)[-1] for fam, path, _ in deletes if fam == family]
+        assert edges == ["subscribed_apps", "permissions"]
     assert stack.graph.subscribed(
         "facebook", stack.world.tenants["bravo"].accounts[0].facebook_page_id or ""
     )
     events = await stack.events(data["id"])
     assert _before(events, ("task_succeeded", "meta_graph"), ("task_started", "postgres"))
     assert "Completed" in await _status_page(stack, data)
+
+    # Confirmations went out although the account is gone: the owner's address was read
+    # before; then the tracking store keeps no identifier, yet finds the request by one.
+    await stack.minimised(data["id"])
+    (delivery,) = stack.receiver.deliveries
+    assert json.loads(delivery.body)["request_id"] == data["id"]
+    ((_, recipients, _),) = stack.smtp.messages
+    assert recipients == [alpha.owner_email]
+    dump = await stack.tracking_dump()
+    for identifier in stack.world.identifiers():
+        assert identifier not in dump, "the tracking store keeps an identifier"
+    for lookup in (
+        f"site_name={alpha.site_name}",
+        f"tenant_id={alpha.id}",
+        f"ig_user_id={alpha.accounts[1].ig_user_id}",
+    ):
+        found = await stack.client.get(URL, params={"subject": lookup}, headers=bearer(mint()))
+        assert [i["id"] for i in found.json()["items"]] == [data["id"]], lookup
 
     logs = capfd.readouterr()
     for identifier in stack.world.identifiers():

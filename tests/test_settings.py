@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from app.settings import Settings, normalise_db_url, parse_duration
 
 GOOD_SECRET = "a-real-secret-of-enough-length"
+KEY = "dGVzdC1yZWNlaXB0LXNpZ25pbmcta2V5LTMyLWJ5dGU="
 
 
 def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,21 +46,39 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize("placeholder", ["changeme", "secret", "", "short"])
 def test_placeholder_secrets_are_refused_outside_development(placeholder: str) -> None:
     with pytest.raises(ValidationError) as info:
-        Settings(environment="production", jwt_secret=placeholder, hash_key=GOOD_SECRET)
+        Settings(
+            environment="production",
+            jwt_secret=placeholder,
+            hash_key=GOOD_SECRET,
+            receipt_signing_key=KEY,
+        )
     assert "DELETION_JWT_SECRET" in str(info.value)
     assert placeholder not in str(info.value) or placeholder == ""
 
 
 def test_missing_hash_key_is_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="DELETION_HASH_KEY"):
-        Settings(environment="production", jwt_secret=GOOD_SECRET)
+        Settings(environment="production", jwt_secret=GOOD_SECRET, receipt_signing_key=KEY)
 
 
 def test_production_with_real_secrets_or_jwks_is_fine() -> None:
-    Settings(environment="production", jwt_secret=GOOD_SECRET, hash_key=GOOD_SECRET)
     Settings(
-        environment="production", jwt_jwks_url="https://auth.example/jwks", hash_key=GOOD_SECRET
+        environment="production",
+        jwt_secret=GOOD_SECRET,
+        hash_key=GOOD_SECRET,
+        receipt_signing_key=KEY,
     )
+    Settings(
+        environment="production",
+        jwt_jwks_url="https://auth.example/jwks",
+        hash_key=GOOD_SECRET,
+        receipt_signing_key=KEY,
+    )
+
+
+def test_missing_receipt_key_is_refused_outside_development() -> None:
+    with pytest.raises(ValidationError, match="DELETION_RECEIPT_SIGNING_KEY"):
+        Settings(environment="production", jwt_secret=GOOD_SECRET, hash_key=GOOD_SECRET)
 
 
 def test_secret_and_jwks_together_are_refused() -> None:

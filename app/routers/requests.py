@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from app.deps import Admin, Reader, State, Writer
+from app.errors import Unprocessable
 from app.models import RequestKind, RequestStatus
 from app.repository import RequestFilter
 from app.routers.presenters import request_out
@@ -22,6 +23,7 @@ from app.schemas import (
     Problem,
     RetainedOut,
 )
+from app.services.identities import lookup_hash
 
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
@@ -136,9 +138,27 @@ async def list_requests(
     cursor: Annotated[
         str | None, Query(max_length=200, description="From a previous page.")
     ] = None,
+    subject: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description=(
+                "`identity=value` (e.g. `site_name=the-band`, `ig_user_id=1784…`): requests that "
+                "named or resolved to it, also after their identifiers were minimised."
+            ),
+        ),
+    ] = None,
 ) -> DeletionRequestPage:
+    subject_hash = None
+    if subject is not None:
+        try:
+            subject_hash = lookup_hash(state.settings.effective_hash_key, subject)
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from exc
     rows, next_cursor = await state.requests.list(
-        RequestFilter(status=status_, kind=kind, overdue=overdue), limit=limit, cursor=cursor
+        RequestFilter(status=status_, kind=kind, overdue=overdue, subject_hash=subject_hash),
+        limit=limit,
+        cursor=cursor,
     )
     return DeletionRequestPage(
         items=[request_out(row, state.requests.status_url(row)) for row in rows],
@@ -197,3 +217,17 @@ async def retry_request(
     if state.worker is not None:
         state.worker.wake()
     return request_out(request, state.requests.status_url(request))
+
+
+@router.get(
+    "/{request_id}/receipt",
+    summary="The signed receipt of a finished request",
+    description=(
+        "What was deleted (counts) and retained (counts and legal reason) per store, the "
+        "verification result and the data-map version, signed with Ed25519. No personal data. "
+        "Verify with `soundops-deletion receipt verify FILE`."
+    ),
+    responses=problems(401, 403, 404, 409, 422),
+)
+async def get_receipt(state: State, _principal: Reader, request_id: uuid.UUID) -> dict[str, Any]:
+    return await state.requests.receipt(request_id)

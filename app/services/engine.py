@@ -30,12 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
 from app.datamap import Resolution
 from app.models import (
+    DeletionRequest,
     DeletionTask,
     RequestKind,
     RequestSource,
@@ -53,6 +55,9 @@ from app.purgers.base import (
     PurgerName,
     Subject,
 )
+from app.services.identities import hashes as identity_hashes
+from app.services.identities import identity_hash
+from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
 from app.services.resolution import digest
 from app.settings import Settings
 
@@ -115,12 +120,17 @@ class Engine:
         purgers: Mapping[PurgerName, PurgerSlot],
         worker_id: str,
         resolver: ResolverLike,
+        *,
+        http: httpx.AsyncClient | None = None,
+        datamap_version: str | None = None,
     ) -> None:
         self.settings = settings
         self._sessions = sessionmaker
         self._purgers = purgers
         self.worker_id = worker_id
         self._resolver = resolver
+        self._http = http
+        self._datamap_version = datamap_version
 
     @property
     def lease(self) -> timedelta:
@@ -206,6 +216,10 @@ class Engine:
             request = await repository.get_request(session, request_id)
             if request is None:
                 return
+            if request.status in (RequestStatus.completed, RequestStatus.cancelled):
+                await session.rollback()
+                await self._finalize(request_id)
+                return
             tasks = list(await repository.get_tasks(session, request_id))
             kind = RequestKind(request.kind)
             identities = {k: str(v) for k, v in request.subject.items()}
@@ -287,6 +301,12 @@ class Engine:
                 request_id,
                 resolution.model_dump(),
                 digest(resolution, self.settings.effective_hash_key),
+            )
+            await repository.set_values(session, request_id, datamap_version=self._datamap_version)
+            await repository.add_subject_hashes(
+                session,
+                request_id,
+                identity_hashes(self.settings.effective_hash_key, {}, resolution),
             )
             repository.add_event(
                 session,
@@ -496,7 +516,20 @@ class Engine:
             values: dict[str, Any]
             detail: dict[str, Any]
             if all(s in DONE for s in statuses.values()):
-                values = {"status": RequestStatus.completed, "completed_at": now, "run_after": None}
+                request = await repository.get_request(session, request_id)
+                assert request is not None
+                values = {
+                    "status": RequestStatus.completed,
+                    "completed_at": now,
+                    # Next: confirmations, then minimisation.
+                    "run_after": now,
+                    "webhook_status": "pending" if self.settings.notify_webhook_url else None,
+                    "email_status": (
+                        "pending"
+                        if self.settings.smtp_url and _email_target(request) is not None
+                        else None
+                    ),
+                }
                 event, detail = "completed", {}
             elif any(s is TaskStatus.retrying for s in statuses.values()):
                 next_at = min(
@@ -521,6 +554,151 @@ class Engine:
             await session.commit()
         log.info("request_" + event, request_id=str(request_id))
 
+    # --- the 30-day deadline ------------------------------------------------------------
+
+    async def check_deadlines(self) -> tuple[int, int]:
+        """Record (event + log) open requests that come within reach of, or pass, ``due_at``."""
+        now = utcnow()
+        warn = timedelta(days=self.settings.deadline_warn_days)
+        async with self._sessions() as session:
+            near, overdue = await repository.deadline_candidates(session, now, warn)
+            for request_id in near:
+                await repository.set_values(session, request_id, deadline_warned_at=now)
+                repository.add_event(session, request_id, "deadline_near", actor=self.worker_id)
+                log.warning("request_deadline_near", request_id=str(request_id))
+            for request_id in overdue:
+                await repository.set_values(session, request_id, overdue_warned_at=now)
+                repository.add_event(session, request_id, "overdue", actor=self.worker_id)
+                log.error("request_overdue", request_id=str(request_id))
+            await session.commit()
+        return len(near), len(overdue)
+
+    # --- after completion: confirmations, then minimisation --------------------------
+
+    async def _finalize(self, request_id: uuid.UUID) -> None:
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            assert request is not None
+            tasks = list(await repository.get_tasks(session, request_id))
+            payload = completion_payload(request, tasks, self.settings.public_base_url)
+            webhook, email = request.webhook_status, request.email_status
+            target = _email_target(request)
+            attempts = request.notify_attempts + 1
+        results: dict[str, str | None] = {"webhook_status": webhook, "email_status": email}
+        errors: dict[str, str] = {}
+        if webhook == "pending" and self._http is not None:
+            try:
+                await send_webhook(self._http, self.settings, payload)
+                results["webhook_status"] = "sent"
+            except DeliveryFailed as exc:
+                errors["webhook"] = str(exc)
+        if email == "pending" and target is not None:
+            try:
+                await send_email(
+                    self.settings,
+                    target,
+                    "Your SoundOps data deletion is complete",
+                    completion_text(payload),
+                )
+                results["email_status"] = "sent"
+            except DeliveryFailed as exc:
+                errors["email"] = str(exc)
+        give_up = bool(errors) and attempts >= self.settings.max_attempts
+        for channel in errors:
+            if give_up:
+                results[f"{channel}_status"] = "given_up"
+        async with self._sessions() as session:
+            await self._fence(session, request_id)
+            for channel in ("webhook", "email"):
+                if results[f"{channel}_status"] != (webhook if channel == "webhook" else email):
+                    repository.add_event(
+                        session,
+                        request_id,
+                        f"{channel}_{results[f'{channel}_status']}",
+                        actor=self.worker_id,
+                        detail={
+                            "attempts": attempts,
+                            **({"error": errors[channel]} if channel in errors else {}),
+                        },
+                    )
+            if errors and not give_up:
+                next_at = utcnow() + backoff(self.settings, attempts)
+                repository.add_event(
+                    session,
+                    request_id,
+                    "confirmation_retrying",
+                    actor=self.worker_id,
+                    detail={"errors": errors, "next_attempt_at": next_at.isoformat()},
+                )
+                await repository.release(
+                    session,
+                    request_id,
+                    self.worker_id,
+                    run_after=next_at,
+                    notify_attempts=attempts,
+                    **results,
+                )
+            else:
+                await repository.release(
+                    session,
+                    request_id,
+                    self.worker_id,
+                    run_after=None,
+                    notify_attempts=attempts
+                    if errors or webhook or email
+                    else request.notify_attempts,
+                    **results,
+                    **self._minimised(request),
+                )
+                repository.add_event(session, request_id, "minimised", actor=self.worker_id)
+            await session.commit()
+
+    def _minimised(self, request: DeletionRequest) -> dict[str, Any]:
+        """The request's columns with every raw identifier replaced by a keyed hash, or gone."""
+        key = self.settings.effective_hash_key
+        return {
+            "subject": {
+                name: "hmac-sha256:" + identity_hash(key, name, str(value))
+                for name, value in request.subject.items()
+            },
+            "notify_email": None,
+            "reason": None,
+            "resolution": None,
+            "minimised_at": utcnow(),
+        }
+
+
+def _email_target(request: DeletionRequest) -> str | None:
+    if request.notify_email:
+        return request.notify_email
+    owners = (request.resolution or {}).get("owner_emails") or []
+    return str(owners[0]) if owners else None
+
+
+def completion_payload(
+    request: DeletionRequest, tasks: list[DeletionTask], public_base_url: str
+) -> dict[str, Any]:
+    """What the confirmations say: no identifier of the subject, only the request's facts."""
+    return {
+        "event": "deletion.completed",
+        "request_id": str(request.id),
+        "kind": request.kind,
+        "status": request.status,
+        "created_at": request.created_at.isoformat(),
+        "completed_at": request.completed_at.isoformat() if request.completed_at else None,
+        "due_at": request.due_at.isoformat(),
+        "status_url": f"{public_base_url}/deletion-status/{request.confirmation_code}",
+        "stores": [
+            {
+                "store": task.purger,
+                "status": task.status,
+                "deleted": dict(task.deleted),
+                "retained": dict(task.retained),
+            }
+            for task in tasks
+        ],
+    }
+
 
 class Worker:
     """Claims due requests and runs up to ``worker_concurrency`` of them at once."""
@@ -529,6 +707,7 @@ class Worker:
         self.engine = engine
         self.settings = engine.settings
         self.last_tick = time.monotonic()
+        self._last_deadline_check = 0.0
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -550,6 +729,7 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self.last_tick = time.monotonic()
+                await self._deadlines()
                 claimed = False
                 if len(self._in_flight) < self.settings.worker_concurrency:
                     claimed = await self._claim_one()
@@ -559,6 +739,15 @@ class Worker:
         finally:
             await self._drain()
             log.info("worker_stopped", worker=self.engine.worker_id)
+
+    async def _deadlines(self) -> None:
+        if time.monotonic() - self._last_deadline_check < self.settings.deadline_check_seconds:
+            return
+        self._last_deadline_check = time.monotonic()
+        try:
+            await self.engine.check_deadlines()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("deadline_check_failed", error_type=type(exc).__name__)
 
     async def _claim_one(self) -> bool:
         try:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,7 @@ from app import repository
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from app.models import (
     CANCELLABLE_STATUSES,
+    OPEN_STATUSES,
     DeletionRequest,
     RequestKind,
     RequestSource,
@@ -31,6 +33,8 @@ from app.schemas import (
     CreateInstagramDisconnect,
     CreateMetaDataDeletion,
 )
+from app.services import receipts
+from app.services.identities import hashes as identity_hashes
 from app.services.plans import plan_for
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
@@ -77,6 +81,7 @@ class RequestService:
         self._sessions = sessionmaker
         self._hash_key = hash_key
         self._directory = directory
+        self._receipt_key = receipts.private_key(settings)
 
     def status_url(self, request: DeletionRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
@@ -94,6 +99,9 @@ class RequestService:
         identities = body.subject.identities()
         key = subject_key(self._hash_key, kind, identities)
         body_fingerprint = fingerprint(body)
+        if idempotency_key is not None:
+            # Callers choose keys freely (an e-mail, say): keep only a keyed hash of it.
+            idempotency_key = keyed_hash(self._hash_key, f"idempotency-key={idempotency_key}")
 
         existing = await self._find_existing(
             kind, key, requested_by, idempotency_key, body_fingerprint
@@ -140,6 +148,9 @@ class RequestService:
                 if existing is None:
                     raise
                 return Intake(existing, created=False)
+            await repository.add_subject_hashes(
+                session, request.id, identity_hashes(self._hash_key, identities)
+            )
             repository.add_event(
                 session,
                 request.id,
@@ -228,7 +239,11 @@ class RequestService:
                 request_id,
                 from_statuses=CANCELLABLE_STATUSES,
                 to_status=RequestStatus.cancelled,
-                values={"status_reason": reason or "cancelled by an operator", "run_after": None},
+                # A worker then minimises what the request keeps.
+                values={
+                    "status_reason": reason or "cancelled by an operator",
+                    "run_after": utcnow(),
+                },
             )
             if not changed:
                 await session.rollback()
@@ -264,3 +279,17 @@ class RequestService:
             )
             await session.commit()
         return await self.get(request_id)
+
+    async def receipt(self, request_id: uuid.UUID) -> dict[str, Any]:
+        """The signed receipt of a finished request."""
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            if request is None:
+                raise NotFound("No deletion request with this id.")
+            if request.status in OPEN_STATUSES:
+                raise Conflict(f"A {request.status} request has no receipt yet.")
+            tasks = list(await repository.get_tasks(session, request_id))
+        return receipts.sign(receipts.build(request, tasks), self._receipt_key)
+
+    def receipt_public_key(self) -> str:
+        return receipts.public_key_b64(self._receipt_key.public_key())

@@ -87,10 +87,13 @@ class Resolver:
         async with self._engine.connect() as conn:
             if kind is RequestKind.account:
                 ((name, value),) = identities.items()
-                query = sa.select(_col(tenants, tenant_key)).select_from(sa.table(tenants))
+                email = pg.identities["owner_email"].column
+                query = sa.select(_col(tenants, tenant_key), _col(tenants, email))
+                query = query.select_from(sa.table(tenants))
                 rows = (
                     await conn.execute(query.where(self._match(pg.identities[name], value)))
                 ).all()
+                owner_emails = sorted({str(row[1]) for row in rows if row[1]})
                 if len(rows) > 1:
                     raise PurgeFailed(
                         f"the {name} matches {len(rows)} accounts; "
@@ -108,22 +111,25 @@ class Resolver:
                     identities["tenant_id"]
                 )
                 where = sa.and_(account, tenant)
-                tenant_ids = []
+                tenant_ids, owner_emails = [], []
             else:
                 ((name, value),) = identities.items()
                 where = self._match(pg.identities[name], value)
-                tenant_ids = []
-            query = sa.select(*account_cols).select_from(sa.table(accounts)).where(where)
-            rows = (await conn.execute(query)).all()
-        account_ids = sorted({str(row[0]) for row in rows})
-        ig_user_ids = {str(row[2]) for row in rows}
+                tenant_ids, owner_emails = [], []
+            accounts_query = sa.select(*account_cols).select_from(sa.table(accounts)).where(where)
+            account_rows: list[Any] = list((await conn.execute(accounts_query)).all())
+        account_ids = sorted({str(row[0]) for row in account_rows})
+        ig_user_ids = {str(row[2]) for row in account_rows}
         if kind is not RequestKind.account:
-            tenant_ids = sorted({str(row[1]) for row in rows})
+            tenant_ids = sorted({str(row[1]) for row in account_rows})
         if kind is RequestKind.meta_data and "ig_user_id" in identities:
             # Data about this Instagram user can outlive its connection row.
             ig_user_ids.add(identities["ig_user_id"])
         return Resolution(
-            tenant_ids=sorted(tenant_ids), account_ids=account_ids, ig_user_ids=sorted(ig_user_ids)
+            tenant_ids=sorted(tenant_ids),
+            account_ids=account_ids,
+            ig_user_ids=sorted(ig_user_ids),
+            owner_emails=owner_emails,
         )
 
 

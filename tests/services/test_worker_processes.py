@@ -22,7 +22,7 @@ from app.models import DeletionRequest, RequestKind
 from app.repository import list_events
 from app.schemas import AccountSubject, CreateAccountDeletion
 from app.services.requests import RequestService
-from tests.app_fixtures import HASH_KEY, JWT_SECRET, make_settings
+from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY, make_settings
 from tests.engine_support import Script, new_script
 
 BIN = Path(sys.executable).parent / "soundops-deletion"
@@ -46,6 +46,7 @@ class Cluster:
             DELETION_TESTING_PURGERS=str(self.script.path),
             DELETION_JWT_SECRET=JWT_SECRET,
             DELETION_HASH_KEY=HASH_KEY,
+            DELETION_RECEIPT_SIGNING_KEY=RECEIPT_KEY,
             DELETION_WORKER_POLL_SECONDS="0.05",
             DELETION_RETRY_BASE_SECONDS="0.2",
             DELETION_SHUTDOWN_GRACE_SECONDS="1",

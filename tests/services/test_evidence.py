@@ -1,0 +1,276 @@
+"""Evidence without personal data: confirmations, minimisation, look-ups, receipts, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.main import new_engine
+from app.models import Base, DeletionRequest, utcnow
+from app.repository import list_events
+from app.services.notify import SIGNATURE_HEADER, verify_signature
+from app.state import AppState
+from tests.engine_support import Script, new_script, run_until_settled
+from tests.receivers import SmtpSink, WebhookReceiver
+
+Auth = Callable[..., dict[str, str]]
+URL = "/v1/deletion-requests"
+WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789"
+SITE = "evidence-band"
+EMAIL = "Owner.Person@example.com"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Script:
+    return new_script(tmp_path, default=["ok"])
+
+
+@pytest.fixture
+def settings_overrides(
+    script: Script, receiver: WebhookReceiver, smtp: SmtpSink, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("settings")
+    return {
+        "testing_purgers": script.path,
+        "notify_webhook_url": receiver.url,
+        "notify_webhook_secret": WEBHOOK_SECRET,
+        "smtp_url": smtp.url,
+        "retry_base_seconds": 0.05,
+        "max_attempts": 3,
+        "worker_poll_seconds": 0.05,
+        **(marker.kwargs if marker else {}),
+    }
+
+
+async def file(client: httpx.AsyncClient, auth: Auth, **extra: Any) -> str:
+    body = {"kind": "account", "subject": {"site_name": SITE}, "notify_email": EMAIL, **extra}
+    response = await client.post(
+        URL, json=body, headers={**auth(), "Idempotency-Key": "order-4711-owner.person@example.com"}
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def until_minimised(state: AppState, request_id: str, timeout: float = 15) -> DeletionRequest:
+    engine = new_engine(state)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        claim = await engine.claim()
+        if claim is not None:
+            await engine.run_claimed(claim.request_id)
+        request = await state.requests.get(uuid.UUID(request_id))
+        if request.minimised_at is not None:
+            return request
+        assert asyncio.get_running_loop().time() < deadline, request.status
+        await asyncio.sleep(0.05)
+
+
+async def dump_tracking_db(state: AppState) -> str:
+    """Every row of every table of the tracking store, as text."""
+    chunks = []
+    async with state.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            rows = (await conn.execute(sa.select(table))).all()
+            chunks += [repr(tuple(row)) for row in rows]
+    return "\n".join(chunks)
+
+
+async def test_completion_confirms_then_keeps_evidence_only(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    state: AppState,
+    receiver: WebhookReceiver,
+    smtp: SmtpSink,
+) -> None:
+    request_id = await file(client, auth, reason="Asked by Owner Person on the phone")
+    minimised = await until_minimised(state, request_id)
+    assert minimised.status == "completed"
+
+    # The webhook arrived once, signed.
+    (delivery,) = receiver.deliveries
+    assert verify_signature(
+        WEBHOOK_SECRET.encode(), delivery.body, delivery.headers[SIGNATURE_HEADER]
+    )
+    assert not verify_signature(
+        b"another-secret", delivery.body, delivery.headers[SIGNATURE_HEADER]
+    )
+    payload = json.loads(delivery.body)
+    assert payload["request_id"] == request_id and payload["event"] == "deletion.completed"
+    # The e-mail arrived at the address given, and names nobody.
+    ((_, recipients, message),) = smtp.messages
+    assert [r.lower() for r in recipients] == [EMAIL.lower()]
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert "deletion-status/" in message.get_payload()
+    for raw in (SITE, EMAIL, EMAIL.lower(), "Owner Person", "order-4711"):
+        assert raw not in json.dumps(payload)
+
+    # No raw identifier anywhere in the tracking store...
+    dump = await dump_tracking_db(state)
+    for raw in (SITE, EMAIL, EMAIL.lower(), "Owner Person", "order-4711-owner.person@example.com"):
+        assert raw not in dump, raw
+    # ...yet the request is found by its identifier.
+    found = await client.get(URL, params={"subject": f"site_name=  {SITE} "}, headers=auth())
+    assert [item["id"] for item in found.json()["items"]] == [request_id]
+    missing = await client.get(URL, params={"subject": "site_name=other-band"}, headers=auth())
+    assert missing.json()["items"] == []
+    bad = await client.get(URL, params={"subject": "site_name"}, headers=auth())
+    assert bad.status_code == 422
+    async with state.sessionmaker() as session:
+        types = [e.type for e in await list_events(session, uuid.UUID(request_id))]
+    assert types[-3:] == ["webhook_sent", "email_sent", "minimised"]
+
+
+async def test_idempotency_replay_still_works_after_minimisation(
+    client: httpx.AsyncClient, auth: Auth, state: AppState
+) -> None:
+    request_id = await file(client, auth)
+    await until_minimised(state, request_id)
+    replay = await client.post(
+        URL,
+        json={"kind": "account", "subject": {"site_name": SITE}, "notify_email": EMAIL},
+        headers={**auth(), "Idempotency-Key": "order-4711-owner.person@example.com"},
+    )
+    assert replay.status_code == 200 and replay.json()["id"] == request_id
+
+
+@pytest.mark.settings(max_attempts=2)
+async def test_an_unreachable_webhook_is_retried_then_given_up(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, receiver: WebhookReceiver
+) -> None:
+    receiver.status = 503
+    request_id = await file(client, auth)
+    minimised = await until_minimised(state, request_id)
+    assert minimised.status == "completed"
+    assert minimised.webhook_status == "given_up" and minimised.email_status == "sent"
+    assert receiver.attempts == 2
+    async with state.sessionmaker() as session:
+        events = await list_events(session, uuid.UUID(request_id))
+    assert [e.type for e in events].count("confirmation_retrying") == 1
+    given_up = [e for e in events if e.type == "webhook_given_up"]
+    assert given_up and given_up[0].detail["error"] == "webhook answered HTTP 503"
+
+
+async def test_a_cancelled_request_is_minimised_without_confirmations(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    state: AppState,
+    receiver: WebhookReceiver,
+    smtp: SmtpSink,
+) -> None:
+    request_id = await file(client, auth)
+    await client.post(f"{URL}/{request_id}/cancel", headers=auth())
+    minimised = await until_minimised(state, request_id)
+    assert minimised.status == "cancelled" and minimised.notify_email is None
+    assert receiver.attempts == 0 and smtp.messages == []
+    assert SITE not in await dump_tracking_db(state)
+
+
+async def test_receipt_verifies_and_any_tampering_breaks_it(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, tmp_path: Path
+) -> None:
+    request_id = await file(client, auth)
+    open_receipt = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    assert open_receipt.status_code == 409
+    await run_until_settled(state, [request_id])
+    response = await client.get(f"{URL}/{request_id}/receipt", headers=auth("deletions:read"))
+    assert response.status_code == 200
+    document = response.json()
+    receipt = document["receipt"]
+    assert receipt["request_id"] == request_id and receipt["status"] == "completed"
+    assert receipt["data_map_version"] == state.datamap.version
+    assert {s["store"] for s in receipt["stores"]} == {"meta_graph", "postgres", "mongodb", "s3"}
+    assert all(s["verified"] for s in receipt["stores"])
+    assert SITE not in response.text and EMAIL.lower() not in response.text
+    key = (await client.get("/v1/receipts/public-key", headers=auth())).json()
+    assert key["algorithm"] == "Ed25519"
+
+    path = tmp_path / "receipt.json"
+    runner = CliRunner()
+
+    async def verify(doc: dict[str, Any], *extra: str) -> int:
+        path.write_text(json.dumps(doc))
+        result = await asyncio.to_thread(
+            runner.invoke,
+            cli,
+            ["receipt", "verify", str(path), "--public-key", key["public_key"], *extra],
+        )
+        return result.exit_code
+
+    assert await verify(document) == 0
+    tampered_cases = [
+        ("status", "failed"),
+        ("kind", "meta_data"),
+        ("completed_at", "2020-01-01T00:00:00+00:00"),
+        ("data_map_version", "other"),
+    ]
+    for field_name, value in tampered_cases:
+        changed = json.loads(json.dumps(document))
+        changed["receipt"][field_name] = value
+        assert await verify(changed) == 1, field_name
+    changed = json.loads(json.dumps(document))
+    changed["receipt"]["stores"][0]["deleted"] = {"anything": 0}
+    assert await verify(changed) == 1
+    # Re-signed with another key (and that key embedded): still not trusted.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from app.services import receipts
+
+    forged = receipts.sign(changed["receipt"], Ed25519PrivateKey.generate())
+    assert await verify(forged) == 1
+
+
+async def test_deadline_events_once_each(
+    client: httpx.AsyncClient, auth: Auth, state: AppState
+) -> None:
+    near = await file(client, auth)
+    late_response = await client.post(
+        URL, json={"kind": "account", "subject": {"site_name": "late-band"}}, headers=auth()
+    )
+    late = late_response.json()["id"]
+    async with state.sessionmaker() as session:
+        await session.execute(
+            sa.update(DeletionRequest)
+            .where(DeletionRequest.id == uuid.UUID(near))
+            .values(due_at=utcnow() + timedelta(days=2))
+        )
+        await session.execute(
+            sa.update(DeletionRequest)
+            .where(DeletionRequest.id == uuid.UUID(late))
+            .values(due_at=utcnow() - timedelta(hours=1))
+        )
+        await session.commit()
+    engine = new_engine(state, "w")
+    assert await engine.check_deadlines() == (2, 1)
+    assert await engine.check_deadlines() == (0, 0)
+    async with state.sessionmaker() as session:
+        near_events = [e.type for e in await list_events(session, uuid.UUID(near))]
+        late_events = [e.type for e in await list_events(session, uuid.UUID(late))]
+    assert "deadline_near" in near_events and "overdue" not in near_events
+    assert "deadline_near" in late_events and "overdue" in late_events
+    overdue = await client.get(URL, params={"overdue": "true"}, headers=auth())
+    assert [i["id"] for i in overdue.json()["items"]] == [late]
