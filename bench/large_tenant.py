@@ -29,7 +29,7 @@ from app.purgers.mongodb import MongoPurger
 from app.purgers.postgres import PostgresPurger
 from app.purgers.s3 import S3Purger
 from tests.harness.services import start_ferretdb, start_moto, start_postgres
-from tests.seed import CACHE, MEDIA, create_buckets
+from tests.seed import MEDIA, create_buckets
 
 SCHEMA = "tests/data/soundops_schema.sql"
 

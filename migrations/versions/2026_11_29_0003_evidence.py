@@ -41,9 +41,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("request_id", "hash", name=op.f("pk_deletion_subject_hashes")),
     )
-    op.create_index(
-        op.f("ix_deletion_subject_hashes_hash"), "deletion_subject_hashes", ["hash"]
-    )
+    op.create_index(op.f("ix_deletion_subject_hashes_hash"), "deletion_subject_hashes", ["hash"])
 
 
 def downgrade() -> None:

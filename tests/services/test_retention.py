@@ -216,6 +216,7 @@ async def test_a_bucket_that_does_not_exist_is_missing_and_not_created(
     assert (await s3.list_buckets())["Buckets"] == []
 
 
+@pytest.mark.slow  # three checks against a refused port: botocore retries each
 async def test_s3_down_is_unreachable_with_the_error_class_only(
     settings: Settings, moto_server: MotoServer, mongo: Any
 ) -> None:
@@ -456,6 +457,7 @@ async def test_cli_check_prints_stores_that_are_not_configured_and_passes(
     assert "S3 is not configured" in out
 
 
+@pytest.mark.slow  # botocore retries a refused connection
 async def test_cli_check_exits_1_when_s3_is_unreachable(
     cli_env: None, moto_server: MotoServer, mongo: Any
 ) -> None:
