@@ -27,26 +27,9 @@ from tests.harness.services import (
     start_moto,
     start_postgres,
 )
+from tests.seed import TABLES
 
-SOUNDOPS_TABLES = {
-    "tenants",
-    "users",
-    "site_settings",
-    "site_pages",
-    "media_files",
-    "contacts",
-    "audiences",
-    "audience_members",
-    "campaigns",
-    "campaign_sends",
-    "instagram_accounts",
-    "instagram_scheduled_posts",
-    "instagram_published_posts",
-    "automation_rules",
-    "instagram_insights",
-    "analytics_events",
-    "billing_invoices",
-}
+SOUNDOPS_TABLES = set(TABLES)
 
 MongoClient = AsyncMongoClient[dict[str, Any]]
 

@@ -191,11 +191,11 @@ class MongoPurger:
         """``work`` on every collection that has something to select; 0 for the others.
 
         One collection after the other, on purpose. Concurrently is faster on FerretDB
-        (2 x 38,000 documents: about 15 s instead of 27 s), but with PyMongo 4.20 on Python
-        3.11 several operations waiting in server selection at once while the server is
-        down can deadlock inside the driver (its async ``Condition``), and the stuck task
-        then ignores cancellation: a worker would hang for good, its lease kept alive by
-        heartbeats. One operation at a time keeps this purger out of that.
+        (2 x 38,000 documents: about 15 s instead of 27 s), but a TaskGroup cancels the
+        siblings of a failed operation, and with PyMongo 4.20 on Python 3.11, cancelling
+        two or more operations that wait in server selection (MongoDB down) deadlocks in
+        the driver: those tasks never finish, not even when cancelled again, so a worker
+        would hang with its lease kept alive. Sequential operations never cancel each other.
         """
         results: dict[str, int] = {}
         for name, selection in filters.items():

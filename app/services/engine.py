@@ -257,42 +257,22 @@ class Engine:
         try:
             resolution = await self._resolver.resolve(kind, identities)
         except PurgeRetriable as exc:
-            async with self._sessions() as session:
-                await self._fence(session, request_id)
-                await repository.release(
-                    session,
-                    request_id,
-                    self.worker_id,
-                    run_after=utcnow() + backoff(self.settings, 3, exc.after),
-                )
-                repository.add_event(
-                    session,
-                    request_id,
-                    "resolution_retrying",
-                    actor=self.worker_id,
-                    detail={"error": _error_text(exc)},
-                )
-                await session.commit()
+            await self._give_back(
+                request_id,
+                "resolution_retrying",
+                {"error": _error_text(exc)},
+                run_after=utcnow() + backoff(self.settings, 3, exc.after),
+            )
             return None
         except PurgeFailed as exc:
-            async with self._sessions() as session:
-                await self._fence(session, request_id)
-                await repository.release(
-                    session,
-                    request_id,
-                    self.worker_id,
-                    status=RequestStatus.failed,
-                    run_after=None,
-                    status_reason=_error_text(exc),
-                )
-                repository.add_event(
-                    session,
-                    request_id,
-                    "failed",
-                    actor=self.worker_id,
-                    detail={"error": _error_text(exc), "step": "resolution"},
-                )
-                await session.commit()
+            await self._give_back(
+                request_id,
+                "failed",
+                {"error": _error_text(exc), "step": "resolution"},
+                status=RequestStatus.failed,
+                run_after=None,
+                status_reason=_error_text(exc),
+            )
             return None
         async with self._sessions() as session:
             await self._fence(session, request_id)
@@ -317,6 +297,16 @@ class Engine:
             )
             await session.commit()
         return resolution
+
+    async def _give_back(
+        self, request_id: uuid.UUID, event: str, detail: dict[str, Any], **values: Any
+    ) -> None:
+        """Release the claim with new values and record why, while still holding it."""
+        async with self._sessions() as session:
+            await self._fence(session, request_id)
+            await repository.release(session, request_id, self.worker_id, **values)
+            repository.add_event(session, request_id, event, actor=self.worker_id, detail=detail)
+            await session.commit()
 
     async def _guarded(self, run: _Run, task: DeletionTask) -> None:
         try:
