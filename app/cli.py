@@ -171,10 +171,10 @@ def requests_list(
     """List deletion requests, newest first."""
 
     async def work(state: AppState) -> list[dict[str, Any]]:
-        rows, _ = await state.requests.list(
+        rows, _ = await state.deletions.list(
             RequestFilter(status=status, kind=kind, overdue=overdue), limit=limit, cursor=None
         )
-        return [request_out(r, state.requests.status_url(r)).model_dump(mode="json") for r in rows]
+        return [request_out(r, state.deletions.status_url(r)).model_dump(mode="json") for r in rows]
 
     items = _with_state(work)
     if as_json:
@@ -204,10 +204,10 @@ def requests_show(
     """Show one request: its tasks and its event log."""
 
     async def work(state: AppState) -> dict[str, Any]:
-        request = await state.requests.get(request_id)
+        request = await state.deletions.get(request_id)
         async with state.sessionmaker() as session:
             events = await list_events(session, request_id)
-        out = request_out(request, state.requests.status_url(request)).model_dump(mode="json")
+        out = request_out(request, state.deletions.status_url(request)).model_dump(mode="json")
         out["events"] = [
             {
                 "at": e.at.isoformat(),

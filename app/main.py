@@ -70,7 +70,7 @@ async def build_state(settings: Settings) -> AppState:
         stores=stores,
         datamap=datamap,
         verifier=TokenVerifier(settings, stores.http),
-        requests=request_service,
+        deletions=request_service,
         purgers=purgers,
         resolver=resolver,
         preview=PreviewService(purgers, resolver),

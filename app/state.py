@@ -28,7 +28,7 @@ class AppState:
     stores: Stores
     datamap: DataMap
     verifier: TokenVerifier
-    requests: RequestService
+    deletions: RequestService
     purgers: Mapping[PurgerName, PurgerSlot]
     resolver: ResolverLike
     preview: PreviewService

@@ -93,7 +93,7 @@ class Stack:
 
     async def minimised(self, request_id: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while (await self.state.requests.get(uuid.UUID(request_id))).minimised_at is None:
+        while (await self.state.deletions.get(uuid.UUID(request_id))).minimised_at is None:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
 

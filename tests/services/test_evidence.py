@@ -83,7 +83,7 @@ async def until_minimised(state: AppState, request_id: str, timeout: float = 15)
         claim = await engine.claim()
         if claim is not None:
             await engine.run_claimed(claim.request_id)
-        request = await state.requests.get(uuid.UUID(request_id))
+        request = await state.deletions.get(uuid.UUID(request_id))
         if request.minimised_at is not None:
             return request
         assert asyncio.get_running_loop().time() < deadline, request.status
