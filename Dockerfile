@@ -2,7 +2,7 @@
 # soundops-deletion: a slim, non-root image. Build: docker build -t soundops-deletion .
 # (These development machines have no Docker engine; CI builds the wheel this image installs.)
 
-FROM python:3.11-slim AS build
+FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -13,7 +13,7 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip wheel --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl
 
-FROM python:3.11-slim
+FROM python:3.12-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
