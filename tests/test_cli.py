@@ -115,7 +115,7 @@ def test_newcomer_path_on_the_embedded_default(
             "/v1/deletion-requests",
             json={
                 "kind": "account",
-                "subject": {"tenant_id": "0b7e3c1e-4f7a-4d3e-9a51-2f0d6f1c9a10"},
+                "subject": {"site_name": "the-band"},  # as in the README
             },
         )
         assert created.status_code == 202, created.text

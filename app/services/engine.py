@@ -228,11 +228,12 @@ class Engine:
                 request.source == RequestSource.meta_callback
                 and kind is RequestKind.instagram_disconnect
             )
-        resolution = (
-            Resolution.model_validate(stored)
-            if stored is not None
-            else await self._resolve(request_id, kind, identities)
-        )
+        if stored is not None:
+            resolution: Resolution | None = Resolution.model_validate(stored)
+        elif all(self._slot(task.purger) is None for task in tasks):
+            resolution = Resolution()  # no store configured: every task is skipped anyway
+        else:
+            resolution = await self._resolve(request_id, kind, identities)
         if resolution is None:
             return
         subject = Subject(
@@ -298,6 +299,11 @@ class Engine:
             await session.commit()
         return resolution
 
+    def _slot(self, name: str) -> Purger | None:
+        """The purger of a store, or None when the store is not configured."""
+        slot = self._purgers.get(PurgerName(name))
+        return None if slot is None or isinstance(slot, NotConfigured) else slot
+
     async def _give_back(
         self, request_id: uuid.UUID, event: str, detail: dict[str, Any], **values: Any
     ) -> None:
@@ -336,10 +342,18 @@ class Engine:
                     return status  # blocked: runs once the dependency is done
 
         name = PurgerName(task.purger)
-        slot = self._purgers.get(name) or NotConfigured(f"no {name} purger is available")
-        if isinstance(slot, NotConfigured):
+        slot = self._slot(name)
+        if slot is None:
+            reason = self._purgers.get(name)
             await self._finish(
-                run, task, TaskStatus.skipped, "task_skipped", error=slot.reason, started=True
+                run,
+                task,
+                TaskStatus.skipped,
+                "task_skipped",
+                error=reason.reason
+                if isinstance(reason, NotConfigured)
+                else f"no {name} purger is available",
+                started=True,
             )
             return TaskStatus.skipped
 
