@@ -193,3 +193,19 @@ def test_serve_refuses_an_unmigrated_postgres_database(
     )
     assert result.returncode == 1
     assert "soundops-deletion migrate" in result.stderr
+
+
+def test_preview_on_the_embedded_default_says_every_store_is_skipped(
+    served: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    base, env = served
+    token = _cli(tmp_path, env, "token", "--scope", "deletions:write").strip()
+    response = httpx.post(
+        f"{base}/v1/deletion-requests/preview",
+        json={"kind": "meta_data", "subject": {"ig_username": "some.artist"}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    tasks = response.json()["tasks"]
+    assert [t["purger"] for t in tasks] == ["meta_graph", "postgres", "mongodb", "s3"]
+    assert all(t["skipped"] and t["would_delete"] == {} for t in tasks)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.datamap import Resolution
 from app.errors import ServiceUnavailable, Unprocessable
 from app.models import RequestKind
 from app.pii import Pii
@@ -35,8 +36,16 @@ class PreviewService:
         self._resolver = resolver
 
     async def preview(self, kind: RequestKind, identities: dict[str, str]) -> list[PreviewItem]:
+        configured = [
+            step
+            for step in plan_for(kind)
+            if not isinstance(self._purgers.get(step.purger, NotConfigured("")), NotConfigured)
+        ]
         try:
-            resolution = await self._resolver.resolve(kind, identities)
+            # Nothing configured: nothing to look up, every store is skipped.
+            resolution = (
+                await self._resolver.resolve(kind, identities) if configured else Resolution()
+            )
             subject = Subject(
                 uuid.uuid4(), kind, {k: Pii(v) for k, v in identities.items()}, resolution
             )
