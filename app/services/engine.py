@@ -25,7 +25,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -63,6 +63,7 @@ from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+EMAIL_SUBJECT = "Your SoundOps data deletion is complete"
 FINISHED = frozenset({TaskStatus.succeeded, TaskStatus.skipped, TaskStatus.failed})
 DONE = frozenset({TaskStatus.succeeded, TaskStatus.skipped})
 
@@ -584,48 +585,46 @@ class Engine:
             request = await repository.get_request(session, request_id)
             assert request is not None
             tasks = list(await repository.get_tasks(session, request_id))
-            payload = completion_payload(request, tasks, self.settings.public_base_url)
-            webhook, email = request.webhook_status, request.email_status
-            target = _email_target(request)
-            attempts = request.notify_attempts + 1
-        results: dict[str, str | None] = {"webhook_status": webhook, "email_status": email}
+        payload = completion_payload(request, tasks, self.settings.public_base_url)
+        target = _email_target(request)
+        senders: dict[str, Callable[[], Awaitable[None]]] = {}
+        if request.webhook_status == "pending" and self._http is not None:
+            http = self._http
+            senders["webhook"] = lambda: send_webhook(http, self.settings, payload)
+        if request.email_status == "pending" and target is not None:
+            senders["email"] = lambda: send_email(
+                self.settings, target, EMAIL_SUBJECT, completion_text(payload)
+            )
+        attempts = request.notify_attempts + (1 if senders else 0)
+        statuses = {"webhook": request.webhook_status, "email": request.email_status}
         errors: dict[str, str] = {}
-        if webhook == "pending" and self._http is not None:
+        for channel, send in senders.items():
             try:
-                await send_webhook(self._http, self.settings, payload)
-                results["webhook_status"] = "sent"
+                await send()
+                statuses[channel] = "sent"
             except DeliveryFailed as exc:
-                errors["webhook"] = str(exc)
-        if email == "pending" and target is not None:
-            try:
-                await send_email(
-                    self.settings,
-                    target,
-                    "Your SoundOps data deletion is complete",
-                    completion_text(payload),
-                )
-                results["email_status"] = "sent"
-            except DeliveryFailed as exc:
-                errors["email"] = str(exc)
-        give_up = bool(errors) and attempts >= self.settings.max_attempts
-        for channel in errors:
-            if give_up:
-                results[f"{channel}_status"] = "given_up"
+                errors[channel] = str(exc)
+                if attempts >= self.settings.max_attempts:
+                    statuses[channel] = "given_up"
+        retrying = any(statuses[channel] == "pending" for channel in errors)
+        values: dict[str, Any] = {
+            "webhook_status": statuses["webhook"],
+            "email_status": statuses["email"],
+            "notify_attempts": attempts,
+        }
         async with self._sessions() as session:
             await self._fence(session, request_id)
-            for channel in ("webhook", "email"):
-                if results[f"{channel}_status"] != (webhook if channel == "webhook" else email):
+            for channel in senders:
+                if statuses[channel] != "pending":
+                    error = {"error": errors[channel]} if channel in errors else {}
                     repository.add_event(
                         session,
                         request_id,
-                        f"{channel}_{results[f'{channel}_status']}",
+                        f"{channel}_{statuses[channel]}",
                         actor=self.worker_id,
-                        detail={
-                            "attempts": attempts,
-                            **({"error": errors[channel]} if channel in errors else {}),
-                        },
+                        detail={"attempts": attempts, **error},
                     )
-            if errors and not give_up:
+            if retrying:
                 next_at = utcnow() + backoff(self.settings, attempts)
                 repository.add_event(
                     session,
@@ -634,27 +633,12 @@ class Engine:
                     actor=self.worker_id,
                     detail={"errors": errors, "next_attempt_at": next_at.isoformat()},
                 )
-                await repository.release(
-                    session,
-                    request_id,
-                    self.worker_id,
-                    run_after=next_at,
-                    notify_attempts=attempts,
-                    **results,
-                )
+                values["run_after"] = next_at
             else:
-                await repository.release(
-                    session,
-                    request_id,
-                    self.worker_id,
-                    run_after=None,
-                    notify_attempts=attempts
-                    if errors or webhook or email
-                    else request.notify_attempts,
-                    **results,
-                    **self._minimised(request),
-                )
+                # Confirmed (or given up): keep evidence, not personal data.
+                values.update(run_after=None, **self._minimised(request))
                 repository.add_event(session, request_id, "minimised", actor=self.worker_id)
+            await repository.release(session, request_id, self.worker_id, **values)
             await session.commit()
 
     def _minimised(self, request: DeletionRequest) -> dict[str, Any]:
