@@ -18,7 +18,7 @@ from app.logging import configure_logging
 from app.purgers.registry import build_purgers
 from app.purgers.testing import StaticResolver
 from app.ratelimit import RateLimiter
-from app.routers import health, meta, receipts, requests, retention, status_page
+from app.routers import health, meta, metrics, receipts, requests, retention, status_page
 from app.services.engine import Engine, ResolverLike, Worker, new_worker_id
 from app.services.meta_callbacks import MetaCallbacks
 from app.services.preview import PreviewService
@@ -138,4 +138,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(status_page.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

@@ -39,6 +39,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import metrics
 from app.datamap import DataMap
 from app.purgers.base import (
     NotConfigured,
@@ -314,6 +315,7 @@ class MetaGraphPurger:
                 f"Graph API {call.step}: unreachable ({type(exc).__name__})"
             ) from exc
         self._usage, self._usage_at = usage_percent(response.headers), self._clock()
+        metrics.GRAPH_USAGE.set(self._usage)
         return response
 
     @staticmethod

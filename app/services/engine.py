@@ -34,7 +34,7 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import repository
+from app import metrics, repository
 from app.datamap import Resolution
 from app.models import (
     DeletionRequest,
@@ -510,6 +510,13 @@ class Engine:
             )
             await session.commit()
         log.info(event, request_id=str(run.request_id), purger=task.purger)
+        metrics.TASKS.labels(purger=task.purger, outcome=status.value).inc()
+        if status is TaskStatus.retrying:
+            metrics.RETRIES.labels(purger=task.purger).inc()
+        if status is TaskStatus.succeeded:
+            metrics.DELETED.labels(store=task.purger).inc(sum((deleted or {}).values()))
+        if detail and "seconds" in detail:
+            metrics.TASK_SECONDS.labels(purger=task.purger).observe(detail["seconds"])
 
     async def _settle(self, request_id: uuid.UUID) -> None:
         """Decide the request's status from its tasks, and give the claim back."""

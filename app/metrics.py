@@ -1,0 +1,101 @@
+"""Prometheus metrics. Low cardinality: labels are kinds, statuses, purgers, outcomes only.
+
+Counters and histograms count what this process did (a worker's tasks); the gauges about
+the queue (open, overdue, oldest open request, queue lag) are read from the tracking
+database at scrape time, so every process reports the same, whole-service view.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.models import OPEN_STATUSES, DeletionRequest, RequestStatus, utcnow
+
+TASKS = Counter("deletion_tasks_total", "Task outcomes, per purger.", ["purger", "outcome"])
+TASK_SECONDS = Histogram(
+    "deletion_task_duration_seconds",
+    "Time of one purge + verify, per purger.",
+    ["purger"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+RETRIES = Counter(
+    "deletion_task_retries_total", "Transient failures retried, per purger.", ["purger"]
+)
+DELETED = Counter(
+    "deletion_items_deleted_total",
+    "Rows, documents, object versions deleted, per store.",
+    ["store"],
+)
+GRAPH_USAGE = Gauge(
+    "deletion_graph_api_usage_percent", "Highest usage percentage Meta last reported."
+)
+REQUESTS = Gauge("deletion_requests", "Requests, per kind and status.", ["kind", "status"])
+OPEN = Gauge("deletion_requests_open", "Requests not finished yet.")
+OVERDUE = Gauge("deletion_requests_overdue", "Open requests past their due date.")
+OLDEST_OPEN = Gauge("deletion_oldest_open_request_age_seconds", "Age of the oldest open request.")
+QUEUE_LAG = Gauge(
+    "deletion_queue_lag_seconds", "How long the longest-waiting due request has waited."
+)
+
+
+async def refresh(engine: AsyncEngine, now: datetime | None = None) -> None:
+    """Read the queue gauges from the tracking database."""
+    now = now or utcnow()
+    open_statuses = [s.value for s in OPEN_STATUSES]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(DeletionRequest.kind, DeletionRequest.status, sa.func.count()).group_by(
+                    DeletionRequest.kind, DeletionRequest.status
+                )
+            )
+        ).all()
+        oldest = (
+            await conn.execute(
+                sa.select(sa.func.min(DeletionRequest.created_at)).where(
+                    DeletionRequest.status.in_(open_statuses)
+                )
+            )
+        ).scalar()
+        overdue = (
+            await conn.execute(
+                sa.select(sa.func.count()).where(
+                    DeletionRequest.status.in_(open_statuses), DeletionRequest.due_at < now
+                )
+            )
+        ).scalar_one()
+        waiting = (
+            await conn.execute(
+                sa.select(sa.func.min(DeletionRequest.run_after)).where(
+                    DeletionRequest.status.in_([RequestStatus.pending, RequestStatus.running]),
+                    DeletionRequest.run_after <= now,
+                    DeletionRequest.lease_owner.is_(None),
+                )
+            )
+        ).scalar()
+    REQUESTS.clear()
+    open_total = 0
+    for kind, status, count in rows:
+        REQUESTS.labels(kind=kind, status=status).set(count)
+        if status in open_statuses:
+            open_total += count
+    OPEN.set(open_total)
+    OVERDUE.set(overdue)
+    OLDEST_OPEN.set(_age(oldest, now))
+    QUEUE_LAG.set(_age(waiting, now))
+
+
+def _age(value: datetime | None, now: datetime) -> float:
+    if value is None:
+        return 0.0
+    if value.tzinfo is None:  # SQLite: stored as naive UTC
+        value = value.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - value).total_seconds())
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
