@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from app import __version__
 from app.auth import TokenVerifier
 from app.datamap import load_datamap
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
-from app.logging import configure_logging
+from app.logging import configure_logging, correlation_id
 from app.purgers.registry import build_purgers
 from app.purgers.testing import StaticResolver
 from app.ratelimit import RateLimiter
@@ -132,6 +132,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def bind_correlation_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Every log line of this HTTP request carries its correlation id.
+        correlation = correlation_id(request.headers.get("x-request-id"))
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation):
+            response = await call_next(request)
+        response.headers["X-Request-ID"] = correlation
+        return response
+
     app.include_router(requests.router)
     app.include_router(receipts.router)
     app.include_router(retention.router)

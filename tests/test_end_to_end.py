@@ -289,6 +289,9 @@ async def test_account_deletion_end_to_end(stack: Stack, capfd: pytest.CaptureFi
     logs = capfd.readouterr()
     for identifier in stack.world.identifiers():
         assert identifier not in logs.out + logs.err, "a log line names the subject"
+    # ...while every task's log lines name the request and the store.
+    assert f'"deletion_request_id": "{data["id"]}"' in logs.err
+    assert '"purger": "mongodb"' in logs.err
 
 
 async def test_meta_data_callback_end_to_end(

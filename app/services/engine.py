@@ -317,7 +317,11 @@ class Engine:
 
     async def _guarded(self, run: _Run, task: DeletionTask) -> None:
         try:
-            run.final[task.purger] = await self._run_task(run, task)
+            # Every log line of this task names the request and the store, nothing more.
+            with structlog.contextvars.bound_contextvars(
+                deletion_request_id=str(run.request_id), purger=task.purger
+            ):
+                run.final[task.purger] = await self._run_task(run, task)
         except LeaseLost:
             run.lost = True
         except Exception as exc:  # the tracking DB failed us: the lease will expire, retry

@@ -48,3 +48,13 @@ async def test_intake_answers_503_when_the_tracking_database_is_down() -> None:
     assert response.status_code == 503
     assert response.headers["retry-after"] == "30"
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_correlation_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    given = await client.get("/healthz", headers={"X-Request-ID": "abc-123.x"})
+    assert given.headers["x-request-id"] == "abc-123.x"
+    made = await client.get("/healthz")
+    assert len(made.headers["x-request-id"]) == 32
+    junk = await client.get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
+    assert junk.headers["x-request-id"] != "<script>alert(1)</script>"
+    assert len(junk.headers["x-request-id"]) == 32
