@@ -12,20 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from app import db
 from app.auth import Scope, mint_token
-from app.errors import ProblemError
+from app.errors import ProblemError, validation_errors
 from app.main import build_state, close_state, new_worker
 from app.models import RequestKind, RequestStatus
 from app.repository import RequestFilter, list_events
 from app.routers.presenters import request_out
+from app.schemas import CreateDeletionRequest
 from app.services import receipts, retention
 from app.services.datamap_check import CheckReport, check
+from app.services.preview import PreviewItem
 from app.settings import Settings, get_settings, parse_duration
 from app.state import AppState
 
@@ -192,6 +194,71 @@ def requests_list(
             item["created_at"][:19],
             item["due_at"][:10],
             tasks,
+        )
+    console.print(table)
+
+
+@requests_cli.command("retry")
+def requests_retry(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="A failed request's id.")],
+    actor: Annotated[str, typer.Option(help="Who retries (recorded).")] = "cli",
+) -> None:
+    """Run a failed request's failed tasks again."""
+
+    async def work(state: AppState) -> str:
+        request = await state.deletions.retry(request_id, actor=actor)
+        return request.status
+
+    console.print(f"{request_id}: {_with_state(work)}")
+
+
+@requests_cli.command("cancel")
+def requests_cancel(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="A request that has not started.")],
+    reason: Annotated[str | None, typer.Option(help="Why (shown to operators).")] = None,
+    actor: Annotated[str, typer.Option(help="Who cancels (recorded).")] = "cli",
+) -> None:
+    """Cancel a pending (or unconfirmed) request."""
+
+    async def work(state: AppState) -> str:
+        request = await state.deletions.cancel(request_id, actor=actor, reason=reason)
+        return request.status
+
+    console.print(f"{request_id}: {_with_state(work)}")
+
+
+@cli.command()
+def preview(
+    kind: Annotated[RequestKind, typer.Argument(help="account, meta_data or instagram_disconnect")],
+    identity: Annotated[
+        list[str],
+        typer.Argument(help="identity=value, e.g. site_name=the-band (twice for a disconnect)"),
+    ],
+) -> None:
+    """What a request would delete and retain, per store; deletes and records nothing."""
+    subject = dict(item.split("=", 1) for item in identity if "=" in item)
+    try:
+        body = TypeAdapter(CreateDeletionRequest).validate_python(
+            {"kind": kind, "subject": subject}
+        )
+    except ValidationError as exc:
+        err.print(f"[red]Not a valid {kind} subject:[/red] {validation_errors(exc.errors())}")
+        raise typer.Exit(2) from exc
+
+    async def work(state: AppState) -> list[PreviewItem]:
+        return await state.preview.preview(kind, body.subject.identities())
+
+    table = Table(title=f"preview of a {kind} request")
+    for column in ("store", "would delete", "would retain", "skipped"):
+        table.add_column(column)
+    for item in _with_state(work):
+        table.add_row(
+            item.purger,
+            json.dumps(item.result.deleted),
+            json.dumps(
+                {k: {"count": r.count, "reason": r.reason} for k, r in item.result.retained.items()}
+            ),
+            item.skipped or "",
         )
     console.print(table)
 

@@ -161,6 +161,36 @@ def test_create_read_list_cancel_with_curl_like_calls(
     table = _cli(tmp_path, env, "requests", "show", request_id)
     assert "cancelled" in table and "meta_graph" in table
 
+    # The operator commands work on the same store as the running service.
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        second = client.post(
+            "/v1/deletion-requests",
+            json={"kind": "account", "subject": {"site_name": "second-band"}},
+        ).json()["id"]
+    assert "cancelled" in _cli(tmp_path, env, "requests", "cancel", second, "--reason", "test")
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        assert client.get(f"/v1/deletion-requests/{second}").json()["status"] == "cancelled"
+    retry = subprocess.run(
+        [str(BIN), "requests", "retry", second],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert retry.returncode == 1 and "only failed ones can" in retry.stderr
+    shown = _cli(tmp_path, env, "preview", "meta_data", "ig_username=@Some.Artist")
+    assert "not configured" in shown and "mongodb" in shown
+    bad = subprocess.run(
+        [str(BIN), "preview", "account", "site_name=a", "owner_email=b@example.com"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "exactly one" in bad.stderr
+
 
 def test_migrate_then_show_unknown_request_fails_cleanly(tmp_path: Path) -> None:
     env = _env(tmp_path, DELETION_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
