@@ -28,7 +28,7 @@ from app.repository import list_events
 from app.services.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
-from tests.fake_graph import FakeGraph
+from tests.fake_graph import FakeGraph, graph_error
 from tests.receivers import SmtpSink, WebhookReceiver
 from tests.seed import (
     CACHE,
@@ -143,6 +143,7 @@ async def stack(
         smtp_url=smtp.url,
         run_worker=True,
         worker_poll_seconds=0.05,
+        retry_base_seconds=0.05,
     )
     app = create_app(settings)
     try:
@@ -373,3 +374,56 @@ async def test_preview_matches_what_the_request_then_deletes(stack: Stack) -> No
             continue
         assert task["deleted"] == would[task["purger"]]["would_delete"], task["purger"]
         assert task["retained"] == would[task["purger"]]["would_retain"]
+
+
+async def test_failures_and_retries_log_no_personal_data_and_move_the_metrics(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A disconnect that meets a rate limit once, and a meta_data request that fails for good."""
+    bravo = stack.world.tenants["bravo"]
+    (bravo_account,) = bravo.accounts
+    alpha_ig = stack.world.tenants["alpha"].accounts[1]
+    stack.graph.script("DELETE", "/fb/v25.0/*/subscribed_apps", graph_error(613))
+    stack.graph.script("DELETE", "/ig/v25.0/*/subscribed_apps", graph_error(3))
+    before = (await stack.client.get("/metrics")).text
+    disconnect = await stack.client.post(
+        URL,
+        json={
+            "kind": "instagram_disconnect",
+            "subject": {"tenant_id": str(bravo.id), "instagram_account_id": str(bravo_account.id)},
+        },
+        headers=bearer(mint()),
+    )
+    meta = await stack.client.post(
+        URL,
+        json={"kind": "meta_data", "subject": {"ig_username": alpha_ig.ig_username}},
+        headers=bearer(mint()),
+    )
+    done = await stack.wait(disconnect.json()["id"])
+    failed = await stack.wait(meta.json()["id"])
+    assert done["status"] == "completed"
+    (graph_task,) = [t for t in done["tasks"] if t["purger"] == "meta_graph"]
+    assert graph_task["attempts"] == 2
+    assert failed["status"] == "failed"
+    (broken,) = [t for t in failed["tasks"] if t["purger"] == "meta_graph"]
+    assert broken["error"].startswith("Graph API unsubscribe: error 3/")
+    # The tokens stayed for an operator's retry: the PostgreSQL step did not run.
+    assert [t["status"] for t in failed["tasks"] if t["purger"] == "postgres"] == ["pending"]
+
+    after = (await stack.client.get("/metrics")).text
+    assert (
+        _sample(after, 'deletion_task_retries_total{purger="meta_graph"}')
+        >= _sample(before, 'deletion_task_retries_total{purger="meta_graph"}') + 1
+    )
+    assert _sample(after, 'deletion_tasks_total{outcome="failed",purger="meta_graph"}') >= 1
+    logs = capfd.readouterr()
+    for identifier in stack.world.identifiers():
+        assert identifier not in logs.out + logs.err, "a log line names the subject"
+    assert "task_retrying" in logs.err and "task_failed" in logs.err
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
