@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -27,11 +28,13 @@ from app.routers.presenters import request_out
 from app.schemas import CreateDeletionRequest
 from app.services import receipts, retention
 from app.services.datamap_check import CheckReport, check
+from app.services.identities import lookup_hash
 from app.services.preview import PreviewItem
 from app.settings import Settings, get_settings, parse_duration
 from app.state import AppState
 
 T = TypeVar("T")
+FINISHED_STATUSES = {"completed", "failed", "cancelled"}
 
 cli = typer.Typer(
     name="soundops-deletion",
@@ -168,13 +171,26 @@ def requests_list(
     kind: Annotated[RequestKind | None, typer.Option(help="Only this kind.")] = None,
     overdue: Annotated[bool, typer.Option(help="Only open requests past due.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="identity=value: requests that named or resolved to it (hashed)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """List deletion requests, newest first."""
 
     async def work(state: AppState) -> list[dict[str, Any]]:
+        try:
+            subject_hash = (
+                lookup_hash(state.settings.effective_hash_key, subject) if subject else None
+            )
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
         rows, _ = await state.deletions.list(
-            RequestFilter(status=status, kind=kind, overdue=overdue), limit=limit, cursor=None
+            RequestFilter(status=status, kind=kind, overdue=overdue, subject_hash=subject_hash),
+            limit=limit,
+            cursor=None,
         )
         return [request_out(r, state.deletions.status_url(r)).model_dump(mode="json") for r in rows]
 
@@ -261,6 +277,51 @@ def preview(
             item.skipped or "",
         )
     console.print(table)
+
+
+@requests_cli.command("watch")
+def requests_watch(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="The request to follow.")],
+    interval: Annotated[float, typer.Option(help="Seconds between looks.")] = 1.0,
+    timeout: Annotated[
+        float, typer.Option(help="Give up watching after this many seconds.")
+    ] = 3600,
+) -> None:
+    """Follow a request's progress, store by store, until it is finished (exit 1 if failed)."""
+
+    def render(data: dict[str, Any]) -> Table:
+        table = Table(title=f"{data['id']}  {data['kind']}  [bold]{data['status']}[/bold]")
+        for column in ("store", "status", "attempts", "deleted", "error"):
+            table.add_column(column)
+        for task in data["tasks"]:
+            table.add_row(
+                task["purger"],
+                task["status"],
+                str(task["attempts"]),
+                str(sum(task["deleted"].values())),
+                task["error"] or "",
+            )
+        return table
+
+    async def work(state: AppState) -> str:
+        deadline = asyncio.get_running_loop().time() + timeout
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                request = await state.deletions.get(request_id)
+                data = request_out(request, state.deletions.status_url(request)).model_dump(
+                    mode="json"
+                )
+                live.update(render(data), refresh=True)
+                if data["status"] in FINISHED_STATUSES:
+                    return str(data["status"])
+                if asyncio.get_running_loop().time() > deadline:
+                    return "still " + str(data["status"])
+                await asyncio.sleep(interval)
+
+    status = _with_state(work)
+    console.print(f"{request_id}: {status}")
+    if status != "completed":
+        raise typer.Exit(1)
 
 
 @requests_cli.command("show")

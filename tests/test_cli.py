@@ -127,6 +127,8 @@ def test_newcomer_path_on_the_embedded_default(
             assert time.monotonic() < deadline, data
             time.sleep(0.2)
         assert {t["status"] for t in data["tasks"]} == {"skipped"}
+        watched = _cli(tmp_path, env, "requests", "watch", request_id, "--interval", "0.2")
+        assert f"{request_id}: completed" in watched and "skipped" in watched
         assert all("not configured" in t["error"] or "not set" in t["error"] for t in data["tasks"])
         assert client.get("/readyz").json()["checks"]["worker"] == "ok"
         docs = client.get("/docs")
@@ -156,6 +158,10 @@ def test_create_read_list_cancel_with_curl_like_calls(
     listed = json.loads(_cli(tmp_path, env, "requests", "list", "--json"))
     assert [item["id"] for item in listed] == [request_id]
     assert _cli(tmp_path, env, "requests", "list", "--status", "pending", "--json").strip() == "[]"
+    by_subject = _cli(
+        tmp_path, env, "requests", "list", "--subject", "site_name=newcomer-band", "--json"
+    )
+    assert [item["id"] for item in json.loads(by_subject)] == [request_id]
     shown = json.loads(_cli(tmp_path, env, "requests", "show", request_id, "--json"))
     assert [e["type"] for e in shown["events"]] == ["created", "cancelled"]
     table = _cli(tmp_path, env, "requests", "show", request_id)

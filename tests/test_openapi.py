@@ -34,3 +34,21 @@ def test_docs_have_a_bearer_scheme_for_the_authorize_button() -> None:
         "meta_data",
         "instagram_disconnect",
     }
+
+
+def test_every_operation_is_documented_for_operators() -> None:
+    schema = current_schema()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            assert operation.get("summary") and operation.get("description"), where
+            responses = operation["responses"]
+            for code, response in responses.items():
+                assert response.get("description"), f"{where} {code}"
+            if operation.get("security"):
+                assert {"401", "403"} <= set(responses), where
+                problem = responses["401"]["content"]
+                assert "application/problem+json" in problem, where
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query":
+                    assert parameter.get("description"), f"{where} {parameter['name']}"

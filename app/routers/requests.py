@@ -170,6 +170,7 @@ async def list_requests(
     "/{request_id}",
     response_model=DeletionRequestOut,
     summary="Read one deletion request",
+    description="The request with its per-store tasks: status, attempts, counts, errors, times.",
     responses=problems(401, 403, 404, 422),
 )
 async def get_request(
