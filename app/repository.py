@@ -280,20 +280,6 @@ async def holds_lease(
     return row is not None
 
 
-async def set_resolution(
-    session: AsyncSession,
-    request_id: uuid.UUID,
-    resolution: dict[str, Any],
-    resolution_digest: dict[str, Any],
-) -> None:
-    await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id)
-        .values(resolution=resolution, resolution_digest=resolution_digest)
-        .execution_options(synchronize_session=False)
-    )
-
-
 async def get_tasks(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionTask]:
     result = await session.execute(
         sa.select(DeletionTask)

@@ -278,13 +278,13 @@ class Engine:
             return None
         async with self._sessions() as session:
             await self._fence(session, request_id)
-            await repository.set_resolution(
+            await repository.set_values(
                 session,
                 request_id,
-                resolution.model_dump(),
-                digest(resolution, self.settings.effective_hash_key),
+                resolution=resolution.model_dump(),
+                resolution_digest=digest(resolution, self.settings.effective_hash_key),
+                datamap_version=self._datamap_version,
             )
-            await repository.set_values(session, request_id, datamap_version=self._datamap_version)
             await repository.add_subject_hashes(
                 session,
                 request_id,

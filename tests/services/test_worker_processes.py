@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import create_engine, create_sessionmaker
-from app.models import DeletionRequest, RequestKind
+from app.models import DeletionRequest, DeletionTask, RequestKind
 from app.repository import list_events
 from app.schemas import AccountSubject, CreateAccountDeletion
 from app.services.requests import RequestService
@@ -95,6 +95,21 @@ class Cluster:
             await _sleep(0.1)
         raise AssertionError(f"timed out: {await self.statuses()}\n{self.logs()}")
 
+    async def task_status(self, request_id: str, purger: str) -> str | None:
+        engine = create_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                return (
+                    await conn.execute(
+                        sa.select(DeletionTask.status).where(
+                            DeletionTask.request_id == uuid.UUID(request_id),
+                            DeletionTask.purger == purger,
+                        )
+                    )
+                ).scalar()
+        finally:
+            await engine.dispose()
+
     def logs(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(self.tmp.glob("worker-*.log")))
 
@@ -156,7 +171,11 @@ async def test_a_killed_workers_request_is_taken_over_and_finished(cluster: Clus
     (request_id,) = await cluster.file(1, prefix="crash")
     first = cluster.start_worker(DELETION_LEASE_SECONDS="2")
     deadline = time.monotonic() + 30
-    while not cluster.script.starts(request_id, "mongodb"):
+    # Kill it once it hangs in MongoDB and has recorded the Meta step as done.
+    while not (
+        cluster.script.starts(request_id, "mongodb")
+        and await cluster.task_status(request_id, "meta_graph") == "succeeded"
+    ):
         assert time.monotonic() < deadline, cluster.logs()
         await _sleep(0.05)
     first.send_signal(signal.SIGKILL)
