@@ -2,10 +2,10 @@
 # The project's one test command, for a fresh machine as for a developer's:
 #   bash scripts/test.sh [pytest args...]
 # 1. .venv with the project and its test extras (scripts/bootstrap.sh)
-# 2. PostgreSQL 15 server binaries (apt-get when missing and we are root)
+# 2. PostgreSQL 15 server binaries and Dovecot (apt-get when missing and we are root)
 # 3. FerretDB built into .cache/bin/ferretdb (scripts/build_ferretdb.sh)
 # 4. ruff check, ruff format --check, mypy   (skipped with SKIP_LINT=1)
-# 5. pytest "$@"  (the tests start PostgreSQL, FerretDB and moto themselves)
+# 5. pytest "$@"  (the tests start PostgreSQL, FerretDB, moto and Dovecot themselves)
 # Exits non-zero when any step fails; pytest collecting no test is a failure.
 # TEST_POSTGRES_URL / TEST_MONGODB_URL / TEST_S3_ENDPOINT_URL point the tests
 # at external servers instead (then the matching local setup is skipped).
@@ -16,6 +16,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 PG_BINDIR="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
 export PG_BINDIR
+DOVECOT_BIN="${DOVECOT_BIN:-$(command -v dovecot || echo /usr/sbin/dovecot)}"
 
 log() { echo "==> $*"; }
 die() { echo "==> ERROR: $*" >&2; exit 1; }
@@ -39,6 +40,33 @@ if [[ -z "${TEST_POSTGRES_URL:-}" ]]; then
     fi
     log "PostgreSQL: $("$PG_BINDIR/postgres" --version)"
 fi
+
+if [[ ! -x "$DOVECOT_BIN" ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "Dovecot missing: installing dovecot-imapd with apt-get (its own service is not started)"
+        export DEBIAN_FRONTEND=noninteractive
+        # The tests run their own Dovecot on a free port; the package's service must not
+        # start (and keep port 143): a policy-rc.d denies it, unless the machine has one.
+        policy=/usr/sbin/policy-rc.d
+        added_policy=0
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
+            trap 'rm -f "$policy"' EXIT
+        fi
+        install_rc=0
+        apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null || install_rc=$?
+        if ((added_policy)); then
+            rm -f "$policy"
+            trap - EXIT
+        fi
+        ((install_rc == 0)) || echo "==> apt-get install dovecot-imapd failed (exit $install_rc)" >&2
+        DOVECOT_BIN="$(command -v dovecot || echo /usr/sbin/dovecot)"
+    fi
+    [[ -x "$DOVECOT_BIN" ]] || die "Dovecot not found at $DOVECOT_BIN (install the 'dovecot-imapd' \
+package, or set DOVECOT_BIN)"
+fi
+export DOVECOT_BIN
+log "Dovecot: $("$DOVECOT_BIN" --version)"
 
 if [[ -z "${TEST_MONGODB_URL:-}" ]]; then
     if [[ -n "${FERRETDB_BIN:-}" ]]; then

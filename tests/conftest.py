@@ -1,5 +1,5 @@
 # ================================================================================
-# TEST HARNESS: real servers (PostgreSQL 15, FerretDB, moto S3) -- BEGIN
+# TEST HARNESS: real servers (PostgreSQL 15, FerretDB, moto S3, Dovecot IMAP) -- BEGIN
 #
 # Session-scoped and lazy: a server starts only when a test asks for one of its
 # fixtures, on a free 127.0.0.1 port, and stops at the end of the session
@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness.services import (
+    DovecotServer,
     FerretDBServer,
     FreshPgDatabase,
     MotoServer,
     PgDatabase,
     PostgresServer,
+    start_dovecot,
     start_ferretdb,
     start_moto,
     start_postgres,
@@ -210,6 +212,31 @@ def s3_endpoint_url(_moto: MotoServer | None) -> str:
     if _moto is None:
         return os.environ["TEST_S3_ENDPOINT_URL"]
     return _moto.endpoint_url
+
+
+# --- IMAP (Dovecot) ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[DovecotServer]:
+    """A local Dovecot IMAP server (root only): any user name logs in with `.password`.
+    Methods: url(user="privacy") -> imap://privacy:PASSWORD@127.0.0.1:PORT/INBOX,
+    append(raw, folder="INBOX", user=...), list_messages(folder="INBOX", user=...),
+    folders(user=...), reset(user=...), session(user) (a logged-in imaplib.IMAP4),
+    stop()/start() on the same port."""
+    server = start_dovecot()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def imap_mailbox(dovecot_server: DovecotServer) -> str:
+    """The `privacy` user's mailbox, emptied (INBOX expunged, other folders deleted):
+    its imap://privacy:PASSWORD@127.0.0.1:PORT/INBOX URL."""
+    dovecot_server.reset("privacy")
+    return dovecot_server.url("privacy")
 
 
 # ================================================================================

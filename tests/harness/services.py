@@ -1,4 +1,5 @@
-"""Real servers for the tests: PostgreSQL 15, FerretDB (MongoDB wire protocol), moto (S3).
+"""Real servers for the tests: PostgreSQL 15, FerretDB (MongoDB wire protocol), moto (S3),
+Dovecot (IMAP).
 
 Plain synchronous code (subprocess, socket, urllib). Every server listens on a free
 127.0.0.1 port, keeps its data in a temporary folder of this process, and is stopped
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import imaplib
 import os
+import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -25,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -848,6 +852,210 @@ class MotoServer(ProcessServer):
             raise ServiceError(f"moto reset answered HTTP {status}; log {self.log_path}")
 
 
+# ---------------------------------------------------------------------- Dovecot (IMAP)
+
+DEFAULT_DOVECOT_BIN = "/usr/sbin/dovecot"
+IMAP_USER = "privacy"
+
+_DOVECOT_CONF = """\
+protocols = imap
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/run
+log_path = {log}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+mail_location = maildir:{base}/mail/%u
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+passdb {{
+  driver = static
+  args = password={password}
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={base}/mail/%u
+}}
+"""
+
+_LIST_RE = re.compile(rb'^\((?P<flags>[^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (?P<name>.+)$')
+
+
+def find_dovecot() -> Path:
+    """The dovecot binary: $DOVECOT_BIN, else dovecot on PATH, else /usr/sbin/dovecot."""
+    configured = os.environ.get("DOVECOT_BIN")
+    candidates = [configured] if configured else [shutil.which("dovecot"), DEFAULT_DOVECOT_BIN]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return Path(candidate).absolute()
+    source = f"DOVECOT_BIN={configured}" if configured else "PATH and /usr/sbin"
+    raise ServiceError(
+        f"dovecot not found ({source}); install the 'dovecot-imapd' package "
+        "(scripts/test.sh does it as root) or set DOVECOT_BIN"
+    )
+
+
+def _imap_quote(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class DovecotServer(ProcessServer):
+    """Dovecot IMAP on 127.0.0.1, run as test-services.md says (root only: Dovecot runs
+    its login processes as `dovenull` and the mail as `dovecot`), plus no delay after a
+    failed login (Dovecot's default of 2 s only slows the tests down).
+
+    Any user name logs in with ``password``; each user's mail is a maildir under the run
+    folder. ``append``/``list_messages``/``folders``/``reset`` work over IMAP (imaplib), as
+    the service under test does. ``stop()``/``start()`` keep the port and the mail.
+    """
+
+    name = "dovecot"
+
+    def __init__(
+        self, port: int | None = None, *, password: str | None = None, binary: Path | None = None
+    ) -> None:
+        if os.geteuid() != 0:
+            raise ServiceError(
+                "the Dovecot test server needs root: Dovecot refuses to run its login "
+                "processes as the invoking user (see shared/spec/test-services.md)"
+            )
+        for user in ("dovecot", "dovenull"):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise ServiceError(
+                    f"system user {user!r} missing; install the 'dovecot-imapd' package"
+                ) from None
+        self.binary = binary.absolute() if binary is not None else find_dovecot()
+        if not (self.binary.is_file() and os.access(self.binary, os.X_OK)):
+            raise ServiceError(f"dovecot binary not found at {self.binary}")
+        super().__init__(port)
+        self.password = password or f"imap-{uuid.uuid4().hex[:16]}"
+        self.base.chmod(0o755)  # the dovecot and dovenull users must be able to enter it
+        self.conf_path = self.base / "dovecot.conf"
+        self.mail_dir = self.base / "mail"
+        self.mail_dir.mkdir()
+        shutil.chown(self.mail_dir, "dovecot", "dovecot")
+        (self.base / "run").mkdir()
+
+    def command(self) -> list[str]:
+        # written at each start: the port may have changed after a lost race
+        self.conf_path.write_text(
+            _DOVECOT_CONF.format(
+                base=self.base, log=self.log_path, port=self.port, password=self.password
+            )
+        )
+        return [str(self.binary), "-F", "-c", str(self.conf_path)]
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                return sock.recv(64).startswith(b"* OK")
+        except OSError:
+            return False
+
+    def url(self, user: str = IMAP_USER, folder: str = "INBOX") -> str:
+        """imap://USER:PASSWORD@127.0.0.1:PORT/FOLDER"""
+        credentials = f"{quote(user, safe='')}:{quote(self.password, safe='')}"
+        return f"imap://{credentials}@127.0.0.1:{self.port}/{quote(folder, safe='')}"
+
+    # IMAP -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, user: str = IMAP_USER) -> Iterator[imaplib.IMAP4]:
+        """A logged-in imaplib connection (logged out afterwards)."""
+        try:
+            imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+        except OSError as exc:
+            raise ServiceError(
+                f"cannot reach Dovecot on 127.0.0.1:{self.port}: {exc}; log {self.log_path}:\n"
+                f"{log_tail(self.log_path)}"
+            ) from exc
+        try:
+            imap.login(user, self.password)
+            yield imap
+        finally:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                imap.logout()
+
+    @staticmethod
+    def _check(what: str, typ: str, data: Sequence[object]) -> None:
+        if typ != "OK":
+            raise ServiceError(f"IMAP {what} failed: {typ} {data!r}")
+
+    def append(self, raw: bytes, folder: str = "INBOX", user: str = IMAP_USER) -> None:
+        """APPEND one message (bytes as they travel; bare LF become CRLF) to folder,
+        creating the folder first when needed."""
+        with self.session(user) as imap:
+            if folder.upper() != "INBOX" and folder not in self._folders(imap):
+                self._check("CREATE", *imap.create(_imap_quote(folder)))
+            self._check("APPEND", *imap.append(_imap_quote(folder), None, None, raw))
+
+    @staticmethod
+    def _folders(imap: imaplib.IMAP4) -> list[str]:
+        typ, data = imap.list()
+        DovecotServer._check("LIST", typ, data)
+        names: list[str] = []
+        for line in data:
+            match = _LIST_RE.match(line) if isinstance(line, bytes) else None
+            if match is None:
+                continue
+            name = match.group("name").decode()
+            if name.startswith('"') and name.endswith('"'):
+                name = re.sub(r"\\(.)", r"\1", name[1:-1])
+            names.append(name)
+        return names
+
+    def folders(self, user: str = IMAP_USER) -> list[str]:
+        """The user's folder names (INBOX included), sorted."""
+        with self.session(user) as imap:
+            return sorted(self._folders(imap))
+
+    def list_messages(self, folder: str = "INBOX", user: str = IMAP_USER) -> list[bytes]:
+        """Every message of folder, as stored, in UID order; [] when it does not exist.
+        Read-only: flags (\\Seen) are not changed."""
+        with self.session(user) as imap:
+            typ, data = imap.select(_imap_quote(folder), readonly=True)
+            if typ != "OK":
+                return []
+            if data and data[0] in (b"0", None):
+                return []
+            typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
+            self._check("FETCH", typ, data)
+        found: list[tuple[int, bytes]] = []
+        for item in data:
+            if isinstance(item, tuple):
+                uid = re.search(rb"UID (\d+)", item[0])
+                found.append((int(uid.group(1)) if uid else 0, item[1]))
+        return [message for _, message in sorted(found)]
+
+    def reset(self, user: str = IMAP_USER) -> None:
+        """Empty the user's mailbox: INBOX expunged, every other folder deleted."""
+        with self.session(user) as imap:
+            for name in sorted(self._folders(imap), key=len, reverse=True):
+                if name.upper() == "INBOX":
+                    typ, data = imap.select("INBOX")
+                    self._check("SELECT", typ, data)
+                    if data and data[0] not in (b"0", None):
+                        self._check("STORE", *imap.store("1:*", "+FLAGS.SILENT", "(\\Deleted)"))
+                        self._check("EXPUNGE", *imap.expunge())
+                    imap.close()
+                else:
+                    self._check("DELETE", *imap.delete(_imap_quote(name)))
+
+
 # ---------------------------------------------------------------- convenience
 
 
@@ -875,6 +1083,16 @@ def start_ferretdb(port: int | None = None, binary: Path | None = None) -> Ferre
 
 def start_moto(port: int | None = None) -> MotoServer:
     server = MotoServer(port=port)
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+def start_dovecot(port: int | None = None, *, password: str | None = None) -> DovecotServer:
+    server = DovecotServer(port=port, password=password)
     try:
         server.start()
     except BaseException:

@@ -1,0 +1,1 @@
+"""E-mail intake: parser, corpus, test world, IMAP harness."""
