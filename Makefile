@@ -1,7 +1,7 @@
 # Developer entry points. The venv logic lives in scripts/bootstrap.sh.
 VENV := .venv
 
-.PHONY: install run test lint format openapi
+.PHONY: install run test lint format openapi bench
 
 install:  ## create/refresh .venv (project + test extras)
 	bash scripts/bootstrap.sh
@@ -23,3 +23,8 @@ format: install
 
 openapi: install  ## write the OpenAPI document
 	$(VENV)/bin/python -m app.openapi_export
+
+bench: install  ## benchmarks of docs/benchmarks.md (~15 min; starts its own test servers)
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	[ -x .cache/bin/ferretdb ] || bash scripts/build_ferretdb.sh
+	FERRETDB_BIN=$${FERRETDB_BIN:-.cache/bin/ferretdb} $(VENV)/bin/python -m bench --profile

@@ -29,6 +29,7 @@ from app.schemas import CreateDeletionRequest
 from app.services import receipts, retention
 from app.services.datamap_check import CheckReport, check
 from app.services.identities import lookup_hash
+from app.services.mailbox import MailboxError, MailboxPoller, PollReport
 from app.services.preview import PreviewItem
 from app.settings import Settings, get_settings, parse_duration
 from app.state import AppState
@@ -95,6 +96,8 @@ def _with_state(work: Callable[[AppState], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except ProblemError as exc:
         err.print(f"[red]{exc.title}:[/red] {exc.detail}")
+        for error in exc.extra.get("errors") or []:
+            err.print(Text(f"  {'.'.join(error['loc'])}: {error['msg']}"))
         raise typer.Exit(1) from exc
 
 
@@ -241,6 +244,95 @@ def requests_cancel(
         return request.status
 
     console.print(f"{request_id}: {_with_state(work)}")
+
+
+@requests_cli.command("approve")
+def requests_approve(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="A request from e-mail in review.")],
+    subject_json: Annotated[
+        str | None,
+        typer.Option(
+            "--subject-json",
+            help='Carry out this subject instead, e.g. \'{"site_name": "the-band"}\'.',
+        ),
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who approves (recorded).")] = "cli",
+) -> None:
+    """Approve a request from e-mail that needs review: it becomes pending and runs."""
+    subject: dict[str, Any] | None = None
+    if subject_json is not None:
+        try:
+            subject = json.loads(subject_json)
+        except ValueError as exc:
+            err.print("[red]--subject-json is not JSON.[/red]")
+            raise typer.Exit(2) from exc
+        if not isinstance(subject, dict):
+            err.print("[red]--subject-json must be a JSON object.[/red]")
+            raise typer.Exit(2)
+
+    async def work(state: AppState) -> str:
+        request = await state.email_requests.approve(request_id, operator=actor, subject=subject)
+        return request.status
+
+    console.print(f"{request_id}: {_with_state(work)}")
+
+
+@requests_cli.command("reject")
+def requests_reject(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="A request from e-mail not started.")],
+    reason: Annotated[str | None, typer.Option(help="Why (recorded as the status reason).")] = None,
+    actor: Annotated[str, typer.Option(help="Who rejects (recorded).")] = "cli",
+) -> None:
+    """Reject a request from e-mail (in review or awaiting confirmation): nothing is deleted."""
+
+    async def work(state: AppState) -> str:
+        request = await state.email_requests.reject(request_id, operator=actor, reason=reason)
+        return request.status
+
+    console.print(f"{request_id}: {_with_state(work)}")
+
+
+mailbox_cli = typer.Typer(help="The privacy@ mailbox at DELETION_IMAP_URL.", no_args_is_help=True)
+cli.add_typer(mailbox_cli, name="mailbox")
+
+
+@mailbox_cli.command("poll")
+def mailbox_poll(
+    once: Annotated[
+        bool, typer.Option("--once", help="Poll once and exit (non-zero if mail was left).")
+    ] = False,
+) -> None:
+    """Handle the messages in the mailbox and move each to DELETION_IMAP_DONE_FOLDER.
+
+    Each message is handled once by its Message-ID, as by POST /v1/inbound-email: a
+    request filed from it waits for the owner's confirmation or an operator's review.
+    Without --once, polls every DELETION_IMAP_POLL_SECONDS until SIGTERM or Ctrl-C.
+    """
+    settings = _settings()
+    if settings.imap_url is None:
+        err.print("[red]DELETION_IMAP_URL is not set.[/red]")
+        raise typer.Exit(2)
+
+    async def work(state: AppState) -> PollReport | None:
+        poller = MailboxPoller(settings, state.inbound)
+        if once:
+            return await poller.poll_once()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await poller.run(stop)
+        return None
+
+    try:
+        report = _with_state(work)
+    except MailboxError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if report is not None:
+        console.print(report.summary())
+        if report.left:
+            raise typer.Exit(1)
 
 
 @cli.command()

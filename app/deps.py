@@ -19,7 +19,8 @@ bearer = HTTPBearer(
 )
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: a plain function would be run in a worker thread on every request.
     state: AppState = request.app.state.services
     return state
 

@@ -25,7 +25,36 @@ class _StderrLogger:
         return cls()
 
 
+# Public paths whose last segment is a secret: a confirmation link's token, a status code.
+_SECRET_PATH = re.compile(r"(/deletion-(?:confirm|status)/)[^\s?#\"]+")
+
+
+def mask_secret_paths(text: str) -> str:
+    return _SECRET_PATH.sub(r"\1***", text)
+
+
+class SecretPathFilter(logging.Filter):
+    """Masks link tokens and status codes in access-log lines (uvicorn logs every path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = mask_secret_paths(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                mask_secret_paths(a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def _mask_access_logs() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SecretPathFilter) for f in logger.filters):
+            logger.addFilter(SecretPathFilter())
+
+
 def configure_logging(settings: Settings) -> None:
+    _mask_access_logs()
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
         if settings.environment is Environment.development

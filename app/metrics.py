@@ -40,6 +40,31 @@ OLDEST_OPEN = Gauge("deletion_oldest_open_request_age_seconds", "Age of the olde
 QUEUE_LAG = Gauge(
     "deletion_queue_lag_seconds", "How long the longest-waiting due request has waited."
 )
+# Requests by e-mail: the one-time confirmation links.
+CONFIRMATIONS_SENT = Counter(
+    "deletion_email_confirmations_sent_total", "Confirmation links mailed to an address on file."
+)
+CONFIRMATIONS_CONFIRMED = Counter(
+    "deletion_email_confirmations_confirmed_total", "Requests confirmed from their link's page."
+)
+CONFIRMATIONS_EXPIRED = Counter(
+    "deletion_email_confirmations_expired_total",
+    "Requests cancelled because their confirmation link expired unused.",
+)
+
+# Requests by e-mail: the messages themselves, and the automatic replies.
+INBOUND_MESSAGES = Counter(
+    "deletion_email_messages_total",
+    "E-mails handled, by outcome (awaiting_confirmation, needs_review, duplicate, ignored, "
+    "too_large, error) and way in (http, imap).",
+    ["outcome", "via"],
+)
+INBOUND_REPLIES = Counter(
+    "deletion_email_replies_total",
+    "Explanatory replies to ignored messages: sent, automatic (never to automatic senders), "
+    "rate_limited (one a day per address), not_sent (no usable address), failed.",
+    ["result"],
+)
 
 
 async def refresh(engine: AsyncEngine, now: datetime | None = None) -> None:

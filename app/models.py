@@ -140,6 +140,16 @@ class DeletionRequest(Base):
     minimised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deadline_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     overdue_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Requests by e-mail: a keyed hash of the Message-ID that filed it; the one-time
+    # confirmation link (a keyed hash of its token, kept after use so that a used link
+    # still says so) and when it expires; why an operator must review it (a short code).
+    message_id_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    confirm_token_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    confirm_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    review_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    # The addresses on file the link was mailed to: personal data, removed like notify_email.
+    confirm_recipients: Mapped[list[str] | None] = mapped_column(JSONType)
     # Work queue: when the request next needs a worker, and who holds it until when.
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
@@ -172,6 +182,21 @@ class DeletionRequest(Base):
             unique=True,
             postgresql_where=sa.text(_OPEN_SQL),
             sqlite_where=sa.text(_OPEN_SQL),
+        ),
+        # One request per e-mail (Message-ID), and confirmation links found by their hash.
+        sa.Index(
+            "uq_deletion_requests_message_id_hash",
+            "message_id_hash",
+            unique=True,
+            postgresql_where=sa.text("message_id_hash IS NOT NULL"),
+            sqlite_where=sa.text("message_id_hash IS NOT NULL"),
+        ),
+        sa.Index(
+            "uq_deletion_requests_confirm_token_hash",
+            "confirm_token_hash",
+            unique=True,
+            postgresql_where=sa.text("confirm_token_hash IS NOT NULL"),
+            sqlite_where=sa.text("confirm_token_hash IS NOT NULL"),
         ),
     )
 
@@ -229,3 +254,29 @@ class SubjectHash(Base):
         sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True
     )
     hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
+
+
+class EmailIntake(Base):
+    """Every e-mail handled, by a keyed hash of its Message-ID: a message is handled once,
+    also when it named a subject that already had an open request (``request_id`` is then
+    that request) or filed nothing (``request_id`` is null). Nothing of the message is kept."""
+
+    __tablename__ = "email_intake"
+
+    message_id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    request_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+    )
+    # What became of it: filed | duplicate | or a code of the caller's (ignored, ...).
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmailReply(Base):
+    """When an automatic reply last went to an address (known by a keyed hash only):
+    at most one a day per address, so that no mail loop can start."""
+
+    __tablename__ = "email_replies"
+
+    address_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)

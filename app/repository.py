@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from app.models import (
     OPEN_STATUSES,
+    Base,
     DeletionEvent,
     DeletionRequest,
     DeletionTask,
+    EmailIntake,
+    EmailReply,
     RequestKind,
     RequestStatus,
     SubjectHash,
@@ -178,6 +186,150 @@ async def list_events(session: AsyncSession, request_id: uuid.UUID) -> Sequence[
 
 def new_task(purger: str, position: int, after: list[str]) -> DeletionTask:
     return DeletionTask(purger=purger, position=position, after=after, deleted={}, retained={})
+
+
+# --- intake: a new request in a few statements, without the ORM's unit of work ------
+
+_REQUESTS = cast(sa.Table, DeletionRequest.__table__)
+# A conflict with a unique index (one Idempotency-Key per caller, one open request per
+# kind and subject) inserts nothing instead of failing the transaction (ON CONFLICT DO
+# NOTHING, here and in the PostgreSQL statement below).
+_INSERT_REQUEST = {"sqlite": sqlite.insert(_REQUESTS).on_conflict_do_nothing()}
+_INSERT_TASKS = sa.insert(cast(sa.Table, DeletionTask.__table__))
+_INSERT_HASHES = sa.insert(cast(sa.Table, SubjectHash.__table__))
+_INSERT_EVENT = sa.insert(cast(sa.Table, DeletionEvent.__table__))
+
+
+def _new_row(obj: Base) -> dict[str, Any]:
+    """Every column of a new ORM object as an INSERT stores it: the values given, each
+    column's Python default where none was (set on the object too, as a flush does)."""
+    row: dict[str, Any] = {}
+    for prop in sa.inspect(type(obj)).column_attrs:
+        column = prop.columns[0]
+        if prop.key in obj.__dict__:
+            value = obj.__dict__[prop.key]
+        else:
+            default = column.default
+            if isinstance(default, CallableColumnDefault):
+                value = default.arg(cast(Any, None))
+            elif isinstance(default, ScalarElementColumnDefault):
+                value = default.arg
+            elif default is None and column.server_default is None:
+                value = None
+            else:  # pragma: no cover - no such column in the models
+                raise TypeError(f"{column} has a default that intake cannot compute")
+            setattr(obj, prop.key, value)
+        row[column.key] = value
+    return row
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot go into a JSON record")
+
+
+def _record(value: Any) -> str:
+    return json.dumps(value, default=_json_value, separators=(",", ":"))
+
+
+# One statement for all four tables: every row goes as a JSON document that PostgreSQL
+# turns into the table's own row type, so the statement names no column of its own.
+_POSTGRES_INTAKE_SQL = """
+WITH new AS (
+    INSERT INTO {requests}
+    SELECT * FROM jsonb_populate_record(NULL::{requests}, CAST(:request AS JSONB))
+    ON CONFLICT DO NOTHING RETURNING id
+), tasks AS (
+    INSERT INTO {tasks}
+    SELECT t.* FROM new, jsonb_populate_recordset(NULL::{tasks}, CAST(:tasks AS JSONB)) t
+), hashes AS (
+    INSERT INTO {hashes}
+    SELECT h.* FROM new, jsonb_populate_recordset(NULL::{hashes}, CAST(:hashes AS JSONB)) h
+), event AS (
+    INSERT INTO {events} ({event_columns})
+    SELECT {event_columns} FROM new, jsonb_populate_record(NULL::{events}, CAST(:event AS JSONB))
+)
+SELECT count(*) FROM new
+"""
+
+
+def _postgres_intake() -> sa.TextClause:
+    events = cast(sa.Table, DeletionEvent.__table__)
+    names = {
+        "requests": _REQUESTS.name,
+        "tasks": DeletionTask.__tablename__,
+        "hashes": SubjectHash.__tablename__,
+        "events": events.name,
+        "event_columns": ", ".join(c.name for c in events.columns if c.name != "id"),
+    }
+    # Only the models' own table and column names go into the text, never a value.
+    return sa.text(_POSTGRES_INTAKE_SQL.format(**names))
+
+
+_POSTGRES_INTAKE = _postgres_intake()
+
+
+async def insert_new_request(
+    session: AsyncSession,
+    request: DeletionRequest,
+    subject_hashes: set[str],
+    *,
+    actor: str,
+    detail: dict[str, Any],
+) -> bool:
+    """Store a new request with its tasks, its subject hashes and its ``created`` event in
+    the session's transaction, without the ORM's flush and read-back: one statement on
+    PostgreSQL, four on SQLite.
+
+    False, with nothing written, when the request conflicts with a stored one (the unique
+    indexes above decide, also against a concurrent transaction). When stored, the request
+    and its tasks are left as a committed session leaves what it added: detached, with
+    every column loaded.
+    """
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    request_row = _new_row(request)
+    for task in request.tasks:
+        task.request_id = request.id
+    task_rows = [_new_row(task) for task in request.tasks]
+    hash_rows = [{"request_id": request.id, "hash": value} for value in sorted(subject_hashes)]
+    event_row = {
+        "request_id": request.id,
+        "type": "created",
+        "actor": actor,
+        "purger": None,
+        "detail": detail,
+        "at": utcnow(),
+    }
+    if dialect == "postgresql":
+        stored = await connection.scalar(
+            _POSTGRES_INTAKE,
+            {
+                "request": _record(request_row),
+                "tasks": _record(task_rows),
+                "hashes": _record(hash_rows),
+                "event": _record(event_row),
+            },
+        )
+        if not stored:
+            return False
+    else:
+        result = await connection.execute(_INSERT_REQUEST[dialect], request_row)
+        if not result.rowcount:
+            return False
+        if task_rows:
+            await connection.execute(_INSERT_TASKS, task_rows)
+        if hash_rows:
+            await connection.execute(_INSERT_HASHES, hash_rows)
+        await connection.execute(_INSERT_EVENT, event_row)
+    for obj in (request, *request.tasks):
+        make_transient_to_detached(obj)
+    return True
 
 
 # --- the work queue ---------------------------------------------------------------
@@ -374,3 +526,142 @@ async def deadline_candidates(
         )
     )
     return near.scalars().all(), overdue.scalars().all()
+
+
+# --- requests by e-mail -------------------------------------------------------------
+
+
+async def get_request_fresh(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
+    """The request as the database has it now (not the session's possibly stale copy)."""
+    return await session.get(DeletionRequest, request_id, populate_existing=True)
+
+
+async def get_request_by_confirm_token_hash(
+    session: AsyncSession, token_hash: str
+) -> DeletionRequest | None:
+    result = await session.execute(
+        sa.select(DeletionRequest)
+        .where(DeletionRequest.confirm_token_hash == token_hash)
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_email_intake(session: AsyncSession, message_id_hash: str) -> EmailIntake | None:
+    return await session.get(EmailIntake, message_id_hash, populate_existing=True)
+
+
+def add_email_intake(
+    session: AsyncSession,
+    message_id_hash: str,
+    *,
+    request_id: uuid.UUID | None,
+    outcome: str,
+    now: datetime,
+) -> None:
+    session.add(
+        EmailIntake(
+            message_id_hash=message_id_hash, request_id=request_id, outcome=outcome, received_at=now
+        )
+    )
+
+
+async def confirm_request(
+    session: AsyncSession, request_id: uuid.UUID, token_hash: str, now: datetime
+) -> bool:
+    """awaiting_confirmation -> pending, only with this request's unexpired link: of two
+    concurrent confirmations exactly one changes the row."""
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(
+            DeletionRequest.id == request_id,
+            DeletionRequest.status == RequestStatus.awaiting_confirmation,
+            DeletionRequest.confirm_token_hash == token_hash,
+            DeletionRequest.confirm_expires_at > now,
+        )
+        .values(status=RequestStatus.pending, confirmed_at=now, run_after=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_confirm_token(
+    session: AsyncSession, request_id: uuid.UUID, token_hash: str, now: datetime
+) -> bool:
+    """A new link for a request still waiting for confirmation (the old one stops working)."""
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(
+            DeletionRequest.id == request_id,
+            DeletionRequest.status == RequestStatus.awaiting_confirmation,
+            DeletionRequest.confirm_expires_at > now,
+        )
+        .values(confirm_token_hash=token_hash, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def expire_confirmations(
+    session: AsyncSession, now: datetime, reason: str
+) -> Sequence[uuid.UUID]:
+    """Cancel every request whose confirmation link has expired unused; their ids."""
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(
+            DeletionRequest.status == RequestStatus.awaiting_confirmation,
+            DeletionRequest.confirm_expires_at <= now,
+        )
+        .values(
+            status=RequestStatus.cancelled,
+            status_reason=reason,
+            confirm_recipients=None,
+            # A worker then minimises what the request keeps.
+            run_after=now,
+            updated_at=now,
+        )
+        .returning(DeletionRequest.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.scalars().all()
+
+
+async def replace_subject_hashes(
+    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
+) -> None:
+    """The request's subject was replaced: look-ups must find the new one, not the old."""
+    await session.execute(
+        sa.delete(SubjectHash)
+        .where(SubjectHash.request_id == request_id)
+        .execution_options(synchronize_session=False)
+    )
+    for value in sorted(hashes):
+        session.add(SubjectHash(request_id=request_id, hash=value))
+
+
+async def take_reply_slot(
+    session: AsyncSession, address_hash: str, now: datetime, period: timedelta
+) -> bool:
+    """Claim the right to send one automatic reply to an address now: True at most once per
+    ``period`` per address, also when several handlers race (insert, else a conditional
+    update of an older slot). Commits."""
+    session.add(EmailReply(address_hash=address_hash, last_sent_at=now))
+    try:
+        await session.commit()
+        return True
+    except IntegrityError:
+        await session.rollback()
+    result = await session.execute(
+        sa.update(EmailReply)
+        .where(EmailReply.address_hash == address_hash, EmailReply.last_sent_at <= now - period)
+        .values(last_sent_at=now)
+    )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def has_event(session: AsyncSession, request_id: uuid.UUID, kind: str) -> bool:
+    query = sa.select(sa.literal(1)).where(
+        DeletionEvent.request_id == request_id, DeletionEvent.type == kind
+    )
+    return (await session.execute(query.limit(1))).first() is not None

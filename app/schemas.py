@@ -79,8 +79,10 @@ class MetaDataSubject(_ExactlyOne):
     @field_validator("facebook_page_name", mode="after")
     @classmethod
     def _fold(cls, value: str | None) -> str | None:
-        # Compared case-insensitively, surrounding spaces ignored (SoundOps README).
-        return " ".join(value.split()).casefold() if value else value
+        # Compared case-insensitively, surrounding spaces ignored (SoundOps README), as the
+        # resolver compares: lower() on both sides. Not casefold(): it turns "ß" into "ss",
+        # which SQL's lower() never does, so "Straße" would match nothing.
+        return " ".join(value.split()).lower() if value else value
 
 
 class InstagramDisconnectSubject(_Subject):
@@ -176,6 +178,13 @@ class DeletionRequestOut(BaseModel):
     status_url: str
     status_reason: str | None = Field(
         default=None, description="Why the request is in its status (cancelled, failed)."
+    )
+    review_reason: str | None = Field(
+        default=None,
+        description=(
+            "Requests from e-mail: why it needed an operator's review (`sender_not_on_file`, "
+            "`no_match`, `several_tenants`, `dmarc_fail`)."
+        ),
     )
     created_at: datetime
     due_at: datetime
@@ -284,3 +293,35 @@ class RetentionReportOut(BaseModel):
         )
     )
     items: list[RetentionItemOut]
+
+
+class InboundEmailOut(BaseModel):
+    outcome: Literal["awaiting_confirmation", "needs_review", "duplicate", "ignored"] = Field(
+        description="What became of the message."
+    )
+    request_id: uuid.UUID | None = Field(
+        description="The request it filed or found (none for an ignored message)."
+    )
+
+
+class ApproveBody(BaseModel):
+    """Approve a request from e-mail that needs review, optionally correcting its subject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "The subject to carry out instead of the one the e-mail named (for `no_match` or "
+            "`several_tenants`), validated as in a create of the request's kind."
+        ),
+        examples=[{"site_name": "the-band"}],
+    )
+
+
+class RejectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Why (recorded as the status reason)."
+    )

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.imap_url import ImapLocation
+
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "changethis", "secret", "dev", "development", "test", "xxx"}
 )
@@ -73,6 +75,10 @@ class Settings(BaseSettings):
     target_postgres_url: str | None = None
     mongodb_url: str | None = None
     mongodb_database: str = "soundops"
+    # Documents per delete batch. Below FerretDB's 32,766-match ceiling; on FerretDB every
+    # batch costs a scan of the collection, so fewer, larger batches are much faster
+    # (bench/large_purge.py: 100,000 documents in 46 s at 30,000, 78 s at 10,000).
+    mongodb_batch_size: int = Field(default=30_000, ge=100, le=32_000)
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     # S3 is used when an endpoint or AWS credentials are configured; this forces it on or off.
@@ -107,6 +113,7 @@ class Settings(BaseSettings):
 
     imap_url: SecretStr | None = None
     imap_done_folder: str = "Processed"
+    imap_poll_seconds: float = Field(default=60.0, gt=0)
     email_confirm_ttl: timedelta = timedelta(days=7)
     email_authserv_id: str | None = None
 
@@ -129,6 +136,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # Tests only: a JSON script for the in-tree scripted purgers (refused in production).
     testing_purgers: Path | None = None
+    # Tests only: `mailbox poll` exits right after handling its first message, before
+    # moving it (a poller killed between filing and moving; refused in production).
+    testing_exit_after_handling: bool = False
 
     @field_validator("email_confirm_ttl", mode="before")
     @classmethod
@@ -162,6 +172,12 @@ class Settings(BaseSettings):
             raise ValueError("set DELETION_JWT_SECRET or DELETION_JWT_JWKS_URL, not both")
         if self.testing_purgers is not None and self.environment is Environment.production:
             raise ValueError("DELETION_TESTING_PURGERS replaces real purgers: never in production")
+        if self.testing_exit_after_handling and self.environment is Environment.production:
+            raise ValueError(
+                "DELETION_TESTING_EXIT_AFTER_HANDLING is for tests: never in production"
+            )
+        if self.imap_url is not None:
+            ImapLocation.parse(self.imap_url.get_secret_value())  # ValueError names the problem
         if self.notify_webhook_url and self.notify_webhook_secret is None:
             raise ValueError("DELETION_NOTIFY_WEBHOOK_URL needs DELETION_NOTIFY_WEBHOOK_SECRET")
         if self.environment is not Environment.development:

@@ -12,7 +12,9 @@ from app.auth import TokenVerifier
 from app.datamap import DataMap
 from app.purgers.base import PurgerName
 from app.ratelimit import RateLimiter
+from app.services.email_requests import EmailRequests
 from app.services.engine import PurgerSlot, ResolverLike, Worker
+from app.services.inbound import InboundMail
 from app.services.meta_callbacks import MetaCallbacks
 from app.services.preview import PreviewService
 from app.services.requests import RequestService
@@ -34,6 +36,8 @@ class AppState:
     preview: PreviewService
     meta: MetaCallbacks
     status_limiter: RateLimiter
+    email_requests: EmailRequests
+    inbound: InboundMail
     worker: Worker | None = None
 
     @property

@@ -91,4 +91,6 @@ class SmtpSink:
         return self.handler.messages
 
     def close(self) -> None:
-        self._controller.stop()
+        """Stop the server (again: nothing)."""
+        if self._controller._thread is not None:
+            self._controller.stop()

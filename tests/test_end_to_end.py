@@ -14,17 +14,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from aiobotocore.session import get_session
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from app.main import create_app
 from app.models import Base
 from app.repository import list_events
+from app.services.mailbox import MailboxPoller
 from app.services.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
@@ -90,6 +95,10 @@ class Stack:
                 return data
             assert time.monotonic() < deadline, data
             await asyncio.sleep(0.1)
+
+    async def wait_status(self, request_id: str) -> str:
+        data = (await self.client.get(f"{URL}/{request_id}", headers=bearer(mint()))).json()
+        return str(data["status"])
 
     async def minimised(self, request_id: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -427,3 +436,73 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def _request_mail(sender: str, site_name: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Owner <{sender}>"
+    message["To"] = "privacy@soundops.example"
+    message["Subject"] = "Account Deletion Request"
+    message["Message-ID"] = f"<{uuid.uuid4().hex}@mail.example>"
+    message["Date"] = "Sun, 29 Nov 2026 10:00:00 +0000"
+    message.set_content(f"Hello,\n\nplease delete my account {site_name}.\n\nThanks\n")
+    return message.as_bytes()
+
+
+def _link(message: Any) -> str:
+    parsed = message_from_bytes(message.as_bytes(), policy=email_policy.default)
+    body = parsed.get_body(("plain",))
+    assert body is not None
+    text = str(body.get_content())
+    (link,) = [w for w in text.split() if "/deletion-confirm/" in w]
+    return link
+
+
+async def test_account_deletion_requested_by_email_over_imap(
+    stack: Stack, dovecot_server: Any
+) -> None:
+    alpha = stack.world.tenants["alpha"]
+    needles = await owned_ids(stack.pg_dsn, alpha.id) + [a.ig_user_id for a in alpha.accounts]
+    dovecot_server.reset("privacy")
+    settings = stack.state.settings.model_copy(
+        update={"imap_url": SecretStr(dovecot_server.url("privacy"))}
+    )
+    poller = MailboxPoller(settings, stack.state.inbound)
+    before = await stack.snapshots()
+
+    dovecot_server.append(_request_mail(alpha.owner_email, alpha.site_name), user="privacy")
+    report = await poller.poll_once()
+    assert dict(report.outcomes) == {"awaiting_confirmation": 1} and report.moved == 1
+    assert dovecot_server.list_messages("INBOX", user="privacy") == []
+    assert len(dovecot_server.list_messages("Processed", user="privacy")) == 1
+
+    # The one-time link went to the owner's address on file.
+    (mail,) = [(rcpts, m) for _, rcpts, m in stack.smtp.messages]
+    assert mail[0] == [alpha.owner_email]
+    path = "/" + _link(mail[1]).split("/", 3)[3]
+    listed = (await stack.client.get(URL, headers=bearer(mint()))).json()["items"]
+    (request,) = listed
+    assert request["status"] == "awaiting_confirmation" and request["source"] == "email"
+
+    # Opening the page (as a mail scanner would) changes nothing and deletes nothing.
+    for _ in range(2):
+        page = await stack.client.get(path)
+        assert page.status_code == 200 and "<form" in page.text
+    await asyncio.sleep(0.3)  # a worker that wrongly picked it up would have started
+    assert (await stack.wait_status(request["id"])) == "awaiting_confirmation"
+    assert await stack.snapshots() == before
+
+    confirmed = await stack.client.post(path)
+    assert confirmed.status_code == 303
+    data = await stack.wait(request["id"])
+    assert data["status"] == "completed", data
+    assert {t["status"] for t in data["tasks"]} == {"succeeded"}
+    assert _mentions(await stack.snapshots(), needles) == {}
+    # A used link says so and changes nothing.
+    used = await stack.client.post(path)
+    assert used.status_code == 410
+
+    # Polling again files nothing.
+    again = await poller.poll_once()
+    assert dict(again.outcomes) == {} and again.moved == 0
+    assert len((await stack.client.get(URL, headers=bearer(mint()))).json()["items"]) == 1

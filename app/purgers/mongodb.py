@@ -17,7 +17,8 @@ old) are left as they are. Nothing is retained for a legal reason, so ``retained
 A resolution with nothing to select (no ids for any match) deletes nothing: the request
 is then about data that does not exist here, and that is a success, not an error.
 
-How: in bounded batches. Per collection, read up to ``batch_size`` ``_id`` values of the
+How: in bounded batches (``DELETION_MONGODB_BATCH_SIZE``, default 30,000). Per collection,
+read up to ``batch_size`` ``_id`` values of the
 filter in ``_id`` order, then delete ``filter AND _id <= last of them``; repeat until a
 read finds nothing. One unbounded ``delete_many`` fails on FerretDB above 32,766 matches
 (see ``shared/spec/test-services.md``), a long ``$in`` of ``_id`` values is very slow
@@ -127,7 +128,7 @@ class MongoPurger:
         client: AsyncMongoClient[Document],
         database: str,
         collections: MongoMap,
-        batch_size: int = 10_000,
+        batch_size: int = 30_000,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")

@@ -42,7 +42,12 @@ def _postgres(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlo
 def _mongodb(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
     if stores.mongo is None:
         return NotConfigured("MongoDB is not configured (DELETION_MONGODB_URL)")
-    return MongoPurger(stores.mongo, settings.mongodb_database, datamap.mongodb)
+    return MongoPurger(
+        stores.mongo,
+        settings.mongodb_database,
+        datamap.mongodb,
+        batch_size=settings.mongodb_batch_size,
+    )
 
 
 def _s3(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:

@@ -21,6 +21,7 @@ def request_out(request: DeletionRequest, status_url: str) -> DeletionRequestOut
         confirmation_code=request.confirmation_code,
         status_url=status_url,
         status_reason=request.status_reason,
+        review_reason=request.review_reason,
         created_at=request.created_at,
         due_at=request.due_at,
         completed_at=request.completed_at,

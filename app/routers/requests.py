@@ -34,6 +34,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The token lacks the required scope.",
         404: "Not found.",
         409: "Conflicts with the request's current state.",
+        413: "The body is over the size limit.",
+        415: "The body's Content-Type is not the one required.",
         422: "Malformed body or parameters.",
         503: "A store needed to answer is unreachable; retry later.",
     }

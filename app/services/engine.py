@@ -55,6 +55,7 @@ from app.purgers.base import (
     PurgerName,
     Subject,
 )
+from app.services import email_requests
 from app.services.identities import hashes as identity_hashes
 from app.services.identities import identity_hash
 from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
@@ -589,6 +590,13 @@ class Engine:
             await session.commit()
         return len(near), len(overdue)
 
+    async def expire_confirmations(self) -> int:
+        """Cancel requests from e-mail whose confirmation link expired unconfirmed."""
+        async with self._sessions() as session:
+            return await email_requests.expire_confirmations(
+                session, utcnow(), actor=self.worker_id
+            )
+
     # --- after completion: confirmations, then minimisation --------------------------
 
     async def _finalize(self, request_id: uuid.UUID) -> None:
@@ -661,6 +669,7 @@ class Engine:
                 for name, value in request.subject.items()
             },
             "notify_email": None,
+            "confirm_recipients": None,
             "reason": None,
             "resolution": None,
             "minimised_at": utcnow(),
@@ -747,6 +756,10 @@ class Worker:
             await self.engine.check_deadlines()
         except Exception as exc:  # tracking DB down: try again next time
             log.warning("deadline_check_failed", error_type=type(exc).__name__)
+        try:
+            await self.engine.expire_confirmations()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("confirmation_expiry_failed", error_type=type(exc).__name__)
 
     async def _claim_one(self) -> bool:
         try:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -83,13 +84,24 @@ def _smtp_parts(url: str) -> dict[str, Any]:
     }
 
 
-async def send_email(settings: Settings, to: str, subject: str, text: str) -> None:
+async def send_email(
+    settings: Settings,
+    to: str,
+    subject: str,
+    text: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """One plain-text message; ``Auto-Submitted: auto-generated`` unless ``headers`` say
+    otherwise (every message of the service is automatic: RFC 3834)."""
     assert settings.smtp_url
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
-    message["Auto-Submitted"] = "auto-generated"
+    extra = {"Auto-Submitted": "auto-generated", **(headers or {})}
+    for name, value in extra.items():
+        message[name] = value
     message.set_content(text)
     try:
         await aiosmtplib.send(message, timeout=15, **_smtp_parts(settings.smtp_url))

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
@@ -103,13 +102,15 @@ class RequestService:
             # Callers choose keys freely (an e-mail, say): keep only a keyed hash of it.
             idempotency_key = keyed_hash(self._hash_key, f"idempotency-key={idempotency_key}")
 
-        existing = await self._find_existing(
-            kind, key, requested_by, idempotency_key, body_fingerprint
-        )
-        if existing is not None:
-            return Intake(existing, created=False)
-
         if isinstance(body, CreateInstagramDisconnect):
+            # The ownership check reads the SoundOps database: only for a request that is
+            # neither a replay nor a duplicate, so look for those first.
+            async with self._sessions() as session:
+                existing = await self._find_existing(
+                    session, kind, key, requested_by, idempotency_key, body_fingerprint
+                )
+            if existing is not None:
+                return Intake(existing, created=False)
             await self._check_ownership(body)
 
         now = utcnow()
@@ -135,54 +136,55 @@ class RequestService:
             repository.new_task(step.purger, position, [p.value for p in step.after])
             for position, step in enumerate(plan_for(kind))
         ]
+        # Insert first, one transaction: the unique indexes (one Idempotency-Key per
+        # caller, one open request per kind and subject) decide, also against a concurrent
+        # identical request; only when one of them refuses is the existing request read.
         async with self._sessions() as session:
-            session.add(request)
-            try:
-                await session.flush()
-            except IntegrityError:
-                await session.rollback()
-                # Lost a race with an identical request: answer with the winner.
-                existing = await self._find_existing(
-                    kind, key, requested_by, idempotency_key, body_fingerprint
-                )
-                if existing is None:
-                    raise
-                return Intake(existing, created=False)
-            await repository.add_subject_hashes(
-                session, request.id, identity_hashes(self._hash_key, identities)
-            )
-            repository.add_event(
+            created = await repository.insert_new_request(
                 session,
-                request.id,
-                "created",
+                request,
+                identity_hashes(self._hash_key, identities),
                 actor=requested_by,
                 detail={"kind": kind.value, "source": request.source, "status": request.status},
             )
+            if not created:
+                existing = await self._find_existing(
+                    session, kind, key, requested_by, idempotency_key, body_fingerprint
+                )
+                if existing is None:
+                    # The request it conflicted with closed in between (or random ids
+                    # collided): nothing was stored, the same call again will store it.
+                    raise ServiceUnavailable(
+                        "The request could not be stored; retry it.", headers={"Retry-After": "1"}
+                    )
+                return Intake(existing, created=False)
             await session.commit()
         log.info("request_created", request_id=str(request.id), kind=kind.value)
         return Intake(request, created=True)
 
     async def _find_existing(
         self,
+        session: AsyncSession,
         kind: RequestKind,
         key: str,
         requested_by: str,
         idempotency_key: str | None,
         body_fingerprint: str,
     ) -> DeletionRequest | None:
-        async with self._sessions() as session:
-            if idempotency_key is not None:
-                replay = await repository.get_request_by_idempotency_key(
-                    session, requested_by, idempotency_key
-                )
-                if replay is not None:
-                    if replay.request_fingerprint != body_fingerprint:
-                        raise Conflict(
-                            "This Idempotency-Key was used with a different body; "
-                            "use a new key for a new request."
-                        )
-                    return replay
-            return await repository.get_open_request_for_subject(session, kind, key)
+        """The request a replayed Idempotency-Key names (a different body is a conflict),
+        else the open request of the same kind for the same subject."""
+        if idempotency_key is not None:
+            replay = await repository.get_request_by_idempotency_key(
+                session, requested_by, idempotency_key
+            )
+            if replay is not None:
+                if replay.request_fingerprint != body_fingerprint:
+                    raise Conflict(
+                        "This Idempotency-Key was used with a different body; "
+                        "use a new key for a new request."
+                    )
+                return replay
+        return await repository.get_open_request_for_subject(session, kind, key)
 
     async def _check_ownership(self, body: CreateInstagramDisconnect) -> None:
         if self._directory is None:

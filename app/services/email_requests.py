@@ -1,0 +1,597 @@
+"""Requests by e-mail: filed unverified, then confirmed from a one-time link or reviewed.
+
+The ``From`` of an e-mail can be forged, so a request filed from one never runs on its
+word alone:
+
+- ``awaiting_confirmation``: a one-time link is mailed to the address on file; only a
+  POST from the link's page moves the request to ``pending``. Unconfirmed after
+  ``DELETION_EMAIL_CONFIRM_TTL`` it is ``cancelled`` ("confirmation link expired").
+- ``needs_review``: an operator approves it (``pending``, optionally with a corrected
+  subject) or rejects it (``cancelled``).
+
+The link's token is 256 random bits. Only its keyed hash (HMAC-SHA256 with
+``DELETION_HASH_KEY``) is stored, found by that hash and compared in constant time; it
+works once (a conditional UPDATE) and expires. The hash stays after use, so that a used
+or expired link still answers "used" or "expired" rather than "unknown".
+
+Each message is filed once by its ``Message-ID`` (a keyed hash in ``email_intake``, also
+when it named a subject that already had an open request). Nothing of the message itself
+is kept.
+
+The functions take a session with no pending work of the caller's and commit it (or roll
+it back): a state change is durable before any mail about it goes out. The session must
+come from a sessionmaker with ``expire_on_commit=False`` (``app.db.create_sessionmaker``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import metrics, repository
+from app.errors import Conflict, NotFound, ProblemError, Unprocessable, validation_errors
+from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, utcnow
+from app.pii import keyed_hash
+from app.schemas import CreateDeletionRequest
+from app.services.identities import hashes as identity_hashes
+from app.services.notify import DeliveryFailed, send_email
+from app.services.plans import plan_for
+from app.services.requests import new_confirmation_code, subject_key
+from app.settings import Settings
+
+if TYPE_CHECKING:  # preview imports the engine, which imports this module
+    from app.services.preview import PreviewItem, PreviewService
+
+log = structlog.get_logger(__name__)
+
+REQUESTED_BY = "email"
+EMAIL_KINDS = frozenset({RequestKind.account, RequestKind.meta_data})
+# Why a request filed from e-mail waits for an operator: codes, never personal data.
+REVIEW_REASONS = frozenset({"sender_not_on_file", "no_match", "several_tenants", "dmarc_fail"})
+EXPIRED_REASON = "confirmation link expired"
+REJECTED_REASON = "rejected by an operator"
+CONFIRM_PATH = "/deletion-confirm/"
+CONFIRM_SUBJECT = "Confirm your SoundOps data deletion request"
+# secrets.token_urlsafe(32) gives 43 characters; anything else is not one of ours.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+_CREATE: TypeAdapter[Any] = TypeAdapter(CreateDeletionRequest)
+
+FiledStatus = Literal["awaiting_confirmation", "needs_review"]
+LinkState = Literal["valid", "used", "expired", "cancelled", "unknown"]
+ConfirmResult = Literal["confirmed", "used", "expired", "cancelled", "unknown"]
+
+
+@dataclass(frozen=True)
+class FiledEmailRequest:
+    request: DeletionRequest
+    created: bool
+    # The raw one-time token, only for a request just created awaiting confirmation:
+    # mail it (``confirmation_link``) and forget it; the service keeps only its hash.
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmationView:
+    """What the link's page shows: no identifier, no personal data."""
+
+    state: LinkState
+    kind: RequestKind | None = None
+    expires_at: datetime | None = None
+    # The request's public status page code (for used links: "follow it there").
+    confirmation_code: str | None = None
+    # Per store, what a confirmation would delete and keep (valid links only).
+    stores: list[PreviewItem] = field(default_factory=list)
+    # False when the stores could not be counted just now (confirming still works).
+    counted: bool = True
+
+
+@dataclass(frozen=True)
+class ConfirmOutcome:
+    outcome: ConfirmResult
+    request: DeletionRequest | None = None
+
+
+# --- hashes, tokens, links ------------------------------------------------------------
+
+
+def message_id_hash(settings: Settings, message_id: str) -> str:
+    """The keyed hash a Message-ID is known by (angle brackets and spaces do not count)."""
+    value = message_id.strip().removeprefix("<").removesuffix(">").strip()
+    if not value:
+        raise ValueError("a Message-ID is required")
+    return keyed_hash(settings.effective_hash_key, f"message-id={value}")
+
+
+def confirm_token_hash(settings: Settings, token: str) -> str:
+    return keyed_hash(settings.effective_hash_key, f"email-confirm-token={token}")
+
+
+def confirmation_link(settings: Settings, token: str) -> str:
+    return f"{settings.public_base_url}{CONFIRM_PATH}{token}"
+
+
+def validated_subject(kind: RequestKind, subject: Mapping[str, Any]) -> dict[str, str]:
+    """The subject exactly as a REST create of this kind accepts and stores it."""
+    try:
+        body = _CREATE.validate_python(
+            {"kind": kind, "subject": dict(subject), "source": RequestSource.email.value}
+        )
+    except ValidationError as exc:
+        raise Unprocessable(
+            f"The subject is not a valid {kind.value} subject; see errors.",
+            extra={"errors": validation_errors(exc.errors())},
+        ) from exc
+    identities: dict[str, str] = body.subject.identities()
+    return identities
+
+
+# --- filing ---------------------------------------------------------------------------
+
+
+async def file_email_request(
+    session: AsyncSession,
+    *,
+    kind: RequestKind | str,
+    subject: Mapping[str, Any],
+    status: FiledStatus,
+    review_reason: str | None,
+    message_id: str,
+    recipients: list[str],
+    settings: Settings,
+) -> FiledEmailRequest:
+    """File the request an e-mail asked for, once per Message-ID.
+
+    - The same Message-ID again: the request it filed (or found), ``created=False``.
+    - An open request of the same kind for the same subject exists (by REST, Meta or an
+      earlier e-mail, in any open status): that request, ``created=False``; the message
+      is recorded against it, so that it is never filed later either.
+    - Otherwise a new request in ``status``, due 30 days from now (receipt); with a fresh
+      one-time ``token`` when it awaits confirmation.
+
+    ``recipients``: the address(es) on file the link goes to (required when awaiting
+    confirmation). ``review_reason``: one of ``REVIEW_REASONS`` (required for review).
+    Raises ``Unprocessable`` for a subject a REST create would refuse.
+    """
+    kind = RequestKind(kind)
+    filed_status = RequestStatus(status)
+    if kind not in EMAIL_KINDS:
+        raise ValueError(f"{kind.value} requests are not filed from e-mail")
+    if filed_status is RequestStatus.awaiting_confirmation:
+        if not recipients:
+            raise ValueError("a request awaiting confirmation needs an address on file")
+        if review_reason is not None:
+            raise ValueError("a request awaiting confirmation has no review reason")
+    elif filed_status is RequestStatus.needs_review:
+        if review_reason not in REVIEW_REASONS:
+            raise ValueError(f"review_reason must be one of {sorted(REVIEW_REASONS)}")
+    else:
+        raise ValueError("an e-mail files awaiting_confirmation or needs_review requests")
+    key = settings.effective_hash_key
+    identities = validated_subject(kind, subject)
+    subject_hash = subject_key(key, kind, identities)
+    mid = message_id_hash(settings, message_id)
+
+    for _ in range(3):  # each round that loses a race finds the winner in the next one
+        found = await _already_filed(session, mid, kind, subject_hash)
+        if found is not None:
+            return found
+        now = utcnow()
+        awaiting = filed_status is RequestStatus.awaiting_confirmation
+        token = secrets.token_urlsafe(32) if awaiting else None
+        request = DeletionRequest(
+            id=uuid.uuid4(),
+            kind=kind,
+            status=filed_status,
+            source=RequestSource.email,
+            requested_by=REQUESTED_BY,
+            subject=identities,
+            subject_key=subject_hash,
+            confirmation_code=new_confirmation_code(),
+            created_at=now,
+            updated_at=now,
+            due_at=now + timedelta(days=settings.deadline_days),
+            run_after=None,  # not work for a worker until confirmed or approved
+            message_id_hash=mid,
+            confirm_token_hash=confirm_token_hash(settings, token) if token else None,
+            confirm_expires_at=now + settings.email_confirm_ttl if awaiting else None,
+            review_reason=review_reason,
+            confirm_recipients=list(recipients) or None,
+        )
+        request.tasks = [
+            repository.new_task(step.purger, position, [p.value for p in step.after])
+            for position, step in enumerate(plan_for(kind))
+        ]
+        session.add(request)
+        try:
+            await session.flush()
+            repository.add_email_intake(
+                session, mid, request_id=request.id, outcome="filed", now=now
+            )
+            await session.flush()
+        except IntegrityError:
+            await session.rollback()  # same message or same subject, filed concurrently
+            continue
+        await repository.add_subject_hashes(session, request.id, identity_hashes(key, identities))
+        repository.add_event(
+            session,
+            request.id,
+            "created",
+            actor=REQUESTED_BY,
+            detail={
+                "kind": kind.value,
+                "source": RequestSource.email.value,
+                "status": filed_status.value,
+                **({"review_reason": review_reason} if review_reason else {}),
+            },
+        )
+        await session.commit()
+        log.info(
+            "email_request_filed",
+            request_id=str(request.id),
+            kind=kind.value,
+            status=filed_status.value,
+        )
+        return FiledEmailRequest(request, created=True, token=token)
+    raise Conflict("The message could not be filed (concurrent filings); try again.")
+
+
+async def _already_filed(
+    session: AsyncSession, mid: str, kind: RequestKind, subject_hash: str
+) -> FiledEmailRequest | None:
+    intake = await repository.get_email_intake(session, mid)
+    if intake is not None:
+        if intake.request_id is None:
+            await session.commit()
+            raise Conflict(f"This message was handled already ({intake.outcome}).")
+        request = await repository.get_request_fresh(session, intake.request_id)
+        await session.commit()
+        assert request is not None
+        return FiledEmailRequest(request, created=False)
+    existing = await repository.get_open_request_for_subject(session, kind, subject_hash)
+    if existing is None:
+        return None
+    repository.add_email_intake(
+        session, mid, request_id=existing.id, outcome="duplicate", now=utcnow()
+    )
+    repository.add_event(session, existing.id, "email_duplicate", actor=REQUESTED_BY)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # the same message, recorded concurrently: look again
+        return None
+    return FiledEmailRequest(existing, created=False)
+
+
+async def record_email(
+    session: AsyncSession, *, message_id: str, outcome: str, settings: Settings
+) -> bool:
+    """Record a message that files nothing (``outcome``: a short code, e.g. ``ignored``),
+    so that it is handled once. False when the Message-ID was handled already."""
+    mid = message_id_hash(settings, message_id)
+    if await repository.get_email_intake(session, mid) is not None:
+        await session.commit()
+        return False
+    repository.add_email_intake(session, mid, request_id=None, outcome=outcome, now=utcnow())
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        return False
+    return True
+
+
+async def reissue_confirmation(
+    session: AsyncSession, request_id: uuid.UUID, *, settings: Settings
+) -> str | None:
+    """A new one-time token for a request still awaiting confirmation (the old link stops
+    working; the expiry stays). None when the request no longer awaits confirmation —
+    e.g. to mail the link again after a crash between filing and mailing."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    if not await repository.set_confirm_token(
+        session, request_id, confirm_token_hash(settings, token), now
+    ):
+        await session.rollback()
+        return None
+    repository.add_event(session, request_id, "confirmation_reissued", actor=REQUESTED_BY)
+    await session.commit()
+    return token
+
+
+# --- the link -------------------------------------------------------------------------
+
+
+async def _by_token(
+    session: AsyncSession, token: str, settings: Settings
+) -> tuple[DeletionRequest | None, str]:
+    if not _TOKEN.match(token):
+        return None, ""
+    token_hash = confirm_token_hash(settings, token)
+    request = await repository.get_request_by_confirm_token_hash(session, token_hash)
+    if (
+        request is None
+        or request.confirm_token_hash is None
+        or not hmac.compare_digest(request.confirm_token_hash, token_hash)
+    ):
+        return None, token_hash
+    return request, token_hash
+
+
+def _link_state(request: DeletionRequest, now: datetime) -> LinkState:
+    if request.confirmed_at is not None:
+        return "used"
+    if request.status == RequestStatus.awaiting_confirmation:
+        expires = request.confirm_expires_at
+        return "valid" if expires is not None and expires > now else "expired"
+    if request.status == RequestStatus.cancelled and request.status_reason == EXPIRED_REASON:
+        return "expired"
+    return "cancelled"  # rejected or cancelled by an operator before confirmation
+
+
+async def confirmation_view(
+    session: AsyncSession, token: str, *, settings: Settings, preview: PreviewService
+) -> ConfirmationView:
+    """What the link's page shows. Changes nothing (mail scanners open links)."""
+    request, _ = await _by_token(session, token, settings)
+    if request is None:
+        await session.rollback()
+        return ConfirmationView("unknown")
+    state = _link_state(request, utcnow())
+    kind = RequestKind(request.kind)
+    identities = {k: str(v) for k, v in request.subject.items()}
+    expires_at, code = request.confirm_expires_at, request.confirmation_code
+    await session.rollback()  # read only; no transaction held while the stores are counted
+    if state != "valid":
+        return ConfirmationView(state, kind, expires_at, code)
+    try:
+        stores = await preview.preview(kind, identities)
+    except ProblemError as exc:  # a store down, or not countable: say so, keep the button
+        log.warning("confirmation_preview_failed", error_type=type(exc).__name__)
+        return ConfirmationView(state, kind, expires_at, code, counted=False)
+    return ConfirmationView(state, kind, expires_at, code, stores=stores)
+
+
+async def confirm(session: AsyncSession, token: str, *, settings: Settings) -> ConfirmOutcome:
+    """The POST from the link's page: awaiting_confirmation -> pending, once.
+
+    Of concurrent confirmations exactly one wins; the others answer ``used``. A used,
+    expired, cancelled or unknown link changes nothing. The caller wakes the worker.
+    """
+    request, token_hash = await _by_token(session, token, settings)
+    if request is None:
+        await session.rollback()
+        return ConfirmOutcome("unknown")
+    request_id, now = request.id, utcnow()  # the object expires with a rollback
+    if await repository.confirm_request(session, request_id, token_hash, now):
+        repository.add_event(session, request_id, "confirmed", actor="email-link")
+        await session.commit()
+        metrics.CONFIRMATIONS_CONFIRMED.inc()
+        log.info("email_request_confirmed", request_id=str(request_id))
+        confirmed = await repository.get_request_fresh(session, request_id)
+        await session.commit()
+        return ConfirmOutcome("confirmed", confirmed)
+    await session.rollback()
+    current = await repository.get_request_fresh(session, request_id)
+    await session.commit()
+    assert current is not None
+    state = _link_state(current, now)
+    return ConfirmOutcome("used" if state == "valid" else state, current)
+
+
+async def expire_confirmations(
+    session: AsyncSession, now: datetime, *, actor: str = "system"
+) -> int:
+    """Cancel requests whose link expired unconfirmed (reason recorded); how many."""
+    expired = await repository.expire_confirmations(session, now, EXPIRED_REASON)
+    for request_id in expired:
+        repository.add_event(session, request_id, "confirmation_expired", actor=actor)
+    await session.commit()
+    if expired:
+        metrics.CONFIRMATIONS_EXPIRED.inc(len(expired))
+        log.info("email_confirmations_expired", count=len(expired))
+    return len(expired)
+
+
+# --- review by an operator ----------------------------------------------------------
+
+
+async def approve(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    operator: str,
+    subject: Mapping[str, Any] | None = None,
+    settings: Settings,
+) -> DeletionRequest:
+    """needs_review -> pending, optionally with a corrected subject (validated as a REST
+    create of the request's kind would be). 404 unknown, 409 another status, or an open
+    request for the corrected subject exists; 422 an invalid subject."""
+    request = await repository.get_request_fresh(session, request_id)
+    if request is None:
+        await session.rollback()
+        raise NotFound("No deletion request with this id.")
+    current, kind = request.status, RequestKind(request.kind)
+    now = utcnow()
+    values: dict[str, Any] = {"run_after": now}
+    identities: dict[str, str] | None = None
+    new_key = request.subject_key
+    if subject is not None:
+        identities = validated_subject(kind, subject)
+        new_key = subject_key(settings.effective_hash_key, kind, identities)
+        values.update(subject=identities, subject_key=new_key)
+    try:
+        changed = await repository.transition_request(
+            session,
+            request_id,
+            from_statuses=frozenset({RequestStatus.needs_review}),
+            to_status=RequestStatus.pending,
+            values=values,
+        )
+    except IntegrityError as exc:  # the corrected subject has an open request already
+        await session.rollback()
+        other = await repository.get_open_request_for_subject(session, kind, new_key)
+        other_id = other.id if other is not None else None
+        await session.rollback()
+        raise Conflict(
+            "An open request for this subject exists already"
+            + (f" ({other_id}); reject this one." if other_id is not None else ".")
+        ) from exc
+    if not changed:
+        await session.rollback()
+        raise Conflict(f"A {current} request cannot be approved; only needs_review ones can.")
+    if identities is not None:
+        await repository.replace_subject_hashes(
+            session, request_id, identity_hashes(settings.effective_hash_key, identities)
+        )
+    repository.add_event(
+        session,
+        request_id,
+        "approved",
+        actor=operator,
+        detail={"subject_replaced": identities is not None},
+    )
+    await session.commit()
+    log.info("email_request_approved", request_id=str(request_id))
+    approved = await repository.get_request_fresh(session, request_id)
+    await session.commit()
+    assert approved is not None
+    return approved
+
+
+async def reject(
+    session: AsyncSession, request_id: uuid.UUID, *, operator: str, reason: str | None = None
+) -> DeletionRequest:
+    """needs_review or awaiting_confirmation -> cancelled, with the reason. Nothing is
+    deleted; a worker then minimises what the request keeps. 404 unknown, 409 otherwise."""
+    request = await repository.get_request_fresh(session, request_id)
+    if request is None:
+        await session.rollback()
+        raise NotFound("No deletion request with this id.")
+    current = request.status
+    changed = await repository.transition_request(
+        session,
+        request_id,
+        from_statuses=frozenset({RequestStatus.needs_review, RequestStatus.awaiting_confirmation}),
+        to_status=RequestStatus.cancelled,
+        values={
+            "status_reason": reason or REJECTED_REASON,
+            "confirm_recipients": None,
+            "run_after": utcnow(),
+        },
+    )
+    if not changed:
+        await session.rollback()
+        raise Conflict(
+            f"A {current} request cannot be rejected; "
+            "only needs_review or awaiting_confirmation ones can."
+        )
+    repository.add_event(session, request_id, "rejected", actor=operator)
+    await session.commit()
+    log.info("email_request_rejected", request_id=str(request_id))
+    rejected = await repository.get_request_fresh(session, request_id)
+    await session.commit()
+    assert rejected is not None
+    return rejected
+
+
+# --- the confirmation mail ----------------------------------------------------------
+
+_WHAT = {
+    RequestKind.account: "your SoundOps account and all of its data",
+    RequestKind.meta_data: "the data SoundOps received from Facebook or Instagram for your account",
+}
+
+
+def confirmation_text(link: str, kind: RequestKind, expires_at: datetime | None) -> str:
+    expiry = f" and expires on {expires_at:%d %B %Y, %H:%M} UTC" if expires_at else ""
+    return "\n".join(
+        [
+            "Hello,",
+            "",
+            f"SoundOps received an e-mail asking to delete {_WHAT[kind]}.",
+            "This address is on file for it, so we ask you to confirm.",
+            "",
+            "Nothing has been deleted. To confirm, open this link and press the button",
+            "on the page, which shows what will be deleted:",
+            "",
+            link,
+            "",
+            f"The link works once{expiry}.",
+            "If you did not ask for this, ignore this message: nothing will be deleted.",
+            "",
+            "This is an automatic message.",
+            "SoundOps",
+        ]
+    )
+
+
+async def send_confirmation_link(
+    settings: Settings,
+    to: str,
+    link: str,
+    kind: RequestKind | str,
+    *,
+    expires_at: datetime | None = None,
+) -> None:
+    """Mail the one-time link to an address on file (``DELETION_SMTP_URL``, from
+    ``DELETION_MAIL_FROM``). Names no subject; raises ``DeliveryFailed``."""
+    if not settings.smtp_url:
+        raise DeliveryFailed("DELETION_SMTP_URL is not set")
+    if "@" not in to or any(c in to for c in "\r\n"):
+        raise DeliveryFailed("not a deliverable address")
+    await send_email(
+        settings, to, CONFIRM_SUBJECT, confirmation_text(link, RequestKind(kind), expires_at)
+    )
+    metrics.CONFIRMATIONS_SENT.inc()
+
+
+# --- for the routers and the CLI ----------------------------------------------------
+
+
+class EmailRequests:
+    """The link's page and operators' review, each in a session of its own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        preview: PreviewService,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessionmaker
+        self._preview = preview
+
+    async def view(self, token: str) -> ConfirmationView:
+        async with self._sessions() as session:
+            return await confirmation_view(
+                session, token, settings=self._settings, preview=self._preview
+            )
+
+    async def confirm(self, token: str) -> ConfirmOutcome:
+        async with self._sessions() as session:
+            return await confirm(session, token, settings=self._settings)
+
+    async def approve(
+        self, request_id: uuid.UUID, *, operator: str, subject: Mapping[str, Any] | None = None
+    ) -> DeletionRequest:
+        async with self._sessions() as session:
+            return await approve(
+                session, request_id, operator=operator, subject=subject, settings=self._settings
+            )
+
+    async def reject(
+        self, request_id: uuid.UUID, *, operator: str, reason: str | None = None
+    ) -> DeletionRequest:
+        async with self._sessions() as session:
+            return await reject(session, request_id, operator=operator, reason=reason)

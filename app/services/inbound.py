@@ -1,0 +1,359 @@
+"""The privacy@ mailbox: one raw e-mail in, at most one request filed, never a deletion.
+
+The same handling serves both ways in (``POST /v1/inbound-email`` and ``mailbox poll``):
+
+1. parse (``inbound_parse``, off the event loop); nothing of the message is stored;
+2. a Message-ID handled before -> ``duplicate`` (if its request still awaits confirmation
+   and the link was never mailed, e.g. SMTP was down, the link is mailed now);
+3. neither subject line -> ``ignored``: one short explanatory reply, except to automatic
+   senders, to messages failing DMARC, and at most once a day per address;
+4. otherwise the names in the message are matched against the SoundOps database, and the
+   request is filed ``awaiting_confirmation`` (a one-time link goes to the address on
+   file, never to the sender's ``Reply-To``) or ``needs_review`` with a reason code.
+
+Raises ``ServiceUnavailable`` when the tracking or SoundOps database, or the SMTP server
+for a link, cannot be reached: the caller retries the same message later, and the
+Message-ID makes that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import metrics, repository
+from app.errors import Conflict, ProblemError, ServiceUnavailable, Unprocessable
+from app.models import DeletionRequest, RequestKind, RequestStatus, utcnow
+from app.pii import keyed_hash
+from app.services import email_requests
+from app.services.inbound_parse import MailKind, ParsedMail, parse_message
+from app.services.notify import DeliveryFailed, send_email
+from app.services.target import NamedTenant, TargetDirectory, TargetUnavailable
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 1_048_576
+REPLY_PERIOD = timedelta(days=1)
+REPLY_SUBJECT = "About your message to SoundOps privacy"
+CONFIRMATION_SENT = "confirmation_sent"
+_USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
+
+
+class Outcome(StrEnum):
+    awaiting_confirmation = "awaiting_confirmation"
+    needs_review = "needs_review"
+    duplicate = "duplicate"
+    ignored = "ignored"
+    too_large = "too_large"
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    outcome: Outcome
+    request_id: uuid.UUID | None = None
+    replied: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a message asks for, once matched: never personal data in ``reason``."""
+
+    status: RequestStatus  # awaiting_confirmation or needs_review
+    subject: dict[str, str]
+    recipients: list[str]
+    reason: str | None = None
+
+
+def reply_text() -> str:
+    return "\n".join(
+        [
+            "Hello,",
+            "",
+            "this mailbox handles requests to delete data held by SoundOps, and your",
+            "message did not look like one. To ask for a deletion, write again with",
+            "one of these subject lines:",
+            "",
+            '- "Account Deletion Request": name the account or site in the message,',
+            "  and send it from the e-mail address of the account;",
+            '- "Meta Data Deletion Request": name the Instagram username or the',
+            "  Facebook Page whose data SoundOps should delete.",
+            "",
+            "Nothing will be deleted without a confirmation sent to the address on file.",
+            "",
+            "This is an automatic reply; you will get at most one a day.",
+            "SoundOps",
+        ]
+    )
+
+
+class InboundMail:
+    """Handles one raw message; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        target: TargetDirectory | None,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessionmaker
+        self._target = target
+
+    async def handle(self, raw: bytes, *, via: str, oversize: bool = False) -> InboundResult:
+        """``oversize``: ``raw`` holds only the headers of a message over the size limit
+        (the IMAP poller does not download the rest); it is recorded as ``too_large``."""
+        try:
+            result = await self._handle(raw, oversize)
+        except ProblemError:
+            metrics.INBOUND_MESSAGES.labels(outcome="error", via=via).inc()
+            raise
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            metrics.INBOUND_MESSAGES.labels(outcome="error", via=via).inc()
+            raise ServiceUnavailable(
+                "The tracking database is unavailable; send the message again later."
+            ) from exc
+        metrics.INBOUND_MESSAGES.labels(outcome=result.outcome.value, via=via).inc()
+        log.info(
+            "inbound_email",
+            via=via,
+            outcome=result.outcome.value,
+            request_id=str(result.request_id) if result.request_id else None,
+            replied=result.replied,
+        )
+        return result
+
+    async def _handle(self, raw: bytes, oversize: bool) -> InboundResult:
+        settings = self._settings
+        mail = await asyncio.to_thread(
+            parse_message,
+            raw,
+            authserv_id=settings.email_authserv_id,
+            max_bytes=MAX_MESSAGE_BYTES,
+        )
+        if mail.oversize or oversize:
+            first = await self._record(mail, Outcome.too_large)
+            return InboundResult(Outcome.too_large if first else Outcome.duplicate)
+        async with self._sessions() as session:
+            intake = await repository.get_email_intake(
+                session, email_requests.message_id_hash(settings, mail.message_id)
+            )
+            await session.commit()
+        if intake is not None:
+            if intake.request_id is not None:
+                await self._mail_link_if_never_sent(intake.request_id)
+            return InboundResult(Outcome.duplicate, intake.request_id)
+        if mail.kind is None:
+            return await self._ignore(mail)
+        decision = await self._decide(mail)
+        if decision is None:
+            return await self._ignore(mail)
+        async with self._sessions() as session:
+            try:
+                filed = await email_requests.file_email_request(
+                    session,
+                    kind=RequestKind(mail.kind.value),
+                    subject=decision.subject,
+                    status=decision.status.value,  # type: ignore[arg-type]
+                    review_reason=decision.reason,
+                    message_id=mail.message_id,
+                    recipients=decision.recipients,
+                    settings=settings,
+                )
+            except Conflict:  # the same message, handled concurrently
+                return InboundResult(Outcome.duplicate)
+        request = filed.request
+        if not filed.created:
+            await self._mail_link_if_never_sent(request.id)
+            return InboundResult(Outcome.duplicate, request.id)
+        if filed.token is not None:
+            await self._mail_link(request, filed.token, decision.recipients)
+        return InboundResult(Outcome(request.status), request.id)
+
+    # --- matching ---------------------------------------------------------------------
+
+    async def _decide(self, mail: ParsedMail) -> Decision | None:
+        if self._target is None:
+            raise ServiceUnavailable(
+                "E-mail intake needs the SoundOps database (DELETION_TARGET_POSTGRES_URL) "
+                "to find the address on file."
+            )
+        try:
+            if mail.kind is MailKind.account:
+                decision = await self._decide_account(mail, self._target)
+            else:
+                decision = await self._decide_meta(mail, self._target)
+        except TargetUnavailable as exc:
+            raise ServiceUnavailable(
+                "The SoundOps database is unavailable; send the message again later."
+            ) from exc
+        if decision is not None and mail.dmarc_fail:
+            return Decision(RequestStatus.needs_review, decision.subject, [], "dmarc_fail")
+        return decision
+
+    async def _decide_account(self, mail: ParsedMail, target: TargetDirectory) -> Decision | None:
+        named = _first_matches(
+            mail.candidates, await target.tenants_by("site_name", list(mail.candidates))
+        )
+        if named:
+            tenants = {n.tenant_id: n for n in named}
+            if len(tenants) > 1:
+                return _review({"site_name": named[0].value}, "several_tenants")
+            return _verified(mail, named[0], {"tenant_id": str(named[0].tenant_id)})
+        if mail.sender is None:
+            return _fallback_review(RequestKind.account, mail)
+        owned = await target.tenants_by("owner_email", [mail.sender])
+        tenants = {n.tenant_id: n for n in owned}
+        if len(tenants) == 1:
+            only = owned[0]
+            return _verified(mail, only, {"tenant_id": str(only.tenant_id)})
+        if len(tenants) > 1:
+            return _review({"owner_email": mail.sender}, "several_tenants")
+        return _fallback_review(RequestKind.account, mail)
+
+    async def _decide_meta(self, mail: ParsedMail, target: TargetDirectory) -> Decision | None:
+        values = [c.removeprefix("@") for c in mail.candidates]
+        found: list[NamedTenant] = []
+        for identity in ("ig_username", "facebook_page_name"):
+            found += await target.tenants_by(identity, values)
+        named = _first_matches(tuple(values), found)
+        if not named:
+            return _fallback_review(RequestKind.meta_data, mail)
+        subject = {named[0].identity: named[0].value}
+        tenants = {n.tenant_id: n for n in named}
+        if len(tenants) > 1:
+            return _review(subject, "several_tenants")
+        return _verified(mail, named[0], subject)
+
+    # --- mail -------------------------------------------------------------------------
+
+    async def _mail_link(self, request: DeletionRequest, token: str, recipients: list[str]) -> None:
+        link = email_requests.confirmation_link(self._settings, token)
+        try:
+            for address in recipients:
+                await email_requests.send_confirmation_link(
+                    self._settings,
+                    address,
+                    link,
+                    request.kind,
+                    expires_at=request.confirm_expires_at,
+                )
+        except DeliveryFailed as exc:
+            log.warning("confirmation_not_sent", request_id=str(request.id), error=str(exc))
+            raise ServiceUnavailable(
+                "The request is filed but its confirmation could not be mailed; send the "
+                "message again later (it will not be filed twice)."
+            ) from exc
+        async with self._sessions() as session:
+            repository.add_event(session, request.id, CONFIRMATION_SENT, actor="email")
+            await session.commit()
+
+    async def _mail_link_if_never_sent(self, request_id: uuid.UUID) -> None:
+        """After a failure between filing and mailing: mail a fresh link now."""
+        async with self._sessions() as session:
+            request = await repository.get_request_fresh(session, request_id)
+            sent = await repository.has_event(session, request_id, CONFIRMATION_SENT)
+            await session.commit()
+        if request is None or request.status != RequestStatus.awaiting_confirmation or sent:
+            return
+        async with self._sessions() as session:
+            token = await email_requests.reissue_confirmation(
+                session, request_id, settings=self._settings
+            )
+            request = await repository.get_request_fresh(session, request_id)
+            await session.commit()
+        if token is not None and request is not None:
+            await self._mail_link(request, token, list(request.confirm_recipients or []))
+
+    async def _ignore(self, mail: ParsedMail) -> InboundResult:
+        if not await self._record(mail, Outcome.ignored):
+            return InboundResult(Outcome.duplicate)
+        return InboundResult(Outcome.ignored, replied=await self._reply(mail))
+
+    async def _record(self, mail: ParsedMail, outcome: Outcome) -> bool:
+        """Record a message that files nothing; False when it was handled before."""
+        async with self._sessions() as session:
+            return await email_requests.record_email(
+                session, message_id=mail.message_id, outcome=outcome.value, settings=self._settings
+            )
+
+    async def _reply(self, mail: ParsedMail) -> bool:
+        """The one explanatory reply: never to automatic senders, to mail that failed
+        DMARC or to no address; at most once a day per address."""
+        settings = self._settings
+        if mail.automatic or mail.dmarc_fail or mail.sender is None or not settings.smtp_url:
+            why = "automatic" if mail.automatic else "not_sent"
+            metrics.INBOUND_REPLIES.labels(result=why).inc()
+            return False
+        address_hash = keyed_hash(settings.effective_hash_key, f"reply-to={mail.sender}")
+        async with self._sessions() as session:
+            allowed = await repository.take_reply_slot(
+                session, address_hash, utcnow(), REPLY_PERIOD
+            )
+        if not allowed:
+            metrics.INBOUND_REPLIES.labels(result="rate_limited").inc()
+            return False
+        headers = {"Auto-Submitted": "auto-replied"}
+        if mail.message_id_present:
+            headers["In-Reply-To"] = f"<{mail.message_id}>"
+        try:
+            await send_email(settings, mail.sender, REPLY_SUBJECT, reply_text(), headers=headers)
+        except DeliveryFailed as exc:
+            log.warning("inbound_reply_not_sent", error=str(exc))
+            metrics.INBOUND_REPLIES.labels(result="failed").inc()
+            return False
+        metrics.INBOUND_REPLIES.labels(result="sent").inc()
+        return True
+
+
+def _first_matches(candidates: Sequence[str], found: list[NamedTenant]) -> list[NamedTenant]:
+    """The matches of the best candidate that matched anything (candidates are best first)."""
+    for candidate in candidates:
+        folded = candidate.casefold()
+        matches = [n for n in found if n.value.casefold() == folded]
+        if matches:
+            return matches
+    return []
+
+
+def _verified(mail: ParsedMail, tenant: NamedTenant, subject: dict[str, str]) -> Decision:
+    if mail.sender is not None and mail.sender.casefold() == tenant.owner_email.casefold():
+        return Decision(RequestStatus.awaiting_confirmation, subject, [tenant.owner_email])
+    return _review(subject, "sender_not_on_file")
+
+
+def _review(subject: dict[str, str], reason: str) -> Decision:
+    return Decision(RequestStatus.needs_review, subject, [], reason)
+
+
+def _fallback_review(kind: RequestKind, mail: ParsedMail) -> Decision | None:
+    """Nothing on file matched: a request for an operator, on the first candidate that
+    is a valid identity of the kind (or the sender's address for an account); None when
+    the message names nothing usable at all."""
+    options: list[dict[str, str]] = []
+    for candidate in mail.candidates:
+        value = candidate.removeprefix("@")
+        if kind is RequestKind.account:
+            options.append({"site_name": value})
+        elif _USERNAME.match(value):
+            options.append({"ig_username": value})
+        else:
+            options.append({"facebook_page_name": value})
+    if kind is RequestKind.account and mail.sender is not None:
+        options.append({"owner_email": mail.sender})
+    for subject in options:
+        try:
+            email_requests.validated_subject(kind, subject)
+        except Unprocessable:
+            continue
+        return _review(subject, "no_match")
+    return None
