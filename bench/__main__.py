@@ -27,7 +27,10 @@ PROFILE = RESULTS / "purge.pyspy.txt"
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    # --profile belongs to both parts: one flag (same dest) profiles both.
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0], conflict_handler="resolve"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument(
         "--only", choices=["purge", "intake"], help="run one part (the document keeps both)"

@@ -371,14 +371,30 @@ def disconnect_targets(stack: Stack) -> list[dict[str, str]]:
     ]
 
 
-async def disconnects(client: Client, targets: list[dict[str, str]]) -> list[float]:
-    latencies = []
-    for subject in targets:
-        started = time.monotonic()
-        request_id = await client.create("instagram_disconnect", subject)
-        await client.wait(request_id, interval=0.01)
-        latencies.append(time.monotonic() - started)
-    return latencies
+async def disconnect(client: Client, subject: dict[str, str]) -> dict[str, Any]:
+    """One disconnect, POST to completed; ``cut``: until the token was gone (the Meta and
+    PostgreSQL steps finished), from the service's own timestamps."""
+    started = time.monotonic()
+    request_id = await client.create("instagram_disconnect", subject)
+    body = await client.wait(request_id, interval=0.01)
+    seconds = time.monotonic() - started
+    created = datetime.fromisoformat(body["created_at"])
+    finished = [
+        datetime.fromisoformat(t["finished_at"])
+        for t in body["tasks"]
+        if t["purger"] in ("postgres", "meta_graph") and t["finished_at"]
+    ]
+    cut = (max(finished) - created).total_seconds() if finished else seconds
+    return {"seconds": seconds, "cut": cut, "tasks": task_seconds(body)}
+
+
+async def disconnects(client: Client, targets: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [await disconnect(client, subject) for subject in targets]
+
+
+async def status_of(client: Client, request_id: str) -> str:
+    response = await client.http.get(f"/v1/deletion-requests/{request_id}")
+    return str(response.json()["status"])
 
 
 # ------------------------------------------------------------------ the floor
@@ -663,10 +679,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 started = time.monotonic()
                 request_id = await client.create("account", {"tenant_id": str(large.tenant)})
+                while await status_of(client, request_id) == "pending":
+                    await asyncio.sleep(0.05)
                 await asyncio.sleep(1.0)  # well into the purge
-                result["disconnect_load"] = await disconnects(client, load_targets)
-                overlapped = (await client.http.get(f"/v1/deletion-requests/{request_id}")).json()
-                result["load_still_running_after_disconnects"] = overlapped["status"] == "running"
+                # Disconnects one after the other while the large deletion runs; only those
+                # that completed before it count as "under load".
+                samples = []
+                for subject in load_targets:
+                    sample = await disconnect(client, subject)
+                    sample["overlapped"] = await status_of(client, request_id) == "running"
+                    samples.append(sample)
+                    if not sample["overlapped"]:
+                        break
+                result["disconnect_load"] = samples
                 body = await client.wait(request_id, interval=0.1)
                 result["load_purge"] = {
                     "seconds": time.monotonic() - started,
@@ -693,7 +718,12 @@ def render(result: dict[str, Any]) -> str:
     service, floor = result["service"], result["floor"]
     ratio = service["seconds"] / floor["seconds"]
     seeded = result["seeded"]
-    idle, load = result["disconnect_idle"], result["disconnect_load"]
+    idle = result["disconnect_idle"]
+    overlapped = [d for d in result["disconnect_load"] if d["overlapped"]]
+    idle_median = statistics.median(d["seconds"] for d in idle)
+    load_median = (
+        statistics.median(d["seconds"] for d in overlapped) if overlapped else float("nan")
+    )
     peak_mb = service["peak_rss_mb"] * 1.048576
     lines = [
         "## Large account purge against the floor",
@@ -746,22 +776,24 @@ def render(result: dict[str, Any]) -> str:
         "",
         "## Disconnect latency",
         "",
-        "`instagram_disconnect` of a small tenant's account, `POST` to `completed` (PostgreSQL"
-        " updates, MongoDB deletes, the Graph API calls to the fake Meta server), one at a time.",
+        "`instagram_disconnect` of a small tenant's account, one at a time: **completed** is"
+        " `POST` to `completed` (Graph API calls to the fake Meta server, PostgreSQL updates,"
+        " MongoDB deletes, each verified); **cut** is until the Meta and PostgreSQL steps had"
+        " finished (permissions revoked, webhooks gone, tokens cleared).",
         "",
-        "| worker | n | median (s) | p95 (s) | max (s) |",
+        "| worker | n | completed median / p95 (s) | cut median / p95 (s) | MongoDB step (s) |",
         "|---|---:|---:|---:|---:|",
-        _latency_row("idle", idle),
+        _latency_row("idle (small collections)", idle),
         _latency_row(
             f"during a {result['load_purge']['rows']:,}-row / {result['load_purge']['docs']:,}"
             "-document account deletion",
-            load,
+            overlapped,
         ),
         "",
-        f"The large deletion was still running when the last disconnect completed:"
-        f" {_yes(result['load_still_running_after_disconnects'])}. Targets: median under 1 s"
-        f" idle (**{'met' if statistics.median(idle) < 1 else 'missed'}**), under 3 s under load"
-        f" (**{'met' if statistics.median(load) < 3 else 'missed'}**).",
+        f"Under load: {len(overlapped)} disconnect(s) completed while the large deletion was"
+        f" still running (those count). Targets: median under 1 s idle"
+        f" (**{'met' if idle_median < 1 else 'missed'}**: {idle_median:.2f} s), under 3 s"
+        f" under load (**{'met' if load_median < 3 else 'missed'}**: {load_median:.2f} s).",
         "",
         "## Memory",
         "",
@@ -800,10 +832,16 @@ def _yes(value: bool) -> str:
     return "yes" if value else "**NO**"
 
 
-def _latency_row(label: str, values: list[float]) -> str:
+def _latency_row(label: str, samples: list[dict[str, Any]]) -> str:
+    if not samples:
+        return f"| {label} | 0 | - | - | - |"
+    done = [d["seconds"] for d in samples]
+    cut = [d["cut"] for d in samples]
+    mongo = [d["tasks"].get("mongodb", 0.0) for d in samples]
     return (
-        f"| {label} | {len(values)} | {statistics.median(values):.2f} |"
-        f" {percentile(values, 0.95):.2f} | {max(values):.2f} |"
+        f"| {label} | {len(samples)} | {statistics.median(done):.2f} /"
+        f" {percentile(done, 0.95):.2f} | {statistics.median(cut):.2f} /"
+        f" {percentile(cut, 0.95):.2f} | {statistics.median(mongo):.2f} |"
     )
 
 
