@@ -36,6 +36,11 @@ def parse() -> argparse.Namespace:
         "--only", choices=["purge", "intake"], help="run one part (the document keeps both)"
     )
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the document from bench/results/latest.json without running anything",
+    )
     large_purge.add_arguments(parser)
     intake.add_arguments(parser)
     args = parser.parse_args()
@@ -51,6 +56,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     latest = RESULTS / "latest.json"
     results: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else {}
+    if args.render_only:
+        args.output.write_text(document(results))
+        print(f"wrote {args.output} from {latest}")
+        return
     results["machine"] = machine()
     results["command"] = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
     started = time.monotonic()

@@ -677,8 +677,12 @@ class Engine:
 
 
 def _email_target(request: DeletionRequest) -> str | None:
+    """Where the completion e-mail goes: the requested address; else, for a request from
+    e-mail, the address on file that confirmed it; else the owner read at resolution."""
     if request.notify_email:
         return request.notify_email
+    if request.confirm_recipients:
+        return str(request.confirm_recipients[0])
     owners = (request.resolution or {}).get("owner_emails") or []
     return str(owners[0]) if owners else None
 

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from app.main import create_app
-from app.models import DeletionRequest, EmailIntake
+from app.models import Base, DeletionRequest, EmailIntake
 from app.services.email_requests import message_id_hash
 from app.services.inbound_parse import parse_message
 from app.services.mailbox import MailboxPoller
@@ -353,3 +353,17 @@ async def test_a_poller_killed_between_filing_and_moving_files_nothing_twice(
     assert len(intake.dovecot.list_messages("Processed", user="privacy")) == 1
     # And polling again finds nothing to do.
     assert await intake.poll() == {}
+
+
+async def test_nothing_of_an_ignored_message_is_kept(intake: Intake) -> None:
+    raw = corpus_case("31-neither-kind.eml").raw
+    assert (await intake.post(raw)).json()["outcome"] == "ignored"
+    assert (await intake.poll(raw)) == {"duplicate": 1}
+    chunks = []
+    async with intake.state.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            chunks += [repr(tuple(r)) for r in (await conn.execute(sa.select(table))).all()]
+    dump = "\n".join(chunks)
+    assert len(chunks) == 2  # the Message-ID's hash and the reply slot's, nothing else
+    for needle in ("ola.nordmann", "nightferry", "invoice", "e0a2c4e6", "Question"):
+        assert needle not in dump

@@ -19,6 +19,7 @@ from app.cli import cli
 from app.main import new_engine
 from app.models import Base, DeletionRequest, utcnow
 from app.repository import list_events
+from app.services.engine import _email_target
 from app.services.notify import SIGNATURE_HEADER, verify_signature
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
@@ -274,3 +275,15 @@ async def test_deadline_events_once_each(
     assert "deadline_near" in late_events and "overdue" in late_events
     overdue = await client.get(URL, params={"overdue": "true"}, headers=auth())
     assert [i["id"] for i in overdue.json()["items"]] == [late]
+
+
+def test_the_completion_email_of_a_request_from_email_goes_to_the_address_that_confirmed() -> None:
+    by_email = DeletionRequest(confirm_recipients=["owner@on-file.example"], resolution={})
+    assert _email_target(by_email) == "owner@on-file.example"
+    asked = DeletionRequest(
+        notify_email="asked@example.com", confirm_recipients=["owner@on-file.example"]
+    )
+    assert _email_target(asked) == "asked@example.com"
+    resolved = DeletionRequest(resolution={"owner_emails": ["resolved@example.com"]})
+    assert _email_target(resolved) == "resolved@example.com"
+    assert _email_target(DeletionRequest(resolution={})) is None
