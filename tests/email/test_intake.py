@@ -367,3 +367,32 @@ async def test_nothing_of_an_ignored_message_is_kept(intake: Intake) -> None:
     assert len(chunks) == 2  # the Message-ID's hash and the reply slot's, nothing else
     for needle in ("ola.nordmann", "nightferry", "invoice", "e0a2c4e6", "Question"):
         assert needle not in dump
+
+
+async def test_soundops_database_down_answers_503_and_files_nothing(tracking_url: str) -> None:
+    smtp = SmtpSink()
+    settings = make_settings(
+        tracking_url,
+        target_postgres_url="postgresql+asyncpg://nobody:secret@127.0.0.1:9/soundops",
+        smtp_url=smtp.url,
+        email_authserv_id=TRUSTED_AUTHSERV_ID,
+    )
+    app = create_app(settings)
+    raw = corpus_case("01-plain-account.eml").raw
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                headers = {**RAW, **bearer(mint(("deletions:write",)))}
+                answer = await client.post(URL, content=raw, headers=headers)
+                assert answer.status_code == 503
+                assert answer.headers["content-type"] == "application/problem+json"
+                assert "mara" not in answer.text
+                state: AppState = app.state.services
+                async with state.sessionmaker() as session:
+                    kept = (await session.execute(sa.select(EmailIntake))).all()
+                    filed = (await session.execute(sa.select(DeletionRequest))).all()
+                assert kept == [] and filed == []  # the same message later is handled anew
+    finally:
+        smtp.close()
+    assert smtp.messages == []
