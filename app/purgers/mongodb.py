@@ -19,9 +19,9 @@ A resolution with nothing to select (no ids for any match) deletes nothing: the 
 is then about data that does not exist here, and that is a success, not an error.
 
 How: in bounded batches (``DELETION_MONGODB_BATCH_SIZE``, default 30,000). Per collection,
-read up to ``batch_size`` ``_id`` values of the
-filter in ``_id`` order, then delete ``filter AND _id <= last of them``; repeat until a
-read finds nothing or a short batch was all deleted. One unbounded ``delete_many`` fails on FerretDB above 32,766 matches
+read up to ``batch_size`` ``_id`` values of the filter in ``_id`` order, then delete
+``filter AND _id <= last of them``; repeat until a read finds nothing or a short batch
+was all deleted. One unbounded ``delete_many`` fails on FerretDB above 32,766 matches
 (see ``shared/spec/test-services.md``), a long ``$in`` of ``_id`` values is very slow
 there, and on real MongoDB bounded batches keep each operation short and replication lag
 low. An interrupted purge simply resumes: what is deleted stays deleted, and the next run

@@ -122,6 +122,9 @@ class InboundMail:
             raise ServiceUnavailable(
                 "The tracking database is unavailable; send the message again later."
             ) from exc
+        except Exception:
+            metrics.INBOUND_MESSAGES.labels(outcome="error", via=via).inc()
+            raise
         metrics.INBOUND_MESSAGES.labels(outcome=result.outcome.value, via=via).inc()
         log.info(
             "inbound_email",

@@ -152,6 +152,14 @@ class MailboxPoller:
                     log.warning("mailbox_poll_paused", reason=exc.detail)
                     report.left += len(uids) - position
                     break
+                except (imaplib.IMAP4.error, OSError):
+                    raise
+                except Exception as exc:
+                    # This message cannot be handled: it stays in the folder for an operator
+                    # (metric outcome="error"), and the others go on.
+                    log.error("mailbox_message_not_handled", error=type(exc).__name__)
+                    report.left += 1
+                    continue
                 if outcome is None:
                     continue
                 report.outcomes[outcome] += 1

@@ -396,3 +396,29 @@ async def test_soundops_database_down_answers_503_and_files_nothing(tracking_url
     finally:
         smtp.close()
     assert smtp.messages == []
+
+
+async def test_a_message_that_cannot_be_handled_stays_and_the_others_go_on(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison = corpus_case("01-plain-account.eml").raw
+    fine = corpus_case("31-neither-kind.eml").raw
+    inbound = intake.state.inbound
+    handle = inbound.handle
+
+    async def failing(raw: bytes, **kwargs: Any) -> Any:
+        if raw.rstrip() == poison.rstrip():
+            raise RuntimeError("a bug of ours")
+        return await handle(raw, **kwargs)
+
+    monkeypatch.setattr(inbound, "handle", failing)
+    intake.dovecot.append(poison, user="privacy")
+    intake.dovecot.append(fine, user="privacy")
+    report = await MailboxPoller(intake.settings, inbound).poll_once()
+    assert dict(report.outcomes) == {"ignored": 1}
+    assert (report.moved, report.left) == (1, 1)
+    (left,) = intake.dovecot.list_messages("INBOX", user="privacy")
+    assert b"lunar-echoes" in left
+    monkeypatch.undo()
+    again = await MailboxPoller(intake.settings, inbound).poll_once()  # fixed: handled now
+    assert dict(again.outcomes) == {"awaiting_confirmation": 1} and again.left == 0
