@@ -536,6 +536,10 @@ async def test_no_token_reaches_an_exception_or_a_log(
     target: Target, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # Also when an app built earlier in the session quieted httpx (configure_logging does):
+    # this test wants every line the driver could log.
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
     fb, ig = target.alpha
     quoting = f"token {fb.user_token} {fb.page_token} {ig.user_token}"
     scenarios: list[tuple[str, Reply]] = [
