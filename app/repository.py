@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -200,26 +201,43 @@ _INSERT_HASHES = sa.insert(cast(sa.Table, SubjectHash.__table__))
 _INSERT_EVENT = sa.insert(cast(sa.Table, DeletionEvent.__table__))
 
 
+def _no_default(column: str) -> Any:
+    raise TypeError(f"{column} has a default that intake cannot compute")
+
+
+@functools.cache
+def _column_defaults(model: type[Base]) -> tuple[tuple[str, str, Callable[[], Any]], ...]:
+    """Per column of a model: attribute, column key, and how to make its Python default
+    (computed once per model: intake builds rows for every request)."""
+    plan: list[tuple[str, str, Callable[[], Any]]] = []
+    for prop in sa.inspect(model).column_attrs:
+        column = prop.columns[0]
+        default = column.default
+        make: Callable[[], Any]
+        if isinstance(default, CallableColumnDefault):
+            make = functools.partial(default.arg, cast(Any, None))
+        elif isinstance(default, ScalarElementColumnDefault):
+            make = functools.partial(lambda value: value, default.arg)
+        elif default is None and column.server_default is None:
+            make = functools.partial(lambda: None)
+        else:  # pragma: no cover - no such column in the models
+            make = functools.partial(_no_default, str(column))
+        plan.append((prop.key, column.key, make))
+    return tuple(plan)
+
+
 def _new_row(obj: Base) -> dict[str, Any]:
     """Every column of a new ORM object as an INSERT stores it: the values given, each
     column's Python default where none was (set on the object too, as a flush does)."""
     row: dict[str, Any] = {}
-    for prop in sa.inspect(type(obj)).column_attrs:
-        column = prop.columns[0]
-        if prop.key in obj.__dict__:
-            value = obj.__dict__[prop.key]
+    given = obj.__dict__
+    for key, column_key, make in _column_defaults(type(obj)):
+        if key in given:
+            value = given[key]
         else:
-            default = column.default
-            if isinstance(default, CallableColumnDefault):
-                value = default.arg(cast(Any, None))
-            elif isinstance(default, ScalarElementColumnDefault):
-                value = default.arg
-            elif default is None and column.server_default is None:
-                value = None
-            else:  # pragma: no cover - no such column in the models
-                raise TypeError(f"{column} has a default that intake cannot compute")
-            setattr(obj, prop.key, value)
-        row[column.key] = value
+            value = make()
+            setattr(obj, key, value)
+        row[column_key] = value
     return row
 
 

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from app.state import AppState
 from tests.app_fixtures import JWT_SECRET, bearer, mint
 
 Auth = Callable[..., dict[str, str]]
@@ -44,6 +45,32 @@ async def test_invalid_tokens_are_401(client: httpx.AsyncClient, case: str, toke
     response = await client.get(URL, headers=bearer(token))
     assert response.status_code == 401, case
     assert response.json()["status"] == 401
+
+
+async def test_a_remembered_token_does_not_vouch_for_a_changed_one(
+    client: httpx.AsyncClient,
+) -> None:
+    token = mint(("deletions:read",))
+    assert (await client.get(URL, headers=bearer(token))).status_code == 200
+    assert (await client.get(URL, headers=bearer(token))).status_code == 200  # remembered
+    header, payload, signature = token.split(".")
+    forged = ".".join(
+        [header, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")]
+    )
+    assert (await client.get(URL, headers=bearer(forged))).status_code == 401
+    claims = jwt.decode(token, options={"verify_signature": False})
+    claims["scope"] = "deletions:admin"
+    tampered = jwt.encode(claims, "another-secret-that-is-long-enough-too!!", algorithm="HS256")
+    assert (await client.get(URL, headers=bearer(tampered))).status_code == 401
+
+
+async def test_a_remembered_token_is_never_taken_past_its_expiry(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    token = mint(("deletions:read",), ttl=-25)  # expired 25 s ago: within the 30 s leeway
+    assert (await client.get(URL, headers=bearer(token))).status_code == 200
+    (remembered,) = state.verifier._verified.values()
+    assert remembered[1] <= jwt.decode(token, options={"verify_signature": False})["exp"]
 
 
 async def test_basic_scheme_is_401(client: httpx.AsyncClient) -> None:
