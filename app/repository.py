@@ -683,3 +683,24 @@ async def has_event(session: AsyncSession, request_id: uuid.UUID, kind: str) -> 
         DeletionEvent.request_id == request_id, DeletionEvent.type == kind
     )
     return (await session.execute(query.limit(1))).first() is not None
+
+
+async def unsent_confirmations(
+    session: AsyncSession, created_before: datetime, sent_event: str, limit: int = 100
+) -> list[uuid.UUID]:
+    """Requests awaiting confirmation, filed before ``created_before``, whose link was
+    never recorded as sent."""
+    sent = sa.select(sa.literal(1)).where(
+        DeletionEvent.request_id == DeletionRequest.id, DeletionEvent.type == sent_event
+    )
+    query = (
+        sa.select(DeletionRequest.id)
+        .where(
+            DeletionRequest.status == RequestStatus.awaiting_confirmation,
+            DeletionRequest.created_at < created_before,
+            ~sa.exists(sent),
+        )
+        .order_by(DeletionRequest.created_at)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())

@@ -595,3 +595,81 @@ class EmailRequests:
     ) -> DeletionRequest:
         async with self._sessions() as session:
             return await reject(session, request_id, operator=operator, reason=reason)
+
+
+# --- links that were never mailed ---------------------------------------------------
+
+CONFIRMATION_SENT = "confirmation_sent"
+# How old an unmailed link must be before a worker mails it: the intake that filed the
+# request is then surely not still sending it.
+UNSENT_GRACE = timedelta(minutes=5)
+
+
+async def mail_link(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request: DeletionRequest,
+    token: str,
+    *,
+    actor: str = REQUESTED_BY,
+) -> None:
+    """Mail the one-time link to every address on file of the request, then record that it
+    went (event ``confirmation_sent``). Raises ``DeliveryFailed``: nothing is recorded, so
+    it is mailed again later (a new link then; this one stops working)."""
+    link = confirmation_link(settings, token)
+    for address in request.confirm_recipients or []:
+        await send_confirmation_link(
+            settings, address, link, request.kind, expires_at=request.confirm_expires_at
+        )
+    async with sessionmaker() as session:
+        repository.add_event(session, request.id, CONFIRMATION_SENT, actor=actor)
+        await session.commit()
+
+
+async def mail_if_never_sent(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request_id: uuid.UUID,
+    *,
+    actor: str = REQUESTED_BY,
+) -> bool:
+    """For a request still awaiting confirmation whose link never went out (SMTP was down
+    when it was filed): a fresh link, mailed now. False when there was nothing to do."""
+    async with sessionmaker() as session:
+        request = await repository.get_request_fresh(session, request_id)
+        sent = await repository.has_event(session, request_id, CONFIRMATION_SENT)
+        await session.commit()
+    if request is None or request.status != RequestStatus.awaiting_confirmation or sent:
+        return False
+    async with sessionmaker() as session:
+        token = await reissue_confirmation(session, request_id, settings=settings)
+    if token is None:
+        return False
+    await mail_link(settings, sessionmaker, request, token, actor=actor)
+    return True
+
+
+async def mail_unsent_links(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    now: datetime,
+    *,
+    actor: str,
+) -> int:
+    """The worker's sweep: mail the links that intake filed but could not mail (and whose
+    message was not delivered again). Stops at the first delivery failure."""
+    if not settings.smtp_url:
+        return 0
+    async with sessionmaker() as session:
+        waiting = await repository.unsent_confirmations(
+            session, now - UNSENT_GRACE, CONFIRMATION_SENT
+        )
+        await session.commit()
+    mailed = 0
+    for request_id in waiting:
+        try:
+            mailed += await mail_if_never_sent(settings, sessionmaker, request_id, actor=actor)
+        except DeliveryFailed as exc:
+            log.warning("confirmation_not_sent", request_id=str(request_id), error=str(exc))
+            break
+    return mailed

@@ -597,6 +597,12 @@ class Engine:
                 session, utcnow(), actor=self.worker_id
             )
 
+    async def mail_unsent_links(self) -> int:
+        """Mail the confirmation links that intake filed but could not mail."""
+        return await email_requests.mail_unsent_links(
+            self.settings, self._sessions, utcnow(), actor=self.worker_id
+        )
+
     # --- after completion: confirmations, then minimisation --------------------------
 
     async def _finalize(self, request_id: uuid.UUID) -> None:
@@ -764,6 +770,10 @@ class Worker:
             await self.engine.expire_confirmations()
         except Exception as exc:  # tracking DB down: try again next time
             log.warning("confirmation_expiry_failed", error_type=type(exc).__name__)
+        try:
+            await self.engine.mail_unsent_links()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("confirmation_resend_failed", error_type=type(exc).__name__)
 
     async def _claim_one(self) -> bool:
         try:

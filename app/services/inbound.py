@@ -45,7 +45,6 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE_BYTES = 1_048_576
 REPLY_PERIOD = timedelta(days=1)
 REPLY_SUBJECT = "About your message to SoundOps privacy"
-CONFIRMATION_SENT = "confirmation_sent"
 _USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 
 
@@ -179,7 +178,7 @@ class InboundMail:
             await self._mail_link_if_never_sent(request.id)
             return InboundResult(Outcome.duplicate, request.id)
         if filed.token is not None:
-            await self._mail_link(request, filed.token, decision.recipients)
+            await self._mail_link(request, filed.token)
         return InboundResult(Outcome(request.status), request.id)
 
     # --- matching ---------------------------------------------------------------------
@@ -239,43 +238,25 @@ class InboundMail:
 
     # --- mail -------------------------------------------------------------------------
 
-    async def _mail_link(self, request: DeletionRequest, token: str, recipients: list[str]) -> None:
-        link = email_requests.confirmation_link(self._settings, token)
+    async def _mail_link(self, request: DeletionRequest, token: str) -> None:
         try:
-            for address in recipients:
-                await email_requests.send_confirmation_link(
-                    self._settings,
-                    address,
-                    link,
-                    request.kind,
-                    expires_at=request.confirm_expires_at,
-                )
+            await email_requests.mail_link(self._settings, self._sessions, request, token)
         except DeliveryFailed as exc:
             log.warning("confirmation_not_sent", request_id=str(request.id), error=str(exc))
             raise ServiceUnavailable(
                 "The request is filed but its confirmation could not be mailed; send the "
                 "message again later (it will not be filed twice)."
             ) from exc
-        async with self._sessions() as session:
-            repository.add_event(session, request.id, CONFIRMATION_SENT, actor="email")
-            await session.commit()
 
     async def _mail_link_if_never_sent(self, request_id: uuid.UUID) -> None:
         """After a failure between filing and mailing: mail a fresh link now."""
-        async with self._sessions() as session:
-            request = await repository.get_request_fresh(session, request_id)
-            sent = await repository.has_event(session, request_id, CONFIRMATION_SENT)
-            await session.commit()
-        if request is None or request.status != RequestStatus.awaiting_confirmation or sent:
-            return
-        async with self._sessions() as session:
-            token = await email_requests.reissue_confirmation(
-                session, request_id, settings=self._settings
-            )
-            request = await repository.get_request_fresh(session, request_id)
-            await session.commit()
-        if token is not None and request is not None:
-            await self._mail_link(request, token, list(request.confirm_recipients or []))
+        try:
+            await email_requests.mail_if_never_sent(self._settings, self._sessions, request_id)
+        except DeliveryFailed as exc:
+            log.warning("confirmation_not_sent", request_id=str(request_id), error=str(exc))
+            raise ServiceUnavailable(
+                "The confirmation could not be mailed; send the message again later."
+            ) from exc
 
     async def _ignore(self, mail: ParsedMail) -> InboundResult:
         if not await self._record(mail, Outcome.ignored):

@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from app.main import create_app
-from app.models import Base, DeletionRequest, EmailIntake
-from app.services.email_requests import message_id_hash
+from app.models import Base, DeletionRequest, EmailIntake, utcnow
+from app.services.email_requests import mail_unsent_links, message_id_hash
 from app.services.inbound_parse import parse_message
 from app.services.mailbox import MailboxPoller
 from app.settings import Settings
@@ -422,3 +423,28 @@ async def test_a_message_that_cannot_be_handled_stays_and_the_others_go_on(
     monkeypatch.undo()
     again = await MailboxPoller(intake.settings, inbound).poll_once()  # fixed: handled now
     assert dict(again.outcomes) == {"awaiting_confirmation": 1} and again.left == 0
+
+
+async def test_a_link_that_could_not_be_mailed_is_mailed_by_the_worker_sweep(
+    intake: Intake,
+) -> None:
+    raw = corpus_case("01-plain-account.eml").raw
+    intake.smtp.close()  # the mail server is down; the gateway will not send it again
+    assert (await intake.post(raw)).status_code == 503
+    (request,) = await intake.requests()
+    intake.smtp = SmtpSink()
+    settings = intake.settings.model_copy(update={"smtp_url": intake.smtp.url})
+    sessions = intake.state.sessionmaker
+    try:
+        # Within the grace period the sweep leaves it to the intake that is filing it.
+        assert await mail_unsent_links(settings, sessions, utcnow(), actor="test") == 0
+        later = utcnow() + timedelta(minutes=6)
+        assert await mail_unsent_links(settings, sessions, later, actor="test") == 1
+        assert [rcpts for rcpts, _ in intake.sent()] == [["mara@lunar-echoes.example"]]
+        link = next(w for w in _text(intake.sent()[0][1]).split() if "/deletion-confirm/" in w)
+        page = await intake.client.get("/" + link.split("/", 3)[3])
+        assert page.status_code == 200  # the new link works
+        assert await mail_unsent_links(settings, sessions, later, actor="test") == 0  # once
+        assert (await intake.request(request.id)).status == "awaiting_confirmation"
+    finally:
+        intake.smtp.close()
