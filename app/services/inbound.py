@@ -73,14 +73,25 @@ class Decision:
     reason: str | None = None
 
 
-def reply_text() -> str:
+def reply_text(too_large: bool = False) -> str:
+    why = (
+        [
+            "your message to this mailbox was too large to be read (over 1 MiB), so",
+            "nothing was done with it. Please write again without attachments, with",
+            "one of these subject lines:",
+        ]
+        if too_large
+        else [
+            "this mailbox handles requests to delete data held by SoundOps, and your",
+            "message did not look like one. To ask for a deletion, write again with",
+            "one of these subject lines:",
+        ]
+    )
     return "\n".join(
         [
             "Hello,",
             "",
-            "this mailbox handles requests to delete data held by SoundOps, and your",
-            "message did not look like one. To ask for a deletion, write again with",
-            "one of these subject lines:",
+            *why,
             "",
             '- "Account Deletion Request": name the account or site in the message,',
             "  and send it from the e-mail address of the account;",
@@ -143,8 +154,12 @@ class InboundMail:
             max_bytes=MAX_MESSAGE_BYTES,
         )
         if mail.oversize or oversize:
-            first = await self._record(mail, Outcome.too_large)
-            return InboundResult(Outcome.too_large if first else Outcome.duplicate)
+            # Not read, so it may have been a request: the sender learns that it was not
+            # (the same reply rules as for an ignored message), and the metric counts it.
+            if not await self._record(mail, Outcome.too_large):
+                return InboundResult(Outcome.duplicate)
+            replied = await self._reply(mail, too_large=True)
+            return InboundResult(Outcome.too_large, replied=replied)
         async with self._sessions() as session:
             intake = await repository.get_email_intake(
                 session, email_requests.message_id_hash(settings, mail.message_id)
@@ -270,7 +285,7 @@ class InboundMail:
                 session, message_id=mail.message_id, outcome=outcome.value, settings=self._settings
             )
 
-    async def _reply(self, mail: ParsedMail) -> bool:
+    async def _reply(self, mail: ParsedMail, *, too_large: bool = False) -> bool:
         """The one explanatory reply: never to automatic senders, to mail that failed
         DMARC or to no address; at most once a day per address."""
         settings = self._settings
@@ -290,7 +305,8 @@ class InboundMail:
         if mail.message_id_present:
             headers["In-Reply-To"] = f"<{mail.message_id}>"
         try:
-            await send_email(settings, mail.sender, REPLY_SUBJECT, reply_text(), headers=headers)
+            text = reply_text(too_large)
+            await send_email(settings, mail.sender, REPLY_SUBJECT, text, headers=headers)
         except DeliveryFailed as exc:
             log.warning("inbound_reply_not_sent", error=str(exc))
             metrics.INBOUND_REPLIES.labels(result="failed").inc()

@@ -168,7 +168,11 @@ async def _check_case(intake: Intake, case: CorpusCase, way: str) -> list[str]:
             problems.append(f"{case.name}: mail sent for a request in review")
         # Keep the world fresh for the next message: no open request stays behind.
         await intake.state.email_requests.reject(request_id, operator="test")
-    elif expected["reply"]:
+    elif expected["reply"] or (
+        outcome == "too_large" and way == "imap" and not expected["automatic"]
+    ):
+        # An ignored message gets the explanatory reply; one too large to read (over IMAP:
+        # over HTTP it is a 413 to the gateway) gets one saying so.
         if [r for rcpts, _ in new_mail for r in rcpts] != [expected["sender"]]:
             problems.append(f"{case.name}: expected one reply to the sender, got {new_mail}")
         elif new_mail[0][1]["Auto-Submitted"] != "auto-replied":
@@ -448,3 +452,16 @@ async def test_a_link_that_could_not_be_mailed_is_mailed_by_the_worker_sweep(
         assert (await intake.request(request.id)).status == "awaiting_confirmation"
     finally:
         intake.smtp.close()
+
+
+async def test_a_message_too_large_to_read_is_moved_and_its_sender_told(intake: Intake) -> None:
+    raw = corpus_case("17-oversize-2mib.eml").raw
+    assert len(raw) > 2_000_000
+    assert await intake.poll(raw) == {"too_large": 1}
+    (reply,) = intake.sent()
+    assert reply[0] == ["mara@lunar-echoes.example"]
+    assert "too large to be read" in " ".join(_text(reply[1]).split())
+    assert await intake.requests() == []
+    assert len(intake.dovecot.list_messages("Processed", user="privacy")) == 1
+    assert await intake.poll(raw) == {"duplicate": 1}  # the same message again: no new reply
+    assert len(intake.sent()) == 1
