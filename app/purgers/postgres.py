@@ -13,9 +13,10 @@ Rows are selected by the request's resolution (tenant ids, account ids), so a
 re-run after a crash, or after everything is gone, selects what is left and
 deletes it; ``verify`` counts again with the same predicates.
 
-Raises ``PurgeRetriable`` when the database is unreachable, ``PurgeFailed``
-for anything else (a foreign key the map does not know of, a missing table),
-never with a value of a row in the message.
+Raises ``PurgeRetriable`` when the database is unreachable or in a state that
+passes (shutting down or starting up, too many connections, a deadlock or
+serialization failure), ``PurgeFailed`` for anything else (a foreign key the map
+does not know of, a missing table), never with a value of a row in the message.
 """
 
 from __future__ import annotations
@@ -242,6 +243,19 @@ class PostgresPurger:
         return set(names)
 
 
+# Server states that pass: connection exceptions (08), insufficient resources (53, e.g.
+# too many connections), shutting down / starting up (57P01-57P03), serialization
+# failures and deadlocks (40001, 40P01), a lock not available (55P03).
+_TRANSIENT_CLASSES = ("08", "53", "57P")
+_TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def _transient(sqlstate: str | None) -> bool:
+    if not sqlstate:
+        return False
+    return sqlstate.startswith(_TRANSIENT_CLASSES) or sqlstate in _TRANSIENT_STATES
+
+
 class _errors:
     """Map driver errors to outcomes, without row values in the message."""
 
@@ -265,4 +279,6 @@ class _errors:
             if exc.connection_invalidated:
                 raise PurgeRetriable("PostgreSQL connection lost") from exc
             sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if _transient(sqlstate):
+                raise PurgeRetriable(f"PostgreSQL unavailable (SQLSTATE {sqlstate})") from exc
             raise PurgeFailed(f"PostgreSQL error (SQLSTATE {sqlstate or 'unknown'})") from exc

@@ -16,7 +16,7 @@ from app.db import create_engine
 from app.models import RequestKind
 from app.pii import Pii
 from app.purgers.base import PurgeFailed, PurgeRetriable, Subject
-from app.purgers.postgres import PostgresPurger
+from app.purgers.postgres import PostgresPurger, _transient
 from app.services.resolution import Resolver
 from tests.seed import World, make_world, owned_ids, seed_postgres, snapshot_postgres
 
@@ -258,3 +258,21 @@ async def test_an_interrupted_purge_resumes_and_completes(target: Target, pg_ser
     assert result.deleted["tenants"] == 1
     assert 0 < result.deleted["contacts"] < 3003  # part was deleted before the outage
     assert set((await target.purger().verify(subject)).values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [
+        ("57P03", True),  # cannot connect now: the server is shutting down or starting up
+        ("57P01", True),  # admin shutdown
+        ("08006", True),  # connection failure
+        ("53300", True),  # too many connections
+        ("40P01", True),  # deadlock detected
+        ("40001", True),  # serialization failure
+        ("42P01", False),  # undefined table: the data map is wrong, retrying will not help
+        ("23503", False),  # foreign key violation
+        (None, False),
+    ],
+)
+def test_which_server_states_are_retried(sqlstate: str | None, transient: bool) -> None:
+    assert _transient(sqlstate) is transient
