@@ -250,7 +250,7 @@ _TRANSIENT_CLASSES = ("08", "53", "57P")
 _TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
 
 
-def _transient(sqlstate: str | None) -> bool:
+def transient_sqlstate(sqlstate: str | None) -> bool:
     if not sqlstate:
         return False
     return sqlstate.startswith(_TRANSIENT_CLASSES) or sqlstate in _TRANSIENT_STATES
@@ -279,6 +279,6 @@ class _errors:
             if exc.connection_invalidated:
                 raise PurgeRetriable("PostgreSQL connection lost") from exc
             sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-            if _transient(sqlstate):
+            if transient_sqlstate(sqlstate):
                 raise PurgeRetriable(f"PostgreSQL unavailable (SQLSTATE {sqlstate})") from exc
             raise PurgeFailed(f"PostgreSQL error (SQLSTATE {sqlstate or 'unknown'})") from exc

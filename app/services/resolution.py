@@ -20,6 +20,7 @@ from app.datamap import Identity, PostgresMap, Resolution
 from app.models import RequestKind
 from app.pii import keyed_hash
 from app.purgers.base import PurgeFailed, PurgeRetriable
+from app.purgers.postgres import transient_sqlstate
 
 
 def _col(table: str, column: str, type_: Any = None) -> sa.ColumnClause[Any]:
@@ -49,6 +50,9 @@ class Resolver:
         except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
             raise PurgeRetriable(f"PostgreSQL unreachable ({type(exc).__name__})") from exc
         except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if exc.connection_invalidated or transient_sqlstate(sqlstate):
+                raise PurgeRetriable(f"PostgreSQL unavailable (SQLSTATE {sqlstate})") from exc
             raise PurgeFailed(f"identity look-up failed ({type(exc.orig).__name__})") from exc
 
     def _without_database(self, kind: RequestKind, identities: dict[str, str]) -> Resolution:

@@ -16,7 +16,7 @@ from app.db import create_engine
 from app.models import RequestKind
 from app.pii import Pii
 from app.purgers.base import PurgeFailed, PurgeRetriable, Subject
-from app.purgers.postgres import PostgresPurger, _transient
+from app.purgers.postgres import PostgresPurger, transient_sqlstate
 from app.services.resolution import Resolver
 from tests.seed import World, make_world, owned_ids, seed_postgres, snapshot_postgres
 
@@ -275,4 +275,4 @@ async def test_an_interrupted_purge_resumes_and_completes(target: Target, pg_ser
     ],
 )
 def test_which_server_states_are_retried(sqlstate: str | None, transient: bool) -> None:
-    assert _transient(sqlstate) is transient
+    assert transient_sqlstate(sqlstate) is transient
