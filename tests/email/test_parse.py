@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-import time
 import unicodedata
-from collections.abc import Callable
 
 import pytest
 
@@ -663,15 +661,6 @@ def test_oversize_reads_only_the_headers() -> None:
     assert big.message_id == "unit-1@lunar-echoes.example"
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _one_mib(kind: str) -> bytes:
     head = "From: mara@lunar-echoes.example\nSubject: Account Deletion Request\nMessage-ID: <p@x>\n"
     if kind == "text":
@@ -693,11 +682,11 @@ def _one_mib(kind: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["text", "html", "attachment"])
-def test_a_one_mib_message_parses_in_well_under_100_ms(kind: str) -> None:
+def test_a_one_mib_message_finds_its_name(kind: str) -> None:
+    # How fast: bench/email_parse.py (speed is measured in benchmarks, not asserted here).
     raw = _one_mib(kind)
     parsed = parse_message(raw, authserv_id=TRUSTED_AUTHSERV_ID)
     assert "lunar-echoes" in parsed.candidates
-    assert _timed(lambda: parse_message(raw, authserv_id=TRUSTED_AUTHSERV_ID)) < 0.1
 
 
 @pytest.mark.parametrize(
@@ -725,10 +714,10 @@ def test_a_one_mib_message_parses_in_well_under_100_ms(kind: str) -> None:
         "short-lines",
     ],
 )
-def test_hostile_one_mib_bodies_parse_fast(content_type: str, body: str) -> None:
+def test_hostile_one_mib_bodies_parse_to_few_candidates(content_type: str, body: str) -> None:
+    # How fast: bench/email_parse.py runs these same bodies beside the stdlib parser.
     head = f"From: a@b.example\nSubject: Account Deletion Request\nContent-Type: {content_type}\n\n"
     raw = to_crlf((head + body).encode())
     assert len(raw) <= MIB
     parsed = parse_message(raw, authserv_id=None)
     assert len(parsed.candidates) <= 50
-    assert _timed(lambda: parse_message(raw, authserv_id=None)) < 0.1
