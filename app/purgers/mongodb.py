@@ -228,9 +228,10 @@ class MongoPurger:
 
         Within a group the filters are disjoint (one field, different values); across
         groups a document can match twice (its connection's id and its Instagram user's
-        id), so the union is counted by inclusion and exclusion over the groups: a
-        document matched by the groups of ``chosen`` is counted (-1)^(|chosen|+1) times
-        per subset of them, once in all. Groups are one or two in the SoundOps map.
+        id), so the union is counted by inclusion and exclusion: add each group's
+        documents, subtract those that two groups select (both equalities at once, still
+        pushed down), add those of three, and so on; a document that any number of groups
+        select is counted once. Groups are one or two in the SoundOps map.
         """
         total = 0
         with mongo_errors():
