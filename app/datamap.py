@@ -9,8 +9,17 @@ collection and bucket name from here; none is written in purger code.
 Vocabulary:
 
 - **Resolution**: what a subject resolves to before anything is purged — a set
-  of ``tenant_ids``, ``account_ids`` (rows of the map's account table) and
-  ``ig_user_ids``. Every store's selection is written in those terms.
+  of ``tenant_ids``, ``account_ids`` (rows of the map's account table, the
+  *connections*), ``ig_user_ids`` (their Instagram accounts), and of those the
+  ``shared_ig_user_ids`` and ``subject_ig_user_ids`` (see :class:`Resolution`).
+  Every store's selection is written in those terms.
+- **Reach** of a ``meta_data`` identity (``Identity.reaches``): ``connections``
+  reaches the account-table rows it matches and everything through their ids;
+  ``instagram_account`` means the identity *is* the Instagram account, so it
+  reaches every connection of it (any tenant's) and data keyed by its id that
+  outlived its connection row. Data keyed only by the Instagram account (a
+  ``{ig_user_id}`` prefix) is kept, and reported retained, while a connection
+  that the request does not reach still has that account.
 - **PostgreSQL tables** have ``owners``: columns that point at the tenant
   table or at another mapped table. A kind starts from a *root* table (the
   tenants for ``account``, the accounts otherwise) and reaches every table
@@ -34,7 +43,12 @@ from app.models import RequestKind
 BUNDLED_MAP = Path(__file__).with_name("soundops_datamap.yaml")
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
-ResolvedSet = Literal["tenant_ids", "account_ids", "ig_user_ids"]
+ResolvedSet = Literal["tenant_ids", "account_ids", "ig_user_ids", "subject_ig_user_ids"]
+Reach = Literal["connections", "instagram_account"]
+SHARED_REASON = (
+    "shared with another SoundOps connection of this Instagram account that the request "
+    "does not reach; it expires under the 30-day retention rule"
+)
 Scalar = str | int | float | bool | None
 
 
@@ -124,6 +138,8 @@ class Bucket(_Strict):
     versioned: bool = False
     kinds: dict[RequestKind, list[str]] = Field(default_factory=dict)
     unrelated: str | None = None
+    # Why an ``{ig_user_id}`` prefix of a shared Instagram account is kept (``expand``).
+    shared: Annotated[str, StringConstraints(min_length=3)] = SHARED_REASON
 
     @model_validator(mode="after")
     def _templates(self) -> Bucket:
@@ -138,20 +154,36 @@ class Bucket(_Strict):
         return self
 
 
-def expand(template: str, resolution: Resolution) -> list[str]:
-    """The prefixes a template stands for, given a resolution."""
+def expand(template: str, resolution: Resolution) -> tuple[list[str], list[str]]:
+    """The prefixes a template stands for, given a resolution: ``(reached, shared)``.
+
+    An ``{ig_user_id}`` prefix is keyed by the Instagram account, not by a connection:
+    for an Instagram account that a connection outside the request still has
+    (``shared_ig_user_ids``) it is not reached but kept (``shared``)."""
     (name,) = _TEMPLATE.findall(template)
-    values: list[str] = getattr(resolution, _SET_OF[name])
-    return [template.replace("{" + name + "}", value) for value in sorted(values)]
+    values: list[str] = sorted(set(getattr(resolution, _SET_OF[name])))
+    shared = set(resolution.shared_ig_user_ids) if name == "ig_user_id" else set()
+    prefixes = {value: template.replace("{" + name + "}", value) for value in values}
+    return (
+        [prefix for value, prefix in prefixes.items() if value not in shared],
+        [prefix for value, prefix in prefixes.items() if value in shared],
+    )
 
 
 class Identity(_Strict):
-    """How a subject identity finds rows: in ``table``, ``column`` equals the value."""
+    """How a subject identity finds rows: in ``table``, ``column`` equals the value.
+
+    ``reaches`` (identities of the account table): whom a request by this identity
+    reaches. ``connections``: the rows it matches, and everything through their ids
+    (never another connection of the same Instagram account). ``instagram_account``:
+    the identity is the Instagram account itself, so also every other connection of
+    it, any tenant's, and data keyed by its id whose connection row is gone."""
 
     table: Ident
     column: Ident
     casefold: bool = False
     type: Literal["text", "uuid"] = "text"
+    reaches: Reach = "connections"
 
 
 class PostgresMap(_Strict):
@@ -173,9 +205,11 @@ class PostgresMap(_Strict):
         for name in (self.tenant_table, self.account_table):
             if name not in self.tables:
                 raise ValueError(f"{name} is not a mapped table")
-        for identity in self.identities.values():
+        for name, identity in self.identities.items():
             if identity.table not in self.tables:
                 raise ValueError(f"identity table {identity.table} is not mapped")
+            if identity.reaches == "instagram_account" and identity.table != self.account_table:
+                raise ValueError(f"identity {name} reaches an Instagram account: not in that table")
         try:
             self.delete_order  # noqa: B018 - validates the owner graph
         except CycleError as exc:
@@ -252,14 +286,24 @@ class Resolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenant_ids: list[str] = Field(default_factory=list)
+    # The connections reached: rows of the account table.
     account_ids: list[str] = Field(default_factory=list)
+    # Their Instagram accounts (and an ig_user_id named by the request).
     ig_user_ids: list[str] = Field(default_factory=list)
+    # Of ig_user_ids, those that a connection outside account_ids still has: what is keyed
+    # only by the Instagram account is kept for them.
+    shared_ig_user_ids: list[str] = Field(default_factory=list)
+    # The Instagram accounts that ARE the subject (an identity that ``reaches`` the
+    # Instagram account): their data is reached by this id wherever it is.
+    subject_ig_user_ids: list[str] = Field(default_factory=list)
     # Where the confirmation goes after an account's deletion (read before it is deleted).
     owner_emails: list[str] = Field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.tenant_ids or self.account_ids or self.ig_user_ids)
+        return not (
+            self.tenant_ids or self.account_ids or self.ig_user_ids or self.subject_ig_user_ids
+        )
 
 
 class DataMapError(ValueError):

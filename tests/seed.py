@@ -4,7 +4,11 @@
   Instagram Login), data in every table, Mongo messages/comments, S3 uploads with
   several versions and delete markers, cached Instagram media, invoices;
 - tenant B ("bravo"): one Instagram account, a little of everything;
-- tenant C ("charlie"): no Instagram at all, shares nothing.
+- tenant C ("charlie"): no Instagram at all, shares nothing;
+- with ``shared_instagram=True``, tenant D ("delta"): another person's connection
+  (Facebook Login, same Page) of alpha's first Instagram account: the same
+  ``ig_user_id``, a different ``facebook_user_id`` and tokens. Its cached media
+  lies under the same ``instagram/{ig_user_id}/`` prefix.
 Snapshots of everything let tests prove that nothing else changed.
 """
 
@@ -96,7 +100,7 @@ def _n() -> int:
     return next(_counter)
 
 
-def make_world(tag: str = "") -> World:
+def make_world(tag: str = "", *, shared_instagram: bool = False) -> World:
     tag = tag or uuid.uuid4().hex[:6]
     alpha = Tenant(uuid.uuid4(), f"alpha-{tag}", f"owner.alpha.{tag}@example.com")
     bravo = Tenant(uuid.uuid4(), f"bravo-{tag}", f"owner.bravo.{tag}@example.com")
@@ -142,7 +146,26 @@ def make_world(tag: str = "") -> World:
             f"EAAG-page-bravo-{tag}",
         ),
     ]
-    return World({"alpha": alpha, "bravo": bravo, "charlie": charlie})
+    world = World({"alpha": alpha, "bravo": bravo, "charlie": charlie})
+    if shared_instagram:
+        shared = alpha.accounts[0]
+        delta = Tenant(uuid.uuid4(), f"delta-{tag}", f"owner.delta.{tag}@example.com")
+        delta.accounts = [
+            Account(
+                uuid.uuid4(),
+                delta.id,
+                "facebook",
+                shared.ig_user_id,
+                shared.ig_username,
+                str(base + 14),
+                shared.facebook_page_id,
+                shared.facebook_page_name,
+                f"EAAG-user-delta-{tag}",
+                f"EAAG-page-delta-{tag}",
+            )
+        ]
+        world.tenants["delta"] = delta
+    return world
 
 
 async def seed_postgres(dsn: str, world: World, scale: int = 3) -> None:
@@ -295,6 +318,32 @@ async def snapshot_postgres(dsn: str) -> dict[str, list[str]]:
         return snap
     finally:
         await conn.close()
+
+
+def mentioning(snapshot: dict[str, Any], needles: list[str]) -> dict[str, Any]:
+    """Of snapshots per store (``{store: {table: rows}}``), the rows, documents and object
+    versions that name one of the needles; only tables with some, only stores with some."""
+    found: dict[str, Any] = {}
+    for store, tables in snapshot.items():
+        hits = {
+            name: [row for row in rows if any(n in str(row) for n in needles)]
+            for name, rows in tables.items()
+        }
+        hits = {name: rows for name, rows in hits.items() if rows}
+        if hits:
+            found[store] = hits
+    return found
+
+
+def without(snapshot: dict[str, Any], needles: list[str]) -> dict[str, Any]:
+    """Of snapshots per store, every row, document and object version that names no needle."""
+    return {
+        store: {
+            name: [row for row in rows if not any(n in str(row) for n in needles)]
+            for name, rows in tables.items()
+        }
+        for store, tables in snapshot.items()
+    }
 
 
 def rows_mentioning(snapshot: dict[str, list[str]], *values: str) -> dict[str, int]:

@@ -19,6 +19,7 @@ from app.datamap import BUNDLED_MAP, DataMapError, load_datamap
 from app.models import RequestKind
 from app.purgers.base import Purger, PurgerName
 from app.purgers.registry import BUILDERS, PURGER_CLASSES
+from app.schemas import MetaDataSubject
 from app.settings import get_settings
 from tests.seed import create_buckets
 
@@ -48,6 +49,27 @@ def test_bundled_map_orders_children_before_parents() -> None:
             assert order.index(name) < order.index(owner.references), (name, owner.references)
     assert pg.reached(RequestKind.meta_data)[-1] == "instagram_accounts"
     assert "tenants" not in pg.reached(RequestKind.instagram_disconnect)
+
+
+def test_the_map_says_whom_each_meta_data_identity_reaches() -> None:
+    """The contract's "Selection by connection", as the resolver reads it from the map:
+    only an identity that IS the Instagram account reaches its other connections."""
+    identities = load_datamap().postgres.identities
+    reaches = {name: identities[name].reaches for name in MetaDataSubject.model_fields}
+    assert reaches == {
+        "facebook_user_id": "connections",
+        "facebook_page_name": "connections",
+        "ig_user_id": "instagram_account",
+        "ig_username": "instagram_account",
+    }
+    assert identities["instagram_account_id"].reaches == "connections"
+    # Mongo reaches documents by Instagram user id only through such identities.
+    for collection in load_datamap().mongodb.collections.values():
+        by_field = {m.field: m.within for m in collection.kinds[RequestKind.meta_data]}
+        assert by_field == {
+            "instagram_account_id": "account_ids",
+            "ig_user_id": "subject_ig_user_ids",
+        }
 
 
 def _raw() -> dict[str, Any]:
@@ -94,6 +116,10 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
                 owners=[{"column": "tenant_id; DROP TABLE x", "references": "tenants"}]
             ),
             "pattern",
+        ),
+        (
+            lambda d: d["postgres"]["identities"]["site_name"].update(reaches="instagram_account"),
+            "reaches an Instagram account",
         ),
     ],
 )

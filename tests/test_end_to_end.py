@@ -42,6 +42,7 @@ from tests.seed import (
     World,
     create_buckets,
     make_world,
+    mentioning,
     owned_ids,
     seed_mongo,
     seed_postgres,
@@ -50,6 +51,7 @@ from tests.seed import (
     snapshot_postgres,
     snapshot_s3,
 )
+from tests.seed import without as _without
 
 FB_SECRET = "facebook-login-app-secret-for-e2e-0123"
 URL = "/v1/deletion-requests"
@@ -119,7 +121,15 @@ class Stack:
 
 
 @pytest.fixture
+def world(request: pytest.FixtureRequest) -> World:
+    """The seeded world; ``parametrize("world", ["shared_instagram"], indirect=True)`` adds
+    tenant delta, with a connection of alpha's first Instagram account (tests/seed.py)."""
+    return make_world(shared_instagram=getattr(request, "param", None) == "shared_instagram")
+
+
+@pytest.fixture
 async def stack(
+    world: World,
     tracking_url: str,
     fresh_pg_database: Any,
     soundops_template_database: str,
@@ -127,7 +137,6 @@ async def stack(
     s3_endpoint_url: str,
     moto_server: Any,
 ) -> AsyncIterator[Stack]:
-    world = make_world()
     database = fresh_pg_database(template=soundops_template_database, prefix="soundops")
     await seed_postgres(database.url, world)
     mongo_name = f"e2e_{uuid.uuid4().hex[:8]}"
@@ -182,17 +191,6 @@ async def stack(
         await mongo_client.drop_database(mongo_name)
         await mongo_client.close()
     assert graph.errors == []
-
-
-def _without(snapshot: dict[str, Any], needles: list[str]) -> dict[str, Any]:
-    """Every row, document and object version that names none of the needles."""
-    out: dict[str, Any] = {}
-    for store, tables in snapshot.items():
-        out[store] = {
-            name: [row for row in rows if not any(n in str(row) for n in needles)]
-            for name, rows in tables.items()
-        }
-    return out
 
 
 def _mentions(snapshot: dict[str, Any], needles: list[str]) -> dict[str, int]:
@@ -365,6 +363,93 @@ async def test_instagram_disconnect_end_to_end(stack: Stack) -> None:
     assert not stack.graph.subscribed("facebook", account.facebook_page_id or "")
     assert not stack.graph.granted("facebook", account.facebook_user_id or "")
     assert after["postgres"]["tenants"] == before["postgres"]["tenants"]
+
+
+SHARED = pytest.mark.parametrize("world", ["shared_instagram"], indirect=True)
+
+
+async def _file(stack: Stack, kind: str, subject: dict[str, str]) -> dict[str, Any]:
+    created = await stack.client.post(
+        URL, json={"kind": kind, "subject": subject}, headers=bearer(mint())
+    )
+    assert created.status_code == 202, created.text
+    data = await stack.wait(created.json()["id"])
+    assert data["status"] == "completed", data
+    assert {t["status"] for t in data["tasks"]} == {"succeeded"}
+    return data
+
+
+def _delta(stack: Stack) -> list[str]:
+    delta = stack.world.tenants["delta"]
+    return [str(delta.id), str(delta.accounts[0].id)]
+
+
+@SHARED
+async def test_a_persons_meta_request_leaves_another_tenants_connection_end_to_end(
+    stack: Stack,
+) -> None:
+    """alpha's and delta's connections of one Instagram account; alpha's person asks."""
+    alpha = stack.world.tenants["alpha"].accounts[0]
+    cache = f"instagram/{alpha.ig_user_id}/"
+    before = await stack.snapshots()
+    assert len(mentioning(before, _delta(stack))["mongodb"]["instagram_messages"]) == 3
+
+    data = await _file(stack, "meta_data", {"facebook_user_id": alpha.facebook_user_id or ""})
+
+    after = await stack.snapshots()
+    assert mentioning(after, _delta(stack)) == mentioning(before, _delta(stack))
+    assert mentioning(after, [cache]) == mentioning(before, [cache])
+    assert mentioning(after, [str(alpha.id)]) == {}
+    tasks = {t["purger"]: t for t in data["tasks"]}
+    assert tasks["mongodb"]["deleted"] == {"instagram_messages": 3, "instagram_comments": 3}
+    assert tasks["s3"]["deleted"] == {CACHE: 0}
+    kept = tasks["s3"]["retained"][CACHE]
+    assert kept["count"] == 3 and "another SoundOps connection" in kept["reason"]
+    # The person says what was kept and why, on the public status page.
+    assert "shared with another SoundOps connection" in await _status_page(stack, data)
+    delta = stack.world.tenants["delta"].accounts[0]
+    assert stack.graph.granted("facebook", delta.facebook_user_id or "")
+    assert stack.graph.subscribed("facebook", delta.facebook_page_id or "")
+
+
+@SHARED
+async def test_a_request_by_the_instagram_account_reaches_every_tenants_connection_end_to_end(
+    stack: Stack,
+) -> None:
+    alpha = stack.world.tenants["alpha"].accounts[0]
+    before = await stack.snapshots()
+
+    data = await _file(stack, "meta_data", {"ig_username": alpha.ig_username})
+
+    after = await stack.snapshots()
+    reached = [str(alpha.id), _delta(stack)[1], alpha.ig_user_id]
+    assert mentioning(after, reached) == {}
+    assert len(mentioning(before, reached)["s3"][CACHE]) == 3
+    tasks = {t["purger"]: t for t in data["tasks"]}
+    assert tasks["mongodb"]["deleted"] == {"instagram_messages": 6, "instagram_comments": 6}
+    assert tasks["s3"]["deleted"] == {CACHE: 3} and tasks["s3"]["retained"] == {}
+    for name in ("alpha", "delta"):  # the tenants themselves stay
+        site = stack.world.tenants[name].site_name
+        assert any(site in row for row in after["postgres"]["tenants"])
+
+
+@SHARED
+async def test_account_deletion_leaves_another_tenants_connection_end_to_end(
+    stack: Stack,
+) -> None:
+    alpha = stack.world.tenants["alpha"]
+    cache = f"instagram/{alpha.accounts[0].ig_user_id}/"
+    before = await stack.snapshots()
+
+    data = await _file(stack, "account", {"site_name": alpha.site_name})
+
+    after = await stack.snapshots()
+    assert mentioning(after, _delta(stack)) == mentioning(before, _delta(stack))
+    assert mentioning(after, [cache]) == mentioning(before, [cache])
+    assert mentioning(after, [str(alpha.id), *(str(a.id) for a in alpha.accounts)]) == {}
+    tasks = {t["purger"]: t for t in data["tasks"]}
+    assert tasks["s3"]["deleted"] == {MEDIA: 8, CACHE: 3}
+    assert tasks["s3"]["retained"][CACHE]["count"] == 3
 
 
 async def test_preview_matches_what_the_request_then_deletes(stack: Stack) -> None:

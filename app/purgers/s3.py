@@ -14,6 +14,11 @@ skips keys on some servers (moto), and a fresh listing is correct on real S3 too
 
 What it keeps, and why:
 
+- an ``{ig_user_id}`` prefix of an Instagram account that a connection outside the
+  request still has (``shared_ig_user_ids``): the cache is keyed by the Instagram
+  account, not by a connection, so deleting it would reach another tenant's
+  connection. It is reported as ``retained`` (versions counted, per bucket) with the
+  bucket's ``shared`` reason, and expires under the bucket's lifecycle rule;
 - everything outside the prefixes. Every prefix must end in ``/`` and every id it
   is built from must be non-empty and free of ``/``, so ``tenants/abc/`` can never
   reach ``tenants/abcdef/`` and an empty id can never widen a prefix to a whole
@@ -54,6 +59,7 @@ from app.purgers.base import (
     PurgeResult,
     PurgeRetriable,
     PurgerName,
+    Retained,
     Subject,
 )
 
@@ -143,15 +149,28 @@ class S3Purger:
 
     async def preview(self, subject: Subject) -> PurgeResult:
         """Versions and delete markers under the subject's prefixes, per bucket."""
-        return PurgeResult(deleted=await self._per_bucket(subject, self._count))
+        deleted = await self._per_bucket(self.prefixes(subject), self._count)
+        return PurgeResult(deleted=deleted, retained=await self._retained(subject))
 
     async def purge(self, subject: Subject) -> PurgeResult:
         """Delete them; returns how many versions and delete markers were removed."""
-        return PurgeResult(deleted=await self._per_bucket(subject, self._purge_prefix))
+        deleted = await self._per_bucket(self.prefixes(subject), self._purge_prefix)
+        return PurgeResult(deleted=deleted, retained=await self._retained(subject))
 
     async def verify(self, subject: Subject) -> dict[str, int]:
         """Versions and delete markers still under the subject's prefixes (0 when done)."""
-        return await self._per_bucket(subject, self._count)
+        return await self._per_bucket(self.prefixes(subject), self._count)
+
+    async def _retained(self, subject: Subject) -> dict[str, Retained]:
+        """Per bucket with shared prefixes: their versions (when there are any), kept with
+        the bucket's reason."""
+        shared = {bucket: p for bucket, p in self.prefixes(subject, shared=True).items() if p}
+        counts = await self._per_bucket(shared, self._count)
+        return {
+            bucket: Retained(count, self._buckets.buckets[bucket].shared)
+            for bucket, count in counts.items()
+            if count
+        }
 
     # --- for readiness and the data-map check -------------------------------------
 
@@ -164,8 +183,11 @@ class S3Purger:
 
     # --- prefixes -------------------------------------------------------------------
 
-    def prefixes(self, subject: Subject) -> dict[str, list[str]]:
-        """Bucket -> prefixes for the subject; every bucket of the subject's kind is a key."""
+    def prefixes(self, subject: Subject, *, shared: bool = False) -> dict[str, list[str]]:
+        """Bucket -> prefixes for the subject; every bucket of the subject's kind is a key.
+
+        ``shared=True``: the prefixes kept instead, because another connection outside the
+        request still has their Instagram account."""
         resolution = subject.resolution
         for ids in (resolution.tenant_ids, resolution.account_ids, resolution.ig_user_ids):
             for value in ids:
@@ -178,7 +200,8 @@ class S3Purger:
                 continue
             candidates: set[str] = set()
             for template in templates:
-                for prefix in expand(template, resolution):
+                reached, kept_shared = expand(template, resolution)
+                for prefix in kept_shared if shared else reached:
                     if not prefix or not prefix.endswith("/") or prefix.strip("/") == "":
                         raise PurgeFailed(
                             f"bucket {bucket}: a prefix template gives an unsafe prefix"
@@ -193,9 +216,8 @@ class S3Purger:
         return result
 
     async def _per_bucket(
-        self, subject: Subject, work: Callable[[str, str], Awaitable[int]]
+        self, plan: dict[str, list[str]], work: Callable[[str, str], Awaitable[int]]
     ) -> dict[str, int]:
-        plan = self.prefixes(subject)
         units = [(bucket, prefix) for bucket, prefixes in plan.items() for prefix in prefixes]
 
         async def bounded(bucket: str, prefix: str) -> int:

@@ -1,5 +1,13 @@
 """Identity resolution: what a subject stands for in the stores, found once before purging.
 
+Selection by connection: a request reaches the ``instagram_accounts`` rows its
+identity matches (the tenant's, for an account deletion), and everything else
+through those rows. Another tenant's connection of the same Instagram account is
+reached only when the identity is the Instagram account itself (the data map's
+``reaches: instagram_account``); the Instagram accounts that a connection outside
+the request still has are resolved as ``shared_ig_user_ids``, so that what is keyed
+only by the Instagram account is kept for them.
+
 Every purger selects by the resolution (tenant ids, account ids, Instagram user
 ids), not by the identities as given: the PostgreSQL purger deletes the rows
 that identities are looked up in, and the other stores must still find their
@@ -14,9 +22,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.datamap import Identity, PostgresMap, Resolution
+from app.datamap import Identity, PostgresMap, Reach, Resolution
 from app.models import RequestKind
 from app.pii import keyed_hash
 from app.purgers.base import PurgeFailed, PurgeRetriable
@@ -65,7 +73,8 @@ class Resolver:
         if kind is RequestKind.account and "tenant_id" in identities:
             return Resolution(tenant_ids=[identities["tenant_id"]])
         if kind is RequestKind.meta_data and "ig_user_id" in identities:
-            return Resolution(ig_user_ids=[identities["ig_user_id"]])
+            named = [identities["ig_user_id"]]
+            return Resolution(ig_user_ids=named, subject_ig_user_ids=named)
         (name,) = identities
         raise PurgeFailed(f"{name} cannot be resolved without the SoundOps database")
 
@@ -78,16 +87,17 @@ class Resolver:
         return column == value
 
     async def _resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution:
+        """Tenants and connections first; then, by the identity's reach, the Instagram accounts.
+
+        Everything else is selected through the connections found here (the data map's
+        ``reaches``): another tenant's connection of the same Instagram account only
+        when the identity is that Instagram account."""
         assert self._engine is not None and self._map is not None
         pg = self._map
         tenants, accounts = pg.tenant_table, pg.account_table
         tenant_key = pg.tables[tenants].key
-        account_key = pg.tables[accounts].key
-        account_cols = (
-            _col(accounts, account_key),
-            _col(accounts, pg.account_tenant_column),
-            _col(accounts, pg.account_ig_user_column),
-        )
+        reach: Reach = "connections"
+        named: set[str] = set()
         async with self._engine.connect() as conn:
             if kind is RequestKind.account:
                 ((name, value),) = identities.items()
@@ -118,23 +128,68 @@ class Resolver:
                 tenant_ids, owner_emails = [], []
             else:
                 ((name, value),) = identities.items()
-                where = self._match(pg.identities[name], value)
+                identity = pg.identities[name]
+                where = self._match(identity, value)
+                reach = identity.reaches
+                if reach == "instagram_account" and identity.column == pg.account_ig_user_column:
+                    # Data about this Instagram user can outlive its connection row.
+                    named.add(value)
                 tenant_ids, owner_emails = [], []
-            accounts_query = sa.select(*account_cols).select_from(sa.table(accounts)).where(where)
-            account_rows: list[Any] = list((await conn.execute(accounts_query)).all())
-        account_ids = sorted({str(row[0]) for row in account_rows})
-        ig_user_ids = {str(row[2]) for row in account_rows}
+            connections = await self._connections(conn, where)
+            subject_ig_user_ids: set[str] = set()
+            if reach == "instagram_account":
+                # The identity is the Instagram account: every connection of it, any tenant's.
+                subject_ig_user_ids = named | {ig for _, _, ig in connections}
+                if subject_ig_user_ids:
+                    ig_column = _col(accounts, pg.account_ig_user_column)
+                    connections = await self._connections(
+                        conn, ig_column.in_(sorted(subject_ig_user_ids))
+                    )
+            account_ids = sorted({account for account, _, _ in connections})
+            ig_user_ids = {ig for _, _, ig in connections} | subject_ig_user_ids
+            shared = await self._shared(conn, sorted(ig_user_ids), account_ids)
         if kind is not RequestKind.account:
-            tenant_ids = sorted({str(row[1]) for row in account_rows})
-        if kind is RequestKind.meta_data and "ig_user_id" in identities:
-            # Data about this Instagram user can outlive its connection row.
-            ig_user_ids.add(identities["ig_user_id"])
+            tenant_ids = sorted({tenant for _, tenant, _ in connections})
         return Resolution(
             tenant_ids=sorted(tenant_ids),
             account_ids=account_ids,
             ig_user_ids=sorted(ig_user_ids),
+            shared_ig_user_ids=shared,
+            subject_ig_user_ids=sorted(subject_ig_user_ids),
             owner_emails=owner_emails,
         )
+
+    async def _connections(
+        self, conn: AsyncConnection, where: sa.ColumnElement[bool]
+    ) -> list[tuple[str, str, str]]:
+        """(account id, tenant id, Instagram user id) of the account rows that match."""
+        assert self._map is not None
+        pg, accounts = self._map, self._map.account_table
+        query = sa.select(
+            _col(accounts, pg.tables[accounts].key),
+            _col(accounts, pg.account_tenant_column),
+            _col(accounts, pg.account_ig_user_column),
+        ).select_from(sa.table(accounts))
+        rows = (await conn.execute(query.where(where))).all()
+        return [(str(row[0]), str(row[1]), str(row[2])) for row in rows]
+
+    async def _shared(
+        self, conn: AsyncConnection, ig_user_ids: list[str], account_ids: list[str]
+    ) -> list[str]:
+        """Of ``ig_user_ids``, those that an account row outside ``account_ids`` still has."""
+        if not ig_user_ids:
+            return []
+        assert self._map is not None
+        pg, accounts = self._map, self._map.account_table
+        ig_column = _col(accounts, pg.account_ig_user_column)
+        key = _col(accounts, pg.tables[accounts].key, sa.Uuid)
+        query = (
+            sa.select(ig_column)
+            .select_from(sa.table(accounts))
+            .where(ig_column.in_(ig_user_ids), key.not_in([uuid.UUID(a) for a in account_ids]))
+            .distinct()
+        )
+        return sorted(str(row[0]) for row in (await conn.execute(query)).all())
 
 
 def digest(resolution: Resolution, key: bytes) -> dict[str, list[str]]:

@@ -261,14 +261,17 @@ async def test_account_deletion_removes_the_tenants_messages_and_comments_only(
 async def test_meta_data_deletion_removes_the_matched_accounts_and_instagram_user_only(
     db: AsyncDatabase[Document], world: World, purger: MongoPurger
 ) -> None:
-    # The shared Instagram user resolved to two accounts, in two tenants.
+    # A request by the shared Instagram user resolved to two accounts, in two tenants.
     person = subject(
         RequestKind.meta_data,
         tenant_ids=[world.band, world.label],
         account_ids=[world.band_main.account_id, world.label_main.account_id],
         ig_user_ids=[world.band_main.ig_user_id],
+        subject_ig_user_ids=[world.band_main.ig_user_id],
     )
     before = await snapshot(db)
+    # Each document matches twice (its account and its Instagram user): counted once.
+    assert (await purger.preview(person)).deleted == {MESSAGES: 7 + 4, COMMENTS: 3 + 4}
 
     result = await purger.purge(person)
 
@@ -287,12 +290,97 @@ async def test_meta_data_deletion_by_instagram_user_alone_reaches_every_tenant(
 ) -> None:
     before = await snapshot(db)
 
+    # Documents whose connection rows are gone: only the Instagram user id finds them.
+    ig = world.band_main.ig_user_id
     result = await purger.purge(
-        subject(RequestKind.meta_data, ig_user_ids=[world.band_main.ig_user_id])
+        subject(RequestKind.meta_data, ig_user_ids=[ig], subject_ig_user_ids=[ig])
     )
 
     assert result.deleted == {MESSAGES: 11, COMMENTS: 7}
     assert_unchanged(except_accounts(before, world.band_main, world.label_main), await snapshot(db))
+
+
+async def test_meta_data_by_a_connection_never_reaches_another_tenants_same_instagram_user(
+    db: AsyncDatabase[Document], world: World, purger: MongoPurger
+) -> None:
+    # A person's Facebook id matched band_main only; label_main (another tenant) has the
+    # same Instagram user: its documents are not the person's.
+    person = subject(
+        RequestKind.meta_data,
+        tenant_ids=[world.band],
+        account_ids=[world.band_main.account_id],
+        ig_user_ids=[world.band_main.ig_user_id],
+        shared_ig_user_ids=[world.band_main.ig_user_id],
+    )
+    before = await snapshot(db)
+
+    result = await purger.purge(person)
+
+    assert result.deleted == {MESSAGES: 7, COMMENTS: 3}
+    after = await snapshot(db)
+    assert of_accounts(after, world.band_main) == {MESSAGES: [], COMMENTS: []}
+    assert counts(of_accounts(after, world.label_main)) == {MESSAGES: 4, COMMENTS: 4}
+    assert_unchanged(except_accounts(before, world.band_main), after)
+    assert await purger.verify(person) == ZERO
+
+
+class FilterRecorder(monitoring.CommandListener):
+    """The filters of every find, count and delete the server receives."""
+
+    def __init__(self) -> None:
+        self.filters: list[Any] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name in ("find", "count"):
+            self.filters.append(command.get("filter", command.get("query")))
+        elif event.command_name == "aggregate":
+            self.filters += [stage["$match"] for stage in command["pipeline"] if "$match" in stage]
+        elif event.command_name == "delete":
+            self.filters += [d["q"] for d in command["deletes"]]
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def _operators(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {k for k in value if k.startswith("$")}
+        for inner in value.values():
+            found |= _operators(inner)
+        return found
+    if isinstance(value, list):
+        return set().union(*map(_operators, value)) if value else set()
+    return set()
+
+
+async def test_selections_are_plain_equality_which_ferretdb_pushes_down(
+    mongodb_url: str, db: AsyncDatabase[Document], world: World
+) -> None:
+    """FerretDB pushes down only equality; $in and $or scan the whole collection in Go."""
+    recorder = FilterRecorder()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_url, event_listeners=[recorder])
+    try:
+        purger = MongoPurger(client, db.name, soundops_mongo_map())
+        ig = world.band_main.ig_user_id
+        person = subject(
+            RequestKind.meta_data,
+            account_ids=[world.band_main.account_id, world.label_main.account_id],
+            ig_user_ids=[ig],
+            subject_ig_user_ids=[ig],
+        )
+        await purger.preview(person)
+        result = await purger.purge(person)
+        await purger.verify(person)
+    finally:
+        await client.close()
+    assert result.deleted == {MESSAGES: 11, COMMENTS: 7}
+    assert recorder.filters
+    # Equality on the selected fields; only _id ranges bound a batch.
+    assert set().union(*map(_operators, recorder.filters)) <= {"$lte"}
 
 
 async def test_instagram_disconnect_removes_only_that_accounts_documents(
@@ -370,8 +458,12 @@ async def test_ids_that_match_nothing_delete_nothing(
     db: AsyncDatabase[Document], world: World, purger: MongoPurger
 ) -> None:
     before = await snapshot(db)
+    ig = _ig_user_id()
     stranger = subject(
-        RequestKind.meta_data, account_ids=[str(uuid.uuid4())], ig_user_ids=[_ig_user_id()]
+        RequestKind.meta_data,
+        account_ids=[str(uuid.uuid4())],
+        ig_user_ids=[ig],
+        subject_ig_user_ids=[ig],
     )
 
     assert (await purger.purge(stranger)).deleted == ZERO

@@ -22,7 +22,7 @@ from aiobotocore.session import get_session
 
 from app.datamap import Bucket, Resolution, S3Map, load_datamap
 from app.models import RequestKind
-from app.purgers.base import PurgeFailed, Purger, PurgeRetriable, Subject
+from app.purgers.base import PurgeFailed, Purger, PurgeResult, PurgeRetriable, Retained, Subject
 from app.purgers.s3 import S3Purger
 from tests.harness.services import MotoServer
 
@@ -200,6 +200,36 @@ async def test_meta_data_deletion_removes_only_the_cache_of_the_given_accounts(
     assert len(under(after[CACHE], f"instagram/{IG_SIBLING}/")) == PER_IG
     assert len(under(after[CACHE], f"instagram/{IG_A[1]}/")) == PER_IG
     assert await purger.verify(meta) == {CACHE: 0}
+
+
+async def test_the_cache_of_an_instagram_account_another_connection_has_is_kept_and_reported(
+    s3: Any, purger: S3Purger
+) -> None:
+    """The cache is keyed by the Instagram account: another tenant's connection still has
+    IG_A[0], so A's account deletion keeps it, says so, and verifies without it."""
+    account = Subject(
+        uuid.uuid4(),
+        RequestKind.account,
+        {},
+        Resolution(tenant_ids=[TENANT_A], ig_user_ids=IG_A, shared_ig_user_ids=[IG_A[0]]),
+    )
+    before = await snapshots(s3)
+    assert await purger.preview(account) == PurgeResult(
+        deleted={MEDIA: PER_TENANT, CACHE: PER_IG},
+        retained={CACHE: Retained(PER_IG, S3_MAP.buckets[CACHE].shared)},
+    )
+
+    result = await purger.purge(account)
+
+    assert result.deleted == {MEDIA: PER_TENANT, CACHE: PER_IG}
+    assert result.retained == {CACHE: Retained(PER_IG, S3_MAP.buckets[CACHE].shared)}
+    assert "another SoundOps connection" in result.retained[CACHE].reason
+    after = await snapshots(s3)
+    assert under(after[CACHE], f"instagram/{IG_A[0]}/") == under(
+        before[CACHE], f"instagram/{IG_A[0]}/"
+    )
+    assert under(after[CACHE], f"instagram/{IG_A[1]}/") == set()
+    assert await purger.verify(account) == {MEDIA: 0, CACHE: 0}
 
 
 @pytest.mark.slow
