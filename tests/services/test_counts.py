@@ -37,7 +37,14 @@ from app.models import DeletionRequest, TaskStatus
 from app.purgers.base import NotConfigured, PurgerName
 from app.purgers.mongodb import MongoPurger
 from app.repository import get_tasks, list_events, update_task
-from app.services.engine import Engine, PurgerSlot, Worker, new_worker_id
+from app.services.engine import (
+    Engine,
+    LeaseLost,
+    PurgerSlot,
+    TaskCounts,
+    Worker,
+    new_worker_id,
+)
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY
@@ -517,3 +524,38 @@ async def test_a_worker_that_lost_its_lease_adds_no_counts_and_stops(
             t for t in await get_tasks(session, uuid.UUID(request_id)) if t.purger == "mongodb"
         ]
     assert mongo_task.status == TaskStatus.running
+
+
+# --- the arithmetic ------------------------------------------------------------------------
+
+
+async def test_a_write_that_failed_is_made_good_by_the_next_and_nothing_counts_twice() -> None:
+    written: list[dict[str, int]] = []
+    failures = iter([OSError("tracking DB blinked"), None, None])
+
+    async def write(total: dict[str, int]) -> None:
+        failure = next(failures)
+        if failure is not None:
+            raise failure
+        written.append(total)
+
+    counts = TaskCounts({"contacts": 7, "tenants": 0}, write)
+    await counts.deleted({"contacts": 5})  # not written: the DB blinked
+    await counts.deleted({"contacts": 5, "users": 0})  # writes both batches
+    await counts.deleted({})  # nothing: no write
+    await counts.deleted({"users": 2})
+    assert written == [{"contacts": 17, "tenants": 0}, {"contacts": 17, "tenants": 0, "users": 2}]
+    # The attempt's result names every table once; reported batches are not added again.
+    assert counts.total({"users": 2, "contacts": 10, "site_pages": 0}) == {
+        "users": 2,
+        "contacts": 17,
+        "site_pages": 0,
+        "tenants": 0,
+    }
+
+    async def lost(total: dict[str, int]) -> None:
+        raise LeaseLost
+
+    fenced = TaskCounts({}, lost)
+    with pytest.raises(LeaseLost):
+        await fenced.deleted({"contacts": 1})
