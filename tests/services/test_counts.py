@@ -373,7 +373,13 @@ async def test_a_killed_workers_counts_survive_the_takeover(
         while not await _lock_waits(seeded.pg_dsn):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.05)
-        waiting = (await client.get(f"{URL}/{request_id}", headers=auth())).json()
+        # MongoDB and S3 do not wait for PostgreSQL: let them finish before the kill.
+        waiting = await wait_for(
+            client,
+            auth,
+            request_id,
+            lambda d: all(task(d, p)["status"] == "succeeded" for p in ("mongodb", "s3")),
+        )
         assert task(waiting, "postgres")["deleted"] == {
             name: count
             for name, count in expected["postgres"].items()
