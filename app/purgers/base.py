@@ -11,11 +11,19 @@ finds nothing. Outcomes are types:
 
 Messages of these exceptions are shown to operators: they never carry
 identifiers of the subject.
+
+Progress: a purger that deletes in batches reports each batch once it is committed,
+``await subject.progress.deleted({table: count})``. The engine adds what is reported to
+the task's counts in the tracking store at once, so an attempt that is cut off (a crash,
+a timeout, a lost lease, an outage) still counts what it deleted, and the next attempt
+adds only what it finds left. ``PurgeResult.deleted`` is what the whole attempt deleted
+(reported or not; each key counts once per attempt).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -35,6 +43,25 @@ class PurgerName(StrEnum):
     meta_graph = "meta_graph"
 
 
+class Progress(Protocol):
+    """Where a purge reports what it has durably deleted, batch by batch."""
+
+    async def deleted(self, counts: Mapping[str, int]) -> None:
+        """``counts`` (per table, collection or bucket) were deleted by a batch that is now
+        committed; report each batch exactly once, and never from ``preview``."""
+        ...
+
+
+class _NoProgress:
+    """Progress nobody records: previews, and purgers run outside the engine."""
+
+    async def deleted(self, counts: Mapping[str, int]) -> None:
+        return None
+
+
+NO_PROGRESS: Progress = _NoProgress()
+
+
 @dataclass(frozen=True)
 class Subject:
     """Whom a request is about. Identities are masked: ``str()`` and logs show ``***``.
@@ -43,6 +70,9 @@ class Subject:
     (tenant ids, account ids, Instagram user ids): purgers select by it, so a
     purger that runs after another has deleted the account rows still finds
     its data.
+
+    ``progress`` is where ``purge`` reports each committed batch (the engine gives every
+    task its own; see :class:`Progress`).
     """
 
     request_id: uuid.UUID
@@ -51,6 +81,7 @@ class Subject:
     resolution: Resolution = field(default_factory=Resolution)
     # Meta told us the person removed the app: its permissions are already gone there.
     revoked_at_meta: bool = False
+    progress: Progress = field(default=NO_PROGRESS, compare=False, repr=False)
 
     def get(self, name: str) -> str | None:
         value = self.identities.get(name)

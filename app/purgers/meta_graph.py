@@ -363,6 +363,8 @@ class MetaGraphPurger:
         return PurgeResult(deleted=_count(calls))
 
     async def purge(self, subject: Subject) -> PurgeResult:
+        # No progress reports: every attempt makes all of its calls again (the tokens stay
+        # until the PostgreSQL step), so only an attempt that ends counts them, once.
         done: dict[str, int] = {}
         for call in await self._plan(subject):
             outcome = self._classify(call, await self._request("DELETE", call))

@@ -52,6 +52,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, AsyncMongoClient
@@ -65,6 +66,8 @@ from pymongo.errors import (
 
 from app.datamap import MongoMap
 from app.purgers.base import (
+    NO_PROGRESS,
+    Progress,
     PurgeFailed,
     PurgeNotApplicable,
     PurgeResult,
@@ -183,7 +186,8 @@ class MongoPurger:
             raise PurgeNotApplicable(
                 f"the data map names no MongoDB collection for {subject.kind} requests"
             )
-        return PurgeResult(deleted=await self._per_collection(filters, self._purge))
+        purge = partial(self._purge, progress=subject.progress)
+        return PurgeResult(deleted=await self._per_collection(filters, purge))
 
     async def verify(self, subject: Subject) -> dict[str, int]:
         return await self._counts(subject)
@@ -244,15 +248,19 @@ class MongoPurger:
                             total += sign * await self._db[name].count_documents(both)
         return total
 
-    async def _purge(self, name: str, groups: list[list[Filter]]) -> int:
+    async def _purge(
+        self, name: str, groups: list[list[Filter]], progress: Progress = NO_PROGRESS
+    ) -> int:
         deleted = 0
         with mongo_errors():
             for group in groups:
                 for one in group:
-                    deleted += await self._purge_batches(name, one)
+                    deleted += await self._purge_batches(name, one, progress)
         return deleted
 
-    async def _purge_batches(self, name: str, selection: Filter) -> int:
+    async def _purge_batches(
+        self, name: str, selection: Filter, progress: Progress = NO_PROGRESS
+    ) -> int:
         collection = self._db[name]
         deleted = 0
         previous: Any = None
@@ -270,6 +278,8 @@ class MongoPurger:
             last = batch[-1]["_id"]
             result = await collection.delete_many({**selection, "_id": {"$lte": last}})
             deleted += result.deleted_count
+            if result.deleted_count:
+                await progress.deleted({name: result.deleted_count})
             if len(batch) < self.batch_size and result.deleted_count >= len(batch):
                 # A short batch was the rest: no need to read again (on FerretDB every read
                 # scans the collection). What arrives meanwhile, verify finds: retried.

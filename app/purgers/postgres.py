@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.datamap import PostgresMap, Table, TableAction
 from app.models import RequestKind
 from app.purgers.base import (
+    NO_PROGRESS,
+    Progress,
     PurgeFailed,
     PurgeResult,
     PurgeRetriable,
@@ -121,8 +123,11 @@ class PostgresPurger:
         batch = sa.select(ctid).select_from(self._table(name)).where(where).limit(self._batch)
         return ctid.in_(batch)
 
-    async def _in_batches(self, make: Callable[[], sa.Executable]) -> int:
-        """Run a bounded statement again until it touches no row; one transaction each."""
+    async def _in_batches(
+        self, make: Callable[[], sa.Executable], progress: Progress = NO_PROGRESS, key: str = ""
+    ) -> int:
+        """Run a bounded statement again until it touches no row; one transaction each,
+        reported to ``progress`` under ``key`` once committed."""
         total = 0
         while True:
             async with self._engine.begin() as conn:
@@ -131,18 +136,30 @@ class PostgresPurger:
             total += count
             if count == 0:
                 return total
+            await progress.deleted({key: count})
 
-    async def _delete(self, name: str, where: Where) -> int:
+    async def _delete(self, name: str, where: Where, progress: Progress = NO_PROGRESS) -> int:
         table = self._table(name)
-        return await self._in_batches(lambda: sa.delete(table).where(self._batch_rows(name, where)))
+        return await self._in_batches(
+            lambda: sa.delete(table).where(self._batch_rows(name, where)), progress, name
+        )
 
-    async def _update(self, name: str, where: Where, values: dict[str, Any]) -> int:
+    async def _update(
+        self,
+        name: str,
+        where: Where,
+        values: dict[str, Any],
+        progress: Progress = NO_PROGRESS,
+        key: str = "",
+    ) -> int:
         table = sa.table(name, *(sa.column(column) for column in values))
         pending = sa.and_(where, self._not_yet(name, values))
         return await self._in_batches(
             lambda: (
                 sa.update(table).where(self._batch_rows(name, pending)).values(self._set(values))
-            )
+            ),
+            progress,
+            key,
         )
 
     # --- the protocol ----------------------------------------------------------------
@@ -190,7 +207,9 @@ class PostgresPurger:
             for name, _, action, owned in self._steps(subject):
                 if action.delete:
                     where = self._where(name, action.where)
-                    deleted[name] = await self._delete(name, sa.and_(owned, where))
+                    deleted[name] = await self._delete(
+                        name, sa.and_(owned, where), subject.progress
+                    )
                     if action.detach_others:
                         nulls = dict.fromkeys(action.detach_others)
                         await self._update(name, sa.and_(owned, sa.not_(where)), nulls)
@@ -206,7 +225,8 @@ class PostgresPurger:
                 for update in action.update:
                     scope = sa.and_(owned, self._where(name, update.where))
                     key = f"{name} (updated)"
-                    deleted[key] = deleted.get(key, 0) + await self._update(name, scope, update.set)
+                    updated = await self._update(name, scope, update.set, subject.progress, key)
+                    deleted[key] = deleted.get(key, 0) + updated
         return PurgeResult(deleted=deleted, retained=retained)
 
     async def verify(self, subject: Subject) -> dict[str, int]:

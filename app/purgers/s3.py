@@ -47,6 +47,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
@@ -55,6 +56,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.datamap import S3Map, expand
 from app.purgers.base import (
+    NO_PROGRESS,
+    Progress,
     PurgeFailed,
     PurgeResult,
     PurgeRetriable,
@@ -154,7 +157,8 @@ class S3Purger:
 
     async def purge(self, subject: Subject) -> PurgeResult:
         """Delete them; returns how many versions and delete markers were removed."""
-        deleted = await self._per_bucket(self.prefixes(subject), self._purge_prefix)
+        purge = partial(self._purge_prefix, progress=subject.progress)
+        deleted = await self._per_bucket(self.prefixes(subject), purge)
         return PurgeResult(deleted=deleted, retained=await self._retained(subject))
 
     async def verify(self, subject: Subject) -> dict[str, int]:
@@ -290,7 +294,9 @@ class S3Purger:
                 break
         return found[:limit]
 
-    async def _purge_prefix(self, bucket: str, prefix: str) -> int:
+    async def _purge_prefix(
+        self, bucket: str, prefix: str, progress: Progress = NO_PROGRESS
+    ) -> int:
         removed = 0
         previous: set[Version] = set()
         while True:
@@ -299,10 +305,12 @@ class S3Purger:
                 return removed
             if previous.intersection(batch):
                 raise PurgeFailed(f"bucket {bucket}: versions reported deleted are still listed")
-            removed += await self._delete_batch(bucket, batch)
+            removed += await self._delete_batch(bucket, batch, progress)
             previous = set(batch)
 
-    async def _delete_batch(self, bucket: str, batch: list[Version]) -> int:
+    async def _delete_batch(
+        self, bucket: str, batch: list[Version], progress: Progress = NO_PROGRESS
+    ) -> int:
         """Delete up to 1,000 versions; retry keys that fail transiently. Returns the count."""
         if not 0 < len(batch) <= DELETE_BATCH:
             raise ValueError(f"a delete batch holds 1 to {DELETE_BATCH} versions")
@@ -325,6 +333,8 @@ class S3Purger:
             # Quiet=True: only errors are reported (moto reports the deleted ones too).
             failed = self._failed_entries(pending, errors)
             removed += len(pending) - len(failed)
+            if len(pending) > len(failed):  # deleted, also when the rest failed
+                await progress.deleted({bucket: len(pending) - len(failed)})
             codes = [str(e.get("Code") or "Unknown") for e in errors]
             permanent = [code for code in codes if code not in TRANSIENT_CODES]
             if permanent:

@@ -12,6 +12,10 @@
   sleeping while holding a claim), up to ``max_attempts``.
 - Every task outcome is written only while the worker still holds the lease
   (a fencing check in the same transaction).
+- A task's ``deleted`` counts add up across attempts: its purger reports every
+  committed batch (:class:`TaskCounts`), which is written under the lease at once,
+  so an attempt that is cut off still counts what it deleted and GET shows the
+  counts moving. A worker that lost its lease adds nothing.
 - A request is ``completed`` only when every task succeeded or was skipped with
   a reason, and every succeeded purger's ``verify`` found nothing left.
 """
@@ -25,9 +29,11 @@ import random
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -102,6 +108,49 @@ class _Run:
     done: dict[str, asyncio.Event] = field(default_factory=dict)
     final: dict[str, str] = field(default_factory=dict)
     lost: bool = False
+
+
+class TaskCounts:
+    """A task's :class:`~app.purgers.base.Progress`: what its purger deleted.
+
+    ``base`` is what earlier attempts recorded; each batch this attempt reports is
+    added to ``attempt`` and the sum is written to the task at once, under the lease.
+    Every write sets the whole total (never "add n"), so a write that failed or was
+    cut off and is made again by the next batch or by the task's outcome cannot count
+    a batch twice. A failed write is logged and made good by the next one; a lost
+    lease stops the purge (:class:`LeaseLost`) and adds nothing.
+    """
+
+    def __init__(
+        self, base: Mapping[str, int], write: Callable[[dict[str, int]], Awaitable[None]]
+    ) -> None:
+        self.base = {key: int(n) for key, n in base.items()}
+        self._write = write
+        self.attempt: Counter[str] = Counter()
+        self._lock = asyncio.Lock()
+
+    async def deleted(self, counts: Mapping[str, int]) -> None:
+        counts = {key: n for key, n in counts.items() if n > 0}
+        if not counts:
+            return
+        async with self._lock:
+            self.attempt.update(counts)
+            try:
+                await self._write(self.total())
+            except LeaseLost:
+                raise
+            except Exception as exc:  # the tracking DB blinked: the next write carries it
+                log.warning("progress_not_recorded", error_type=type(exc).__name__)
+
+    def total(self, result: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Earlier attempts plus this one; ``result`` is what the attempt's purge returned
+        (a purger that reports no batches, such as the Graph step, counts by it)."""
+        result = result or {}
+        keys = dict.fromkeys([*result, *self.base, *self.attempt])
+        return {
+            key: self.base.get(key, 0) + max(self.attempt.get(key, 0), result.get(key, 0))
+            for key in keys
+        }
 
 
 def _error_text(exc: BaseException) -> str:
@@ -384,22 +433,42 @@ class Engine:
             )
             await session.commit()
 
+        counts = TaskCounts(
+            task.deleted or {}, partial(self._write_counts, run.request_id, task.id)
+        )
+        subject = replace(run.subject, progress=counts)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.purger_timeout_seconds):
-                result = await slot.purge(run.subject)
-                remaining = await slot.verify(run.subject)
+                result = await slot.purge(subject)
+                remaining = await slot.verify(subject)
+        except LeaseLost:
+            raise
         except PurgeNotApplicable as exc:
             await self._finish(
-                run, task, TaskStatus.skipped, "task_skipped", error=_error_text(exc)
+                run,
+                task,
+                TaskStatus.skipped,
+                "task_skipped",
+                error=_error_text(exc),
+                deleted=counts.total(),
             )
             return TaskStatus.skipped
         except (PurgeRetriable, TimeoutError) as exc:
             after = exc.after if isinstance(exc, PurgeRetriable) else None
-            return await self._retry_or_fail(run, task, attempt, _error_text(exc), after)
+            return await self._retry_or_fail(
+                run, task, attempt, _error_text(exc), after, deleted=counts.total()
+            )
         except Exception as exc:
             log.warning("purger_failed", purger=name, error_type=type(exc).__name__)
-            await self._finish(run, task, TaskStatus.failed, "task_failed", error=_error_text(exc))
+            await self._finish(
+                run,
+                task,
+                TaskStatus.failed,
+                "task_failed",
+                error=_error_text(exc),
+                deleted=counts.total(),
+            )
             return TaskStatus.failed
 
         elapsed = round(time.monotonic() - started, 3)
@@ -412,14 +481,14 @@ class Engine:
                 attempt,
                 f"verification found data left: {summary}",
                 None,
-                deleted=result.deleted,
+                deleted=counts.total(result.deleted),
             )
         await self._finish(
             run,
             task,
             TaskStatus.succeeded,
             "task_succeeded",
-            deleted=result.deleted,
+            deleted=counts.total(result.deleted),
             retained={
                 k: {"count": r.count, "reason": r.reason} for k, r in result.retained.items()
             },
@@ -463,6 +532,15 @@ class Engine:
     async def _fence(self, session: AsyncSession, request_id: uuid.UUID) -> None:
         if not await repository.holds_lease(session, request_id, self.worker_id, utcnow()):
             raise LeaseLost
+
+    async def _write_counts(
+        self, request_id: uuid.UUID, task_id: uuid.UUID, deleted: dict[str, int]
+    ) -> None:
+        """A task's counts so far (:class:`TaskCounts`), only while holding the lease."""
+        async with self._sessions() as session:
+            await self._fence(session, request_id)
+            await repository.update_task(session, task_id, deleted=deleted)
+            await session.commit()
 
     async def _finish(
         self,
