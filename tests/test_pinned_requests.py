@@ -277,3 +277,21 @@ async def test_a_rest_request_by_a_page_name_of_several_pages_deletes_nothing(
     failed = (await stack.client.get(f"{URL}/{request_id}", headers=writer)).json()
     assert "2 different Pages" in failed["status_reason"] and page not in str(failed)
     assert await stack.snapshots() == before
+
+
+async def test_two_pages_of_one_name_at_the_owners_tenant_need_a_choice(stack: Stack) -> None:
+    """Even the owner's own message does not choose between two different Pages that share
+    a name: an operator must (several_pages), and approve {} is refused."""
+    alpha = stack.world.tenants["alpha"]
+    page = alpha.accounts[0].facebook_page_name
+    assert page is not None
+    await stack.name_page(alpha.accounts[1].id, page.upper())  # another Page (id) of alpha's
+    filed = await stack.mail(alpha.owner_email, page)
+    assert filed["outcome"] == "needs_review"
+    admin = bearer(mint(ADMIN))
+    shown = (await stack.client.get(f"{URL}/{filed['request_id']}", headers=admin)).json()
+    assert shown["review_reason"] == "several_pages"
+    assert len(shown["review"]["candidates"]) == 2
+    refused = await stack.client.post(f"{URL}/{filed['request_id']}/approve", headers=admin)
+    assert refused.status_code == 409 and refused.json()["candidates"] == 2
+    assert stack.smtp.messages == []  # no link to anyone

@@ -115,9 +115,8 @@ class Resolver:
         table = identity.table
         key = _col(table, self._map.tables[table].key, sa.Uuid)
         column = _col(table, identity.column, sa.Text)
-        pages = name == "facebook_page_name" and self._page_id_column is not None
-        page: sa.ColumnElement[Any] = sa.null()
-        if pages and self._page_id_column is not None:
+        page: sa.ColumnElement[Any] = sa.null()  # all rows alike: never ambiguous
+        if name == "facebook_page_name" and self._page_id_column is not None:
             page = _col(table, self._page_id_column, sa.Text)
         wanted = normalise_as(name, value)
         query = sa.select(key, column, page).select_from(sa.table(table))
@@ -127,7 +126,7 @@ class Resolver:
             query = query.where(key.in_(within))
         rows = [r for r in (await conn.execute(query)).all() if normalise_as(name, r[1]) == wanted]
         page_ids = {r[2] for r in rows}
-        if pages and len(page_ids) > 1:
+        if len(page_ids) > 1:
             raise PurgeFailed(
                 f"the {name} names {len(page_ids)} different Pages; file one request per "
                 "Page, by facebook_user_id or ig_user_id"
