@@ -306,6 +306,18 @@ class Resolution(BaseModel):
         )
 
 
+class Selection(BaseModel):
+    """What a confirmation or a reviewer saw: the tenants and ``instagram_accounts`` rows a
+    request may reach (ids). A request carrying one is never widened at run time: its
+    resolution is restricted to these rows (``account``: the tenants; ``meta_data``: the
+    accounts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_ids: list[str] = Field(default_factory=list)
+    account_ids: list[str] = Field(default_factory=list)
+
+
 class DataMapError(ValueError):
     pass
 

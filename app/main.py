@@ -103,7 +103,11 @@ async def build_state(settings: Settings) -> AppState:
     resolver: ResolverLike = (
         StaticResolver()
         if settings.testing_purgers is not None
-        else Resolver(stores.target_engine, datamap.postgres)
+        else Resolver(
+            stores.target_engine,
+            datamap.postgres,
+            page_id_column=datamap.meta_graph.columns.facebook_page_id,
+        )
     )
     request_service = RequestService(settings, sessionmaker, settings.effective_hash_key, directory)
     preview = PreviewService(purgers, resolver)
@@ -120,7 +124,7 @@ async def build_state(settings: Settings) -> AppState:
         preview=preview,
         meta=MetaCallbacks(settings, request_service, directory),
         status_limiter=RateLimiter(settings.status_page_per_minute),
-        email_requests=EmailRequests(settings, sessionmaker, preview),
+        email_requests=EmailRequests(settings, sessionmaker, preview, directory),
         inbound=InboundMail(settings, sessionmaker, directory),
     )
 

@@ -150,6 +150,11 @@ class DeletionRequest(Base):
     review_reason: Mapped[str | None] = mapped_column(sa.String(32))
     # The addresses on file the link was mailed to: personal data, removed like notify_email.
     confirm_recipients: Mapped[list[str] | None] = mapped_column(JSONType)
+    # The selection a confirmation or a reviewer saw ({"tenant_ids", "account_ids"}): the
+    # request never reaches beyond it. What an operator's review shows ({"named",
+    # "candidates"}). Both raw identifiers: cleared when the request is minimised.
+    pinned: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Work queue: when the request next needs a worker, and who holds it until when.
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(255))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -17,11 +19,23 @@ from pydantic import (
 )
 
 from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
+from app.names import normalise, normalise_username
 from app.purgers.base import PurgerName
 from app.services.retention import RetentionStatus, RetentionStore
 
 NumericId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,32}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+def _normalised(function: Callable[[str], str]) -> BeforeValidator:
+    return BeforeValidator(lambda value: function(value) if isinstance(value, str) else value)
+
+
+# Compared (and stored) in the one normalised form: NFKC, case-folded, spaces folded.
+PageName = Annotated[str, _normalised(normalise), StringConstraints(min_length=1, max_length=255)]
+Username = Annotated[
+    str, _normalised(normalise_username), StringConstraints(pattern=r"^[a-z0-9._]{1,30}$")
+]
 
 
 class _Subject(BaseModel):
@@ -56,33 +70,13 @@ class AccountSubject(_ExactlyOne):
 
 
 class MetaDataSubject(_ExactlyOne):
-    """A person or account whose Meta-sourced data is deleted."""
+    """A person or account whose Meta-sourced data is deleted. Names are kept in the one
+    normalised form they are compared in (``app.names``)."""
 
     facebook_user_id: NumericId | None = None
     ig_user_id: NumericId | None = None
-    ig_username: (
-        Annotated[
-            str,
-            StringConstraints(
-                strip_whitespace=True, to_lower=True, pattern=r"^@?[A-Za-z0-9._]{1,30}$"
-            ),
-        ]
-        | None
-    ) = None
-    facebook_page_name: Name | None = None
-
-    @field_validator("ig_username", mode="after")
-    @classmethod
-    def _no_at(cls, value: str | None) -> str | None:
-        return value.removeprefix("@") if value else value
-
-    @field_validator("facebook_page_name", mode="after")
-    @classmethod
-    def _fold(cls, value: str | None) -> str | None:
-        # Compared case-insensitively, surrounding spaces ignored (SoundOps README), as the
-        # resolver compares: lower() on both sides. Not casefold(): it turns "ß" into "ss",
-        # which SQL's lower() never does, so "Straße" would match nothing.
-        return " ".join(value.split()).lower() if value else value
+    ig_username: Username | None = None
+    facebook_page_name: PageName | None = None
 
 
 class InstagramDisconnectSubject(_Subject):
@@ -168,6 +162,29 @@ class TaskOut(BaseModel):
     finished_at: datetime | None
 
 
+class ReviewCandidate(BaseModel):
+    """One tenant (and, for Meta data, one connected account) that what a message named
+    matches."""
+
+    tenant_id: uuid.UUID
+    site_name: str
+    instagram_account_id: uuid.UUID | None = None
+    facebook_page_name: str | None = None
+
+
+class Review(BaseModel):
+    """What an operator's review of a request from e-mail shows: what the message named
+    (identity: value as written) and the candidates it matched. Personal data: kept until
+    the request is minimised."""
+
+    named: dict[str, str] = Field(default_factory=dict)
+    candidates: list[ReviewCandidate] = Field(default_factory=list)
+
+
+class ReviewOut(Review):
+    reason: str | None = Field(description="Why the request needs review (a code).")
+
+
 class DeletionRequestOut(BaseModel):
     id: uuid.UUID
     kind: RequestKind
@@ -183,7 +200,14 @@ class DeletionRequestOut(BaseModel):
         default=None,
         description=(
             "Requests from e-mail: why it needed an operator's review (`sender_not_on_file`, "
-            "`no_match`, `several_tenants`, `dmarc_fail`)."
+            "`no_match`, `several_tenants`, `several_pages`, `dmarc_fail`)."
+        ),
+    )
+    review: ReviewOut | None = Field(
+        default=None,
+        description=(
+            "Only for callers with `deletions:admin`, while the request is `needs_review`: "
+            "what the message named (as written) and the candidates it matched."
         ),
     )
     created_at: datetime
@@ -305,17 +329,22 @@ class InboundEmailOut(BaseModel):
 
 
 class ApproveBody(BaseModel):
-    """Approve a request from e-mail that needs review, optionally correcting its subject."""
+    """Approve a request from e-mail that needs review: the operator's choice of one tenant."""
 
     model_config = ConfigDict(extra="forbid")
 
     subject: dict[str, Any] | None = Field(
         default=None,
         description=(
-            "The subject to carry out instead of the one the e-mail named (for `no_match` or "
-            "`several_tenants`), validated as in a create of the request's kind."
+            "The operator's choice, required when the review is for `several_tenants`, "
+            "`several_pages` or `no_match`: a subject validated as in a create of the "
+            "request's kind that resolves to exactly one tenant (else 409 with the number "
+            "of candidates). For `meta_data` it may add `tenant_id` to choose among the "
+            "tenants the identity matches, or give `tenant_id` alone to keep the named "
+            "identity. The request is then pinned to that tenant and the accounts matched "
+            "in it: it never reaches more when it runs."
         ),
-        examples=[{"site_name": "the-band"}],
+        examples=[{"site_name": "the-band"}, {"tenant_id": "0b7e3c1e-4f7a-4d3e-9a51-2f0d6f1c9a10"}],
     )
 
 

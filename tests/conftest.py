@@ -133,6 +133,12 @@ def fresh_pg_database(pg_server: PostgresServer) -> Iterator[FreshPgDatabase]:
         pg_server.drop_database(name)
 
 
+@pytest.fixture
+def soundops_db(fresh_pg_database: FreshPgDatabase, soundops_template_database: str) -> str:
+    """The URL of a private, empty SoundOps database (schema only) for one test."""
+    return fresh_pg_database(soundops_template_database, prefix="soundops").url
+
+
 # --- MongoDB (FerretDB) ------------------------------------------------------------
 
 

@@ -446,3 +446,43 @@ async def owned_ids(dsn: str, tenant_id: uuid.UUID) -> list[str]:
         return ids
     finally:
         await conn.close()
+
+
+async def add_tenant(dsn: str, site_name: str, owner_email: str) -> uuid.UUID:
+    """One more tenant (no other rows) in the SoundOps database at ``dsn``."""
+    tenant_id = uuid.uuid4()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO tenants (id, site_name, owner_email) VALUES ($1, $2, $3)",
+            tenant_id,
+            site_name,
+            owner_email,
+        )
+    finally:
+        await conn.close()
+    return tenant_id
+
+
+async def add_page(
+    dsn: str, tenant_id: uuid.UUID, page_name: str, *, page_id: str | None = None
+) -> uuid.UUID:
+    """One more connected Instagram account of a tenant, linked to a Facebook Page."""
+    account_id, n = uuid.uuid4(), uuid.uuid4().int % 10**9
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO instagram_accounts (id, tenant_id, login_family, ig_user_id,"
+            " ig_username, facebook_user_id, facebook_page_id, facebook_page_name)"
+            " VALUES ($1, $2, 'facebook', $3, $4, $5, $6, $7)",
+            account_id,
+            tenant_id,
+            str(17841490000000000 + n),
+            f"page.{n}",
+            str(100000090000000 + n),
+            page_id or str(104000090000000 + n),
+            page_name,
+        )
+    finally:
+        await conn.close()
+    return account_id

@@ -18,11 +18,15 @@ from app.settings import get_settings
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY
 from tests.engine_support import new_script
+from tests.seed import add_tenant
 
 
 @pytest.fixture
-def settings_overrides(tmp_path: Path) -> dict[str, Any]:
-    return {"testing_purgers": new_script(tmp_path, default=["ok"]).path}
+def settings_overrides(tmp_path: Path, soundops_db: str) -> dict[str, Any]:
+    return {
+        "testing_purgers": new_script(tmp_path, default=["ok"]).path,
+        "target_postgres_url": soundops_db,  # approving checks what a subject resolves to
+    }
 
 
 @pytest.fixture
@@ -34,6 +38,7 @@ def cli_env(state: AppState) -> Iterator[dict[str, str]]:
         "DELETION_HASH_KEY": HASH_KEY,
         "DELETION_RECEIPT_SIGNING_KEY": RECEIPT_KEY,
         "DELETION_TESTING_PURGERS": str(state.settings.testing_purgers),
+        "DELETION_TARGET_POSTGRES_URL": str(state.settings.target_postgres_url),
     }
     get_settings.cache_clear()
     yield env
@@ -62,8 +67,9 @@ async def file(state: AppState, message_id: str, site: str, reason: str) -> File
 
 
 async def test_approve_and_reject_from_the_command_line(
-    state: AppState, cli_env: dict[str, str]
+    state: AppState, cli_env: dict[str, str], soundops_db: str
 ) -> None:
+    tenant_id = await add_tenant(soundops_db, "cli-real-band", "owner@cli-real-band.example")
     first = await file(state, "<1@x>", "cli-unknown-band", "no_match")
     second = await file(state, "<2@x>", "cli-spam-band", "dmarc_fail")
 
@@ -87,6 +93,7 @@ async def test_approve_and_reject_from_the_command_line(
     assert f"{first.request.id}: pending" in approved.output
     request = await state.deletions.get(first.request.id)
     assert request.status == "pending" and request.subject == {"site_name": "cli-real-band"}
+    assert request.pinned == {"tenant_ids": [str(tenant_id)], "account_ids": []}
     again = await run(cli_env, "requests", "approve", str(first.request.id))
     assert again.exit_code == 1 and "only needs_review" in again.output
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.datamap import Resolution
+from app.datamap import Resolution, Selection
 from app.models import RequestKind
 from app.purgers.base import (
     PurgeFailed,
@@ -149,7 +149,9 @@ def _retained() -> Retained:
 class StaticResolver:
     """Resolves every subject to nothing: scripted purgers do not look at stores."""
 
-    async def resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution:
+    async def resolve(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None = None
+    ) -> Resolution:
         return Resolution()
 
 

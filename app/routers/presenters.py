@@ -4,14 +4,31 @@ from __future__ import annotations
 
 from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, TaskStatus
 from app.purgers.base import PurgerName
-from app.schemas import DeletionRequestOut, RetainedOut, StatusPageOut, StatusPageStore, TaskOut
+from app.schemas import (
+    DeletionRequestOut,
+    RetainedOut,
+    Review,
+    ReviewOut,
+    StatusPageOut,
+    StatusPageStore,
+    TaskOut,
+)
 
 
 def _retained(raw: dict[str, object]) -> dict[str, RetainedOut]:
     return {name: RetainedOut.model_validate(value) for name, value in raw.items()}
 
 
-def request_out(request: DeletionRequest, status_url: str) -> DeletionRequestOut:
+def _review(request: DeletionRequest) -> ReviewOut:
+    shown = Review.model_validate(request.review or {})
+    return ReviewOut(reason=request.review_reason, **shown.model_dump())
+
+
+def request_out(
+    request: DeletionRequest, status_url: str, *, admin: bool = False
+) -> DeletionRequestOut:
+    """``admin``: the caller may see what an e-mail named (``review``, while in review)."""
+    in_review = request.status == RequestStatus.needs_review
     return DeletionRequestOut(
         id=request.id,
         kind=RequestKind(request.kind),
@@ -22,6 +39,7 @@ def request_out(request: DeletionRequest, status_url: str) -> DeletionRequestOut
         status_url=status_url,
         status_reason=request.status_reason,
         review_reason=request.review_reason,
+        review=_review(request) if admin and in_review else None,
         created_at=request.created_at,
         due_at=request.due_at,
         completed_at=request.completed_at,

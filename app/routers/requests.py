@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
+from app.auth import Scope
 from app.deps import Admin, Reader, State, Writer
 from app.errors import Unprocessable
 from app.models import RequestKind, RequestStatus
@@ -172,14 +173,18 @@ async def list_requests(
     "/{request_id}",
     response_model=DeletionRequestOut,
     summary="Read one deletion request",
-    description="The request with its per-store tasks: status, attempts, counts, errors, times.",
+    description=(
+        "The request with its per-store tasks: status, attempts, counts, errors, times. "
+        "A request from e-mail in `needs_review` read with `deletions:admin` also shows "
+        "`review`: what the message named and the candidates it matched."
+    ),
     responses=problems(401, 403, 404, 422),
 )
-async def get_request(
-    state: State, _principal: Reader, request_id: uuid.UUID
-) -> DeletionRequestOut:
+async def get_request(state: State, principal: Reader, request_id: uuid.UUID) -> DeletionRequestOut:
     request = await state.deletions.get(request_id)
-    return request_out(request, state.deletions.status_url(request))
+    return request_out(
+        request, state.deletions.status_url(request), admin=principal.allows(Scope.admin)
+    )
 
 
 @router.post(

@@ -40,14 +40,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics, repository
-from app.errors import Conflict, NotFound, ProblemError, Unprocessable, validation_errors
+from app.datamap import Selection
+from app.errors import (
+    Conflict,
+    NotFound,
+    ProblemError,
+    ServiceUnavailable,
+    Unprocessable,
+    validation_errors,
+)
 from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, utcnow
 from app.pii import keyed_hash
-from app.schemas import CreateDeletionRequest
+from app.schemas import CreateDeletionRequest, Review
 from app.services.identities import hashes as identity_hashes
 from app.services.notify import DeliveryFailed, send_email
 from app.services.plans import plan_for
 from app.services.requests import new_confirmation_code, subject_key
+from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
 
 if TYPE_CHECKING:  # preview imports the engine, which imports this module
@@ -58,7 +67,11 @@ log = structlog.get_logger(__name__)
 REQUESTED_BY = "email"
 EMAIL_KINDS = frozenset({RequestKind.account, RequestKind.meta_data})
 # Why a request filed from e-mail waits for an operator: codes, never personal data.
-REVIEW_REASONS = frozenset({"sender_not_on_file", "no_match", "several_tenants", "dmarc_fail"})
+REVIEW_REASONS = frozenset(
+    {"sender_not_on_file", "no_match", "several_tenants", "several_pages", "dmarc_fail"}
+)
+# Reviews whose approval needs the operator's choice of one tenant (a subject).
+NEEDS_CHOICE = frozenset({"several_tenants", "several_pages", "no_match"})
 EXPIRED_REASON = "confirmation link expired"
 REJECTED_REASON = "rejected by an operator"
 CONFIRM_PATH = "/deletion-confirm/"
@@ -149,6 +162,8 @@ async def file_email_request(
     message_id: str,
     recipients: list[str],
     settings: Settings,
+    pinned: Selection | None = None,
+    review: Review | None = None,
 ) -> FiledEmailRequest:
     """File the request an e-mail asked for, once per Message-ID.
 
@@ -161,6 +176,9 @@ async def file_email_request(
 
     ``recipients``: the address(es) on file the link goes to (required when awaiting
     confirmation). ``review_reason``: one of ``REVIEW_REASONS`` (required for review).
+    ``pinned``: what the link's page shows and the confirmation carries (the tenant the
+    sender is the owner on file of, and its matching accounts). ``review``: what the
+    message named and the candidates, shown to the operator who reviews it.
     Raises ``Unprocessable`` for a subject a REST create would refuse.
     """
     kind = RequestKind(kind)
@@ -207,6 +225,8 @@ async def file_email_request(
             confirm_expires_at=now + settings.email_confirm_ttl if awaiting else None,
             review_reason=review_reason,
             confirm_recipients=list(recipients) or None,
+            pinned=pinned.model_dump() if pinned is not None else None,
+            review=review.model_dump(mode="json") if review is not None else None,
         )
         request.tasks = [
             repository.new_task(step.purger, position, [p.value for p in step.after])
@@ -350,12 +370,14 @@ async def confirmation_view(
     state = _link_state(request, utcnow())
     kind = RequestKind(request.kind)
     identities = {k: str(v) for k, v in request.subject.items()}
+    pinned = Selection.model_validate(request.pinned) if request.pinned else None
     expires_at, code = request.confirm_expires_at, request.confirmation_code
     await session.rollback()  # read only; no transaction held while the stores are counted
     if state != "valid":
         return ConfirmationView(state, kind, expires_at, code)
     try:
-        stores = await preview.preview(kind, identities)
+        # What the confirmation carries: the pinned selection, never more.
+        stores = await preview.preview(kind, identities, pinned)
     except ProblemError as exc:  # a store down, or not countable: say so, keep the button
         log.warning("confirmation_preview_failed", error_type=type(exc).__name__)
         return ConfirmationView(state, kind, expires_at, code, counted=False)
@@ -413,21 +435,60 @@ async def approve(
     operator: str,
     subject: Mapping[str, Any] | None = None,
     settings: Settings,
+    target: TargetDirectory | None = None,
 ) -> DeletionRequest:
-    """needs_review -> pending, optionally with a corrected subject (validated as a REST
-    create of the request's kind would be). 404 unknown, 409 another status, or an open
-    request for the corrected subject exists; 422 an invalid subject."""
+    """needs_review -> pending, pinned to the one tenant (and its accounts) the operator
+    chose or saw; optionally with a corrected subject (validated as a REST create of the
+    request's kind would be; for ``meta_data`` it may add ``tenant_id``, choosing among
+    the tenants the identity matches).
+
+    A request in review because its name matched several tenants or Pages, or nothing,
+    needs ``subject``; any approval must come to exactly one tenant, else 409 saying how
+    many candidates there are. 404 unknown; 409 another status, or an open request for
+    the corrected subject exists; 422 an invalid subject; 503 the SoundOps database is
+    needed to check the choice and cannot be reached."""
     request = await repository.get_request_fresh(session, request_id)
     if request is None:
         await session.rollback()
         raise NotFound("No deletion request with this id.")
     current, kind = request.status, RequestKind(request.kind)
-    now = utcnow()
-    values: dict[str, Any] = {"run_after": now}
+    named = {k: str(v) for k, v in request.subject.items()}
+    shown = Review.model_validate(request.review) if request.review else None
+    reason, new_key = request.review_reason, request.subject_key
+    await session.rollback()  # no transaction held while the SoundOps database is asked
+    if current != RequestStatus.needs_review:
+        raise Conflict(f"A {current} request cannot be approved; only needs_review ones can.")
     identities: dict[str, str] | None = None
-    new_key = request.subject_key
     if subject is not None:
-        identities = validated_subject(kind, subject)
+        identities, candidates = await _chosen(kind, named, subject, target)
+    elif reason in NEEDS_CHOICE:
+        count = len(shown.candidates) if shown is not None else 0
+        raise Conflict(
+            f"This request's name matched {count} candidates ({reason}); approve it with "
+            '{"subject": {...}} naming exactly one tenant.',
+            extra={"candidates": count},
+        )
+    elif shown is not None:
+        candidates = [
+            (str(c.tenant_id), str(c.instagram_account_id) if c.instagram_account_id else None)
+            for c in shown.candidates
+        ]
+    else:  # filed without what the review shows: the named subject as it resolves now
+        _, candidates = await _chosen(kind, named, {}, target)
+    tenants = {tenant for tenant, _ in candidates}
+    if len(tenants) != 1:
+        hint = " (a meta_data subject may add tenant_id)" if kind is RequestKind.meta_data else ""
+        raise Conflict(
+            f"The subject resolves to {len(tenants)} tenants ({len(candidates)} candidates); "
+            f"approve with a subject that resolves to exactly one tenant{hint}.",
+            extra={"candidates": len(candidates)},
+        )
+    pinned = Selection(
+        tenant_ids=sorted(tenants),
+        account_ids=sorted({str(a) for _, a in candidates if a is not None}),
+    )
+    values: dict[str, Any] = {"run_after": utcnow(), "pinned": pinned.model_dump()}
+    if identities is not None:
         new_key = subject_key(settings.effective_hash_key, kind, identities)
         values.update(subject=identities, subject_key=new_key)
     try:
@@ -449,7 +510,7 @@ async def approve(
         ) from exc
     if not changed:
         await session.rollback()
-        raise Conflict(f"A {current} request cannot be approved; only needs_review ones can.")
+        raise Conflict("The request was decided meanwhile; only needs_review ones can be approved.")
     if identities is not None:
         await repository.replace_subject_hashes(
             session, request_id, identity_hashes(settings.effective_hash_key, identities)
@@ -459,7 +520,10 @@ async def approve(
         request_id,
         "approved",
         actor=operator,
-        detail={"subject_replaced": identities is not None},
+        detail={
+            "subject_replaced": identities is not None,
+            "pinned_accounts": len(pinned.account_ids),
+        },
     )
     await session.commit()
     log.info("email_request_approved", request_id=str(request_id))
@@ -467,6 +531,47 @@ async def approve(
     await session.commit()
     assert approved is not None
     return approved
+
+
+async def _chosen(
+    kind: RequestKind,
+    named: dict[str, str],
+    subject: Mapping[str, Any],
+    target: TargetDirectory | None,
+) -> tuple[dict[str, str] | None, list[tuple[str, str | None]]]:
+    """An operator's choice: the corrected identities (None: the named ones stay) and the
+    (tenant, account) candidates it resolves to now, matched as the resolver matches."""
+    given = dict(subject)
+    within: str | None = None
+    if kind is RequestKind.meta_data and "tenant_id" in given:
+        raw = given.pop("tenant_id")
+        try:
+            within = str(uuid.UUID(str(raw)))
+        except ValueError as exc:
+            raise Unprocessable(
+                "The subject's tenant_id is not a UUID.",
+                extra={"errors": [{"loc": ["body", "subject", "tenant_id"], "msg": "not a UUID"}]},
+            ) from exc
+    identities = validated_subject(kind, given) if given else None
+    if target is None:
+        raise ServiceUnavailable(
+            "Approving needs the SoundOps database (DELETION_TARGET_POSTGRES_URL) to check "
+            "what the subject resolves to."
+        )
+    ((name, value),) = (identities or named).items()
+    try:
+        found = await target.tenants_by(name, [value])
+    except TargetUnavailable as exc:
+        raise ServiceUnavailable(
+            "The SoundOps database is unavailable; approve again later.",
+            headers={"Retry-After": "30"},
+        ) from exc
+    candidates = [
+        (str(n.tenant_id), str(n.account_id) if n.account_id else None)
+        for n in found
+        if within is None or str(n.tenant_id) == within
+    ]
+    return identities, candidates
 
 
 async def reject(
@@ -567,10 +672,12 @@ class EmailRequests:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         preview: PreviewService,
+        target: TargetDirectory | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessionmaker
         self._preview = preview
+        self._target = target
 
     async def view(self, token: str) -> ConfirmationView:
         async with self._sessions() as session:
@@ -587,7 +694,12 @@ class EmailRequests:
     ) -> DeletionRequest:
         async with self._sessions() as session:
             return await approve(
-                session, request_id, operator=operator, subject=subject, settings=self._settings
+                session,
+                request_id,
+                operator=operator,
+                subject=subject,
+                settings=self._settings,
+                target=self._target,
             )
 
     async def reject(

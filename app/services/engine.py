@@ -41,7 +41,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics, repository
-from app.datamap import Resolution
+from app.datamap import Resolution, Selection
 from app.models import (
     DeletionRequest,
     DeletionTask,
@@ -79,7 +79,9 @@ PurgerSlot = Purger | NotConfigured
 
 
 class ResolverLike(Protocol):
-    async def resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution: ...
+    async def resolve(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None = None
+    ) -> Resolution: ...
 
 
 def new_worker_id() -> str:
@@ -275,6 +277,7 @@ class Engine:
             kind = RequestKind(request.kind)
             identities = {k: str(v) for k, v in request.subject.items()}
             stored = request.resolution
+            pinned = Selection.model_validate(request.pinned) if request.pinned else None
             revoked_at_meta = (
                 request.source == RequestSource.meta_callback
                 and kind is RequestKind.instagram_disconnect
@@ -284,7 +287,7 @@ class Engine:
         elif all(self._slot(task.purger) is None for task in tasks):
             resolution = Resolution()  # no store configured: every task is skipped anyway
         else:
-            resolution = await self._resolve(request_id, kind, identities)
+            resolution = await self._resolve(request_id, kind, identities, pinned)
         if resolution is None:
             return
         subject = Subject(
@@ -303,11 +306,16 @@ class Engine:
         await self._settle(request_id)
 
     async def _resolve(
-        self, request_id: uuid.UUID, kind: RequestKind, identities: dict[str, str]
+        self,
+        request_id: uuid.UUID,
+        kind: RequestKind,
+        identities: dict[str, str],
+        pinned: Selection | None,
     ) -> Resolution | None:
-        """Resolve the subject once, before any purger runs, and record it."""
+        """Resolve the subject once, before any purger runs, and record it; a pinned
+        request (confirmed or approved from e-mail) never beyond its pin."""
         try:
-            resolution = await self._resolver.resolve(kind, identities)
+            resolution = await self._resolver.resolve(kind, identities, pinned)
         except PurgeRetriable as exc:
             await self._give_back(
                 request_id,
@@ -756,6 +764,8 @@ class Engine:
             "confirm_recipients": None,
             "reason": None,
             "resolution": None,
+            "pinned": None,
+            "review": None,
             "minimised_at": utcnow(),
         }
 

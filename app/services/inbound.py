@@ -31,13 +31,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics, repository
+from app.datamap import Selection
 from app.errors import Conflict, ProblemError, ServiceUnavailable, Unprocessable
 from app.models import DeletionRequest, RequestKind, RequestStatus, utcnow
+from app.names import normalise_as
 from app.pii import keyed_hash
+from app.schemas import Review, ReviewCandidate
 from app.services import email_requests
 from app.services.inbound_parse import MailKind, ParsedMail, parse_message
 from app.services.notify import DeliveryFailed, send_email
-from app.services.target import NamedTenant, TargetDirectory, TargetUnavailable
+from app.services.target import NamedTenant, TargetDirectory, TargetUnavailable, selection_of
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -71,6 +74,10 @@ class Decision:
     subject: dict[str, str]
     recipients: list[str]
     reason: str | None = None
+    # What the confirmation shows and carries (awaiting_confirmation only).
+    pinned: Selection | None = None
+    # What the message named (as written) and what it matched: shown to the reviewer.
+    review: Review | None = None
 
 
 def reply_text(too_large: bool = False) -> str:
@@ -185,6 +192,8 @@ class InboundMail:
                     message_id=mail.message_id,
                     recipients=decision.recipients,
                     settings=settings,
+                    pinned=decision.pinned,
+                    review=decision.review if decision.reason is not None else None,
                 )
             except Conflict:  # the same message, handled concurrently
                 return InboundResult(Outcome.duplicate)
@@ -214,42 +223,33 @@ class InboundMail:
                 "The SoundOps database is unavailable; send the message again later."
             ) from exc
         if decision is not None and mail.dmarc_fail:
-            return Decision(RequestStatus.needs_review, decision.subject, [], "dmarc_fail")
+            return Decision(
+                RequestStatus.needs_review,
+                decision.subject,
+                [],
+                "dmarc_fail",
+                review=decision.review,
+            )
         return decision
 
     async def _decide_account(self, mail: ParsedMail, target: TargetDirectory) -> Decision | None:
-        named = _first_matches(
-            mail.candidates, await target.tenants_by("site_name", list(mail.candidates))
-        )
-        if named:
-            tenants = {n.tenant_id: n for n in named}
-            if len(tenants) > 1:
-                return _review({"site_name": named[0].value}, "several_tenants")
-            return _verified(mail, named[0], {"tenant_id": str(named[0].tenant_id)})
-        if mail.sender is None:
+        found = await target.tenants_by("site_name", list(mail.candidates), normalised=True)
+        written, named = _first_matches("site_name", mail.candidates, found)
+        if not named and mail.sender is not None:
+            written = mail.sender
+            named = await target.tenants_by("owner_email", [mail.sender], normalised=True)
+        if not named:
             return _fallback_review(RequestKind.account, mail)
-        owned = await target.tenants_by("owner_email", [mail.sender])
-        tenants = {n.tenant_id: n for n in owned}
-        if len(tenants) == 1:
-            only = owned[0]
-            return _verified(mail, only, {"tenant_id": str(only.tenant_id)})
-        if len(tenants) > 1:
-            return _review({"owner_email": mail.sender}, "several_tenants")
-        return _fallback_review(RequestKind.account, mail)
+        return _decided(mail, named[0].identity, written, named)
 
     async def _decide_meta(self, mail: ParsedMail, target: TargetDirectory) -> Decision | None:
-        values = [c.removeprefix("@") for c in mail.candidates]
         found: list[NamedTenant] = []
         for identity in ("ig_username", "facebook_page_name"):
-            found += await target.tenants_by(identity, values)
-        named = _first_matches(tuple(values), found)
+            found += await target.tenants_by(identity, list(mail.candidates), normalised=True)
+        written, named = _first_matches(None, mail.candidates, found)
         if not named:
             return _fallback_review(RequestKind.meta_data, mail)
-        subject = {named[0].identity: named[0].value}
-        tenants = {n.tenant_id: n for n in named}
-        if len(tenants) > 1:
-            return _review(subject, "several_tenants")
-        return _verified(mail, named[0], subject)
+        return _decided(mail, named[0].identity, written, named)
 
     # --- mail -------------------------------------------------------------------------
 
@@ -315,24 +315,67 @@ class InboundMail:
         return True
 
 
-def _first_matches(candidates: Sequence[str], found: list[NamedTenant]) -> list[NamedTenant]:
-    """The matches of the best candidate that matched anything (candidates are best first)."""
+def _first_matches(
+    identity: str | None, candidates: Sequence[str], found: list[NamedTenant]
+) -> tuple[str, list[NamedTenant]]:
+    """The best candidate (as written) that matched anything, and its matches (candidates
+    are best first; both compared after the one normalisation). ``identity``: only
+    matches of that identity (None: any)."""
     for candidate in candidates:
-        folded = candidate.casefold()
-        matches = [n for n in found if n.value.casefold() == folded]
+        matches = [
+            n
+            for n in found
+            if (identity is None or n.identity == identity)
+            and normalise_as(n.identity, n.value) == normalise_as(n.identity, candidate)
+        ]
         if matches:
-            return matches
-    return []
+            # One identity per request: the first that matched (usernames before Pages).
+            first = matches[0].identity
+            return candidate, [n for n in matches if n.identity == first]
+    return "", []
 
 
-def _verified(mail: ParsedMail, tenant: NamedTenant, subject: dict[str, str]) -> Decision:
-    if mail.sender is not None and mail.sender.casefold() == tenant.owner_email.casefold():
-        return Decision(RequestStatus.awaiting_confirmation, subject, [tenant.owner_email])
-    return _review(subject, "sender_not_on_file")
+def _decided(mail: ParsedMail, identity: str, written: str, named: list[NamedTenant]) -> Decision:
+    """What the matches of the best candidate decide.
+
+    A sender who is the owner on file of exactly one matching tenant: a link to that
+    address, pinned to that tenant and its matching accounts. Otherwise several tenants
+    (or, within one, several Pages of that name) need an operator's choice; one tenant
+    whose owner is not the sender needs review too.
+    """
+    review = Review(
+        named={identity: written},
+        candidates=[ReviewCandidate.model_validate(n.candidate()) for n in named],
+    )
+    sender = mail.sender.casefold() if mail.sender is not None else None
+    owned = [n for n in named if n.owner_email and n.owner_email.casefold() == sender]
+    chosen = owned if len({n.tenant_id for n in owned}) == 1 else named
+    tenant = chosen[0]
+    several = len({n.tenant_id for n in chosen}) > 1
+    if identity not in ("site_name", "owner_email"):
+        subject = {identity: tenant.value}
+    elif several:
+        subject = {identity: written}  # the site name or the sender's address
+    else:
+        subject = {"tenant_id": str(tenant.tenant_id)}
+    if several:
+        return _review(subject, "several_tenants", review)
+    if identity == "facebook_page_name" and len({n.facebook_page_id for n in chosen}) > 1:
+        return _review(subject, "several_pages", review)
+    if chosen is not owned:
+        return _review(subject, "sender_not_on_file", review)
+    assert tenant.owner_email is not None
+    return Decision(
+        RequestStatus.awaiting_confirmation,
+        subject,
+        [tenant.owner_email],
+        pinned=selection_of(chosen),
+        review=review,
+    )
 
 
-def _review(subject: dict[str, str], reason: str) -> Decision:
-    return Decision(RequestStatus.needs_review, subject, [], reason)
+def _review(subject: dict[str, str], reason: str, review: Review | None = None) -> Decision:
+    return Decision(RequestStatus.needs_review, subject, [], reason, review=review)
 
 
 def _fallback_review(kind: RequestKind, mail: ParsedMail) -> Decision | None:
@@ -355,5 +398,6 @@ def _fallback_review(kind: RequestKind, mail: ParsedMail) -> Decision | None:
             email_requests.validated_subject(kind, subject)
         except Unprocessable:
             continue
-        return _review(subject, "no_match")
+        ((identity, written),) = subject.items()
+        return _review(subject, "no_match", Review(named={identity: written}))
     return None

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.datamap import Resolution
+from app.datamap import Resolution, Selection
 from app.errors import ServiceUnavailable, Unprocessable
 from app.models import RequestKind
 from app.pii import Pii
@@ -35,7 +35,9 @@ class PreviewService:
         self._purgers = purgers
         self._resolver = resolver
 
-    async def preview(self, kind: RequestKind, identities: dict[str, str]) -> list[PreviewItem]:
+    async def preview(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None = None
+    ) -> list[PreviewItem]:
         configured = [
             step
             for step in plan_for(kind)
@@ -44,7 +46,9 @@ class PreviewService:
         try:
             # Nothing configured: nothing to look up, every store is skipped.
             resolution = (
-                await self._resolver.resolve(kind, identities) if configured else Resolution()
+                await self._resolver.resolve(kind, identities, pinned)
+                if configured
+                else Resolution()
             )
             subject = Subject(
                 uuid.uuid4(), kind, {k: Pii(v) for k, v in identities.items()}, resolution

@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.datamap import Identity, PostgresMap, Reach, Resolution
+from app.datamap import Identity, PostgresMap, Reach, Resolution, Selection
 from app.models import RequestKind
+from app.names import normalise_as, prefilter
 from app.pii import keyed_hash
 from app.purgers.base import PurgeFailed, PurgeRetriable
 from app.purgers.postgres import transient_sqlstate
@@ -35,26 +36,38 @@ def _col(table: str, column: str, type_: Any = None) -> sa.ColumnClause[Any]:
     return sa.literal_column(f'"{table}"."{column}"', type_)
 
 
-def _normalise_sql(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """lower(), trimmed, inner whitespace folded: how identities are compared by name."""
-    folded = sa.func.regexp_replace(sa.func.btrim(column), r"\s+", " ", "g")
-    return sa.func.lower(folded)
-
-
-def _normalise(value: str) -> str:
-    return " ".join(value.split()).lower()
-
-
 class Resolver:
-    def __init__(self, engine: AsyncEngine | None, tables: PostgresMap | None) -> None:
+    """``page_id_column``: the account table's Page id column (the data map's
+    ``meta_graph.columns.facebook_page_id``): a ``facebook_page_name`` matching accounts
+    of more than one Page is ambiguous and resolves to nothing (the request fails)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine | None,
+        tables: PostgresMap | None,
+        *,
+        page_id_column: str | None = None,
+    ) -> None:
         self._engine = engine
         self._map = tables
+        self._page_id_column = page_id_column
 
-    async def resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution:
+    async def resolve(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None = None
+    ) -> Resolution:
+        """What the subject stands for now; with ``pinned`` (a confirmed or approved
+        request), never more than those tenants (``account``) or accounts (``meta_data``)."""
         if self._engine is None or self._map is None:
-            return self._without_database(kind, identities)
+            resolution = self._without_database(kind, identities)
+        else:
+            resolution = await self._resolve_or_raise(kind, identities, pinned)
+        return resolution if pinned is None else restricted(kind, resolution, pinned)
+
+    async def _resolve_or_raise(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None
+    ) -> Resolution:
         try:
-            return await self._resolve(kind, identities)
+            return await self._resolve(kind, identities, pinned)
         except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
             raise PurgeRetriable(f"PostgreSQL unreachable ({type(exc).__name__})") from exc
         except DBAPIError as exc:
@@ -78,20 +91,66 @@ class Resolver:
         (name,) = identities
         raise PurgeFailed(f"{name} cannot be resolved without the SoundOps database")
 
-    def _match(self, identity: Identity, value: str) -> sa.ColumnElement[bool]:
-        column = _col(identity.table, identity.column)
+    async def _match(
+        self, conn: AsyncConnection, name: str, value: str, pinned: Selection | None
+    ) -> sa.ColumnElement[bool]:
+        """Rows of the identity's table that ``name = value`` selects; with ``pinned``, only
+        the pinned ones of them (the tenants of the tenant table, the accounts of the
+        account table)."""
+        assert self._map is not None
+        identity = self._map.identities[name]
+        key = _col(identity.table, self._map.tables[identity.table].key, sa.Uuid)
         if identity.type == "uuid":
-            return _col(identity.table, identity.column, sa.Uuid) == uuid.UUID(value)
-        if identity.casefold:
-            return _normalise_sql(column) == _normalise(value)
-        return column == value
+            match = _col(identity.table, identity.column, sa.Uuid) == uuid.UUID(value)
+        elif identity.casefold:
+            match = key.in_(await self._keys_by_name(conn, name, identity, value, pinned))
+        else:
+            match = _col(identity.table, identity.column) == value
+        within = _pinned_keys(self._map, identity.table, pinned)
+        return match if within is None else sa.and_(match, key.in_(within))
 
-    async def _resolve(self, kind: RequestKind, identities: dict[str, str]) -> Resolution:
+    async def _keys_by_name(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        identity: Identity,
+        value: str,
+        pinned: Selection | None,
+    ) -> list[uuid.UUID]:
+        """Keys of the rows whose value is ``value`` after the one normalisation (a SQL
+        pre-filter, then the exact comparison here). A Page name of accounts of more than
+        one Page (after pinning) is ambiguous: ``PurgeFailed``."""
+        assert self._map is not None
+        table = identity.table
+        key = _col(table, self._map.tables[table].key, sa.Uuid)
+        column = _col(table, identity.column, sa.Text)
+        page: sa.ColumnElement[Any] = sa.null()  # all rows alike: never ambiguous
+        if name == "facebook_page_name" and self._page_id_column is not None:
+            page = _col(table, self._page_id_column, sa.Text)
+        wanted = normalise_as(name, value)
+        query = sa.select(key, column, page).select_from(sa.table(table))
+        query = query.where(prefilter(name, column, {wanted}))
+        within = _pinned_keys(self._map, table, pinned)
+        if within is not None:
+            query = query.where(key.in_(within))
+        rows = [r for r in (await conn.execute(query)).all() if normalise_as(name, r[1]) == wanted]
+        page_ids = {r[2] for r in rows}
+        if len(page_ids) > 1:
+            raise PurgeFailed(
+                f"the {name} names {len(page_ids)} different Pages; file one request per "
+                "Page, by facebook_user_id or ig_user_id"
+            )
+        return [r[0] for r in rows]
+
+    async def _resolve(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None
+    ) -> Resolution:
         """Tenants and connections first; then, by the identity's reach, the Instagram accounts.
 
         Everything else is selected through the connections found here (the data map's
         ``reaches``): another tenant's connection of the same Instagram account only
-        when the identity is that Instagram account."""
+        when the identity is that Instagram account, and, for a pinned request, only
+        within its pin."""
         assert self._engine is not None and self._map is not None
         pg = self._map
         tenants, accounts = pg.tenant_table, pg.account_table
@@ -105,7 +164,7 @@ class Resolver:
                 query = sa.select(_col(tenants, tenant_key), _col(tenants, email))
                 query = query.select_from(sa.table(tenants))
                 rows = (
-                    await conn.execute(query.where(self._match(pg.identities[name], value)))
+                    await conn.execute(query.where(await self._match(conn, name, value, pinned)))
                 ).all()
                 owner_emails = sorted({str(row[1]) for row in rows if row[1]})
                 if len(rows) > 1:
@@ -118,8 +177,8 @@ class Resolver:
                     accounts, pg.account_tenant_column, sa.Uuid
                 ).in_([uuid.UUID(t) for t in tenant_ids])
             elif kind is RequestKind.instagram_disconnect:
-                account = self._match(
-                    pg.identities["instagram_account_id"], identities["instagram_account_id"]
+                account = await self._match(
+                    conn, "instagram_account_id", identities["instagram_account_id"], pinned
                 )
                 tenant = _col(accounts, pg.account_tenant_column, sa.Uuid) == uuid.UUID(
                     identities["tenant_id"]
@@ -129,7 +188,7 @@ class Resolver:
             else:
                 ((name, value),) = identities.items()
                 identity = pg.identities[name]
-                where = self._match(identity, value)
+                where = await self._match(conn, name, value, pinned)
                 reach = identity.reaches
                 if reach == "instagram_account" and identity.column == pg.account_ig_user_column:
                     # Data about this Instagram user can outlive its connection row.
@@ -142,12 +201,18 @@ class Resolver:
                 subject_ig_user_ids = named | {ig for _, _, ig in connections}
                 if subject_ig_user_ids:
                     ig_column = _col(accounts, pg.account_ig_user_column)
-                    connections = await self._connections(
-                        conn, ig_column.in_(sorted(subject_ig_user_ids))
-                    )
+                    widened: sa.ColumnElement[bool] = ig_column.in_(sorted(subject_ig_user_ids))
+                    within = _pinned_keys(pg, accounts, pinned)
+                    if within is not None:
+                        key = _col(accounts, pg.tables[accounts].key, sa.Uuid)
+                        widened = sa.and_(widened, key.in_(within))
+                    connections = await self._connections(conn, widened)
             account_ids = sorted({account for account, _, _ in connections})
             ig_user_ids = {ig for _, _, ig in connections} | subject_ig_user_ids
             shared = await self._shared(conn, sorted(ig_user_ids), account_ids)
+        # An Instagram account that a connection outside the request still has (one that a
+        # pin leaves out) is never reached by its own id: that would reach those connections.
+        subject_ig_user_ids -= set(shared)
         if kind is not RequestKind.account:
             tenant_ids = sorted({tenant for _, tenant, _ in connections})
         return Resolution(
@@ -190,6 +255,30 @@ class Resolver:
             .distinct()
         )
         return sorted(str(row[0]) for row in (await conn.execute(query)).all())
+
+
+def _pinned_keys(
+    tables: PostgresMap, table: str, pinned: Selection | None
+) -> list[uuid.UUID] | None:
+    """The keys of ``table`` a pinned request may reach (None: not restricted)."""
+    if pinned is None:
+        return None
+    if table == tables.tenant_table:
+        return [uuid.UUID(t) for t in pinned.tenant_ids]
+    if table == tables.account_table:
+        return [uuid.UUID(a) for a in pinned.account_ids]
+    return None
+
+
+def restricted(kind: RequestKind, resolution: Resolution, pinned: Selection) -> Resolution:
+    """The last word of a pinned request: no tenant outside the pin and, for ``meta_data``,
+    no account outside it (an ``account`` request reaches every account of its tenant)."""
+    update: dict[str, list[str]] = {
+        "tenant_ids": [t for t in resolution.tenant_ids if t in pinned.tenant_ids]
+    }
+    if kind is not RequestKind.account:
+        update["account_ids"] = [a for a in resolution.account_ids if a in pinned.account_ids]
+    return resolution.model_copy(update=update)
 
 
 def digest(resolution: Resolution, key: bytes) -> dict[str, list[str]]:

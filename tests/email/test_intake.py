@@ -164,6 +164,10 @@ async def _check_case(intake: Intake, case: CorpusCase, way: str) -> list[str]:
             for address in expected.get("reply_to") or []:
                 if address in recipients:
                     problems.append(f"{case.name}: mailed to Reply-To")
+            # Pinned to the one matching tenant the sender owns, never to another.
+            owned = [str(t.id) for t in intake.world.owned_by(expected["sender"])]
+            if not request.pinned or request.pinned["tenant_ids"] != owned:
+                problems.append(f"{case.name}: pinned to {request.pinned}, expected {owned}")
         elif new_mail:
             problems.append(f"{case.name}: mail sent for a request in review")
         # Keep the world fresh for the next message: no open request stays behind.

@@ -18,6 +18,7 @@ from app.models import DeletionRequest, utcnow
 from app.services.email_requests import FiledEmailRequest, file_email_request
 from app.state import AppState
 from tests.engine_support import Script, new_script
+from tests.seed import add_tenant
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/deletion-requests"
@@ -31,8 +32,9 @@ def script(tmp_path: Path) -> Script:
 
 
 @pytest.fixture
-def settings_overrides(script: Script) -> dict[str, Any]:
-    return {"testing_purgers": script.path}
+def settings_overrides(script: Script, soundops_db: str) -> dict[str, Any]:
+    # Approving checks what a subject resolves to in the SoundOps database.
+    return {"testing_purgers": script.path, "target_postgres_url": soundops_db}
 
 
 async def file(
@@ -159,8 +161,10 @@ async def test_approve_and_reject_need_the_admin_scope(
 
 
 async def test_approve_runs_a_reviewed_request_and_reject_stops_one(
-    client: httpx.AsyncClient, auth: Auth, state: AppState
+    client: httpx.AsyncClient, auth: Auth, state: AppState, soundops_db: str
 ) -> None:
+    for site in (SITE, "corrected-band"):
+        await add_tenant(soundops_db, site, OWNER)
     first = await file(state, message_id="<1@x>", review_reason="sender_not_on_file")
     second = await file(state, message_id="<2@x>", site="other-band", review_reason="no_match")
     approved = await client.post(

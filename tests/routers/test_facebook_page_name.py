@@ -1,5 +1,6 @@
-"""`facebook_page_name` as a REST `meta_data` subject: matched case-insensitively, spaces
-ignored, against the real SoundOps database, and carried out on that account only."""
+"""`facebook_page_name` as a REST `meta_data` subject: matched after the one normalisation
+(NFKC, case-folded, spaces folded) against the real SoundOps database, and carried out on
+that account only."""
 
 from __future__ import annotations
 
@@ -110,8 +111,8 @@ async def test_page_name_resolves_to_that_account_only(
 
 
 async def test_page_name_with_a_sharp_s_is_found(stack: Stack, auth: Auth) -> None:
-    """Python's casefold() turns "ß" into "ss", SQL's lower() keeps it: intake normalises as
-    the database compares, or such a Page would never be found."""
+    """The one normalisation case-folds ("ß" and "ẞ" are "ss"), which SQL's lower() does not:
+    the database only pre-filters, and the comparison is made in Python."""
     tenant = stack.world.tenants["charlie"]
     conn = await asyncpg.connect(stack.dsn)
     try:

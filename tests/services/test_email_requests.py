@@ -28,6 +28,7 @@ from app.state import AppState
 from tests.app_fixtures import HASH_KEY, PUBLIC_BASE_URL
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.receivers import SmtpSink, free_port
+from tests.seed import add_page, add_tenant
 from tests.services.test_evidence import dump_tracking_db, until_minimised
 
 Auth = Callable[..., dict[str, str]]
@@ -48,8 +49,13 @@ def script(tmp_path: Path) -> Script:
 
 
 @pytest.fixture
-def settings_overrides(script: Script, smtp: SmtpSink) -> dict[str, Any]:
-    return {"testing_purgers": script.path, "smtp_url": smtp.url, "worker_poll_seconds": 0.05}
+def settings_overrides(script: Script, smtp: SmtpSink, soundops_db: str) -> dict[str, Any]:
+    return {
+        "testing_purgers": script.path,
+        "smtp_url": smtp.url,
+        "worker_poll_seconds": 0.05,
+        "target_postgres_url": soundops_db,  # approving checks what a subject resolves to
+    }
 
 
 def metric(name: str) -> float:
@@ -391,12 +397,16 @@ async def test_the_worker_never_claims_unconfirmed_or_unreviewed_requests(
 # --- review -------------------------------------------------------------------------
 
 
-async def test_approve_moves_a_reviewed_request_to_pending_once(state: AppState) -> None:
+async def test_approve_moves_a_reviewed_request_to_pending_once(
+    state: AppState, soundops_db: str
+) -> None:
+    tenant_id = await add_tenant(soundops_db, SITE, OWNER)
     filed = await file(state, status="needs_review", review_reason="sender_not_on_file")
     assert filed.token is None
     approved = await state.email_requests.approve(filed.request.id, operator="op")
     assert approved.status == "pending" and approved.run_after is not None
     assert approved.review_reason == "sender_not_on_file"
+    assert approved.pinned == {"tenant_ids": [str(tenant_id)], "account_ids": []}
     with pytest.raises(Conflict, match="only needs_review"):
         await state.email_requests.approve(filed.request.id, operator="op")
     with pytest.raises(NotFound):
@@ -409,7 +419,9 @@ async def test_approve_moves_a_reviewed_request_to_pending_once(state: AppState)
     assert statuses == {str(filed.request.id): "completed"}
 
 
-async def test_approve_with_a_corrected_subject(state: AppState) -> None:
+async def test_approve_with_a_corrected_subject(state: AppState, soundops_db: str) -> None:
+    tenant_id = await add_tenant(soundops_db, "lunar-echoes", "mara@lunar-echoes.example")
+    account_id = await add_page(soundops_db, tenant_id, "Lunar Échoes")
     filed = await file(
         state,
         kind="meta_data",
@@ -427,6 +439,7 @@ async def test_approve_with_a_corrected_subject(state: AppState) -> None:
     )
     assert approved.status == "pending"
     assert approved.subject == {"facebook_page_name": "lunar échoes"}
+    assert approved.pinned == {"tenant_ids": [str(tenant_id)], "account_ids": [str(account_id)]}
     key = state.settings.effective_hash_key
     page, _ = await state.deletions.list(
         repository.RequestFilter(subject_hash=lookup_hash(key, "facebook_page_name=lunar échoes")),
@@ -442,7 +455,10 @@ async def test_approve_with_a_corrected_subject(state: AppState) -> None:
     assert old == []
 
 
-async def test_approve_to_a_subject_with_an_open_request_is_a_conflict(state: AppState) -> None:
+async def test_approve_to_a_subject_with_an_open_request_is_a_conflict(
+    state: AppState, soundops_db: str
+) -> None:
+    await add_tenant(soundops_db, "taken-band", OWNER)
     open_one = await file(state, message_id="<open@x>", subject={"site_name": "taken-band"})
     filed = await file(
         state,
