@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.datamap import DataMap, load_datamap
+from app.datamap import DataMap, Selection, load_datamap
 from app.db import create_engine
 from app.models import RequestKind
 from app.pii import Pii
@@ -98,8 +98,11 @@ class Shared:
             "s3": await snapshot_s3(self.s3),
         }
 
-    async def resolve(self, kind: RequestKind, **identities: str) -> Subject:
-        resolution = await Resolver(self.engine, DATAMAP.postgres).resolve(kind, identities)
+    async def resolve(
+        self, kind: RequestKind, pinned: Selection | None = None, **identities: str
+    ) -> Subject:
+        resolver = Resolver(self.engine, DATAMAP.postgres)
+        resolution = await resolver.resolve(kind, identities, pinned)
         return Subject(uuid.uuid4(), kind, {k: Pii(v) for k, v in identities.items()}, resolution)
 
     def purgers(self) -> dict[str, Any]:
@@ -314,3 +317,27 @@ async def test_a_disconnect_never_reaches_another_tenants_connection_of_the_same
     assert mentioning(after, shared.delta_ids()) == mentioning(before, shared.delta_ids())
     assert former_documents(after) == former_documents(before)
     assert after["s3"] == before["s3"]
+
+
+async def test_a_pinned_request_by_the_instagram_account_stays_within_its_pin(
+    shared: Shared,
+) -> None:
+    """An e-mailed request by ig_username, confirmed for alpha's connection only: the
+    Instagram account's other connection (delta's) and the documents keyed only by the
+    Instagram user id are outside the pin, so neither is reached, by any id."""
+    alpha = shared.alpha
+    before = await shared.snapshots()
+    pin = Selection(tenant_ids=[str(shared.world.tenants["alpha"].id)], account_ids=[str(alpha.id)])
+
+    subject = await shared.resolve(RequestKind.meta_data, pin, ig_username=alpha.ig_username)
+    results = await shared.run(subject)
+
+    after = await shared.snapshots()
+    assert subject.resolution.account_ids == [str(alpha.id)]
+    assert subject.resolution.subject_ig_user_ids == []
+    assert subject.resolution.shared_ig_user_ids == [alpha.ig_user_id]
+    assert mentioning(after, shared.delta_ids()) == mentioning(before, shared.delta_ids())
+    assert former_documents(after) == former_documents(before)
+    assert cache_of(after, alpha.ig_user_id) == cache_of(before, alpha.ig_user_id)
+    assert mentioning(after, [str(alpha.id)]) == {}
+    assert results["mongodb"].deleted == {"instagram_messages": 3, "instagram_comments": 3}
