@@ -226,3 +226,24 @@ async def test_a_store_merely_unconfigured_outside_production_is_never_called_de
         "not configured: nothing was deleted there"
     }
     assert not any(s["verified"] for s in as_json["stores"])
+
+
+def test_the_reasons_for_a_skip_are_never_the_same_words() -> None:
+    from app.purgers.base import NotConfigured, SkipKind
+    from app.services.claims import SKIP_TEXT
+
+    assert SkipKind.of(NotConfigured("mongodb", absent=True).reason) is SkipKind.absent
+    assert SkipKind.of(NotConfigured("MongoDB (DELETION_MONGODB_URL)").reason) is (
+        SkipKind.not_configured
+    )
+    # Rows recorded before these words existed.
+    assert SkipKind.of("MongoDB is not configured (DELETION_MONGODB_URL)") is (
+        SkipKind.not_configured
+    )
+    old_graph = "DELETION_TOKEN_ENCRYPTION_KEY is not set: the Graph API calls are skipped"
+    assert SkipKind.of(old_graph) is SkipKind.not_configured
+    assert SkipKind.of("the data map names no MongoDB collection for account requests") is (
+        SkipKind.not_applicable
+    )
+    assert len(set(SKIP_TEXT.values())) == len(SkipKind)
+    assert SkipKind.absent.untouched and not SkipKind.not_applicable.untouched

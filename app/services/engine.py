@@ -359,7 +359,7 @@ class Engine:
                 "task_skipped",
                 error=reason.reason
                 if isinstance(reason, NotConfigured)
-                else f"no {name} purger is available",
+                else NotConfigured(f"no {name} purger in this process").reason,
                 started=True,
             )
             return TaskStatus.skipped
