@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.imap_url import ImapLocation
+from app.purgers.base import PurgerName
 
 # Fixed secrets of development, public in this source: the service and the `token` command
 # share them so that a fresh checkout works. They are placeholders everywhere else.
@@ -43,10 +44,6 @@ PLACEHOLDER_SECRETS = frozenset(
         DEV_HASH_KEY.decode(),
     }
 )
-
-# The purgers a deployment may declare absent (DELETION_ABSENT_STORES); the values of
-# app.purgers.base.PurgerName, which cannot be imported here.
-STORE_NAMES = ("postgres", "mongodb", "s3", "meta_graph")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
@@ -115,7 +112,7 @@ class Settings(BaseSettings):
     # S3 is used when an endpoint or AWS credentials are configured; this forces it on or off.
     s3_enabled_setting: bool | None = Field(default=None, alias="DELETION_S3_ENABLED")
     # Purgers deliberately not part of this deployment: their tasks are skipped, saying so.
-    absent_stores: Annotated[frozenset[str], NoDecode] = frozenset()
+    absent_stores: Annotated[frozenset[PurgerName], NoDecode] = frozenset()
 
     # Meta.
     meta_app_secret: SecretStr | None = None
@@ -201,11 +198,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_stores(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [part.strip().lower() for part in value.split(",") if part.strip()]
-        unknown = sorted(set(value) - set(STORE_NAMES))
-        if unknown:
-            raise ValueError(f"unknown store {unknown}; use some of {list(STORE_NAMES)}")
-        return frozenset(value)
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("forwarded_allow_ips", mode="before")
     @classmethod
@@ -275,12 +269,12 @@ class Settings(BaseSettings):
         """A store is either configured or declared absent, never both: which one the
         operator meant cannot be guessed, and guessing wrong leaves data behind."""
         configured = {
-            "postgres": self.target_postgres_url is not None,
-            "mongodb": self.mongodb_url is not None,
-            "s3": self.s3_endpoint_url is not None or bool(self.s3_enabled_setting),
-            "meta_graph": self.token_encryption_key is not None,
+            PurgerName.postgres: self.target_postgres_url is not None,
+            PurgerName.mongodb: self.mongodb_url is not None,
+            PurgerName.s3: self.s3_endpoint_url is not None or bool(self.s3_enabled_setting),
+            PurgerName.meta_graph: self.token_encryption_key is not None,
         }
-        both = sorted(name for name in self.absent_stores if configured[name])
+        both = sorted(name.value for name in self.absent_stores if configured[name])
         if both:
             raise ValueError(
                 f"DELETION_ABSENT_STORES names {', '.join(both)}, which this deployment "

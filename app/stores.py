@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
+from app.purgers.base import PurgerName
 from app.settings import Settings
 
 
@@ -73,7 +74,7 @@ async def s3_configured(settings: Settings) -> bool:
     endpoint is set, or botocore's own credential chain finds credentials (variables,
     shared files, web identity, container or instance profile). Never for a store
     declared absent."""
-    if "s3" in settings.absent_stores:
+    if PurgerName.s3 in settings.absent_stores:
         return False
     if settings.s3_enabled_setting is not None:
         return settings.s3_enabled_setting

@@ -77,7 +77,7 @@ def build_purgers(
         return scripted
     slots: dict[PurgerName, PurgerSlot] = {
         name: NotConfigured(name.value, absent=True)
-        if name.value in settings.absent_stores
+        if name in settings.absent_stores
         else BUILDERS[name](settings, datamap, stores)
         for name in PurgerName
     }
