@@ -6,8 +6,8 @@ VENV := .venv
 install:  ## create/refresh .venv (project + test extras)
 	bash scripts/bootstrap.sh
 
-run: install  ## run the service
-	$(VENV)/bin/soundops-deletion serve
+run: install  ## run the service, in development (fixed secrets, loopback only)
+	DELETION_ENVIRONMENT=development $(VENV)/bin/soundops-deletion serve
 
 test:  ## the full test command (what CI runs); pass pytest args with ARGS="..."
 	bash scripts/test.sh $(ARGS)

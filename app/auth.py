@@ -24,8 +24,6 @@ from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-DEV_JWT_SECRET = "development-only-jwt-secret-not-for-production"  # noqa: S105
-
 
 class Scope(StrEnum):
     write = "deletions:write"
@@ -102,8 +100,8 @@ class TokenVerifier:
             if settings.jwt_jwks_url
             else None
         )
-        secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-        self._secret = secret or DEV_JWT_SECRET
+        # The development secret only in development (Settings refuses it elsewhere).
+        self._secret = None if self._jwks is not None else settings.effective_jwt_secret
 
     async def _key(self, token: str) -> Any:
         if self._jwks is None:
@@ -172,7 +170,7 @@ def mint_token(
     """A local HS256 token from ``DELETION_JWT_SECRET`` (the ``token`` command)."""
     if settings.jwt_jwks_url:
         raise ValueError("tokens are issued by the JWKS owner; the token command needs HS256")
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else DEV_JWT_SECRET
+    secret = settings.effective_jwt_secret
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": subject,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import ipaddress
 import json
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,8 +33,9 @@ from app.services.datamap_check import CheckReport, check
 from app.services.identities import lookup_hash
 from app.services.mailbox import MailboxError, MailboxPoller, PollReport
 from app.services.preview import PreviewItem
-from app.settings import Settings, get_settings, parse_duration
+from app.settings import Environment, Settings, get_settings, parse_duration
 from app.state import AppState
+from app.stores import StoreConfigError
 
 T = TypeVar("T")
 FINISHED_STATUSES = {"completed", "failed", "cancelled"}
@@ -61,6 +64,26 @@ def _settings() -> Settings:
             name = "DELETION_" + "_".join(str(p) for p in error["loc"]).upper()
             err.print(f"  {name if error['loc'] else 'settings'}: {error['msg']}")
         raise typer.Exit(2) from exc
+
+
+@contextlib.contextmanager
+def _startup_errors() -> Iterator[None]:
+    """A store that is unusable, or that production needs and does not have: one clear
+    line naming it, and exit status 2 (no traceback)."""
+    try:
+        yield
+    except StoreConfigError as exc:
+        err.print(Text(f"Cannot start: {exc}", style="red"))
+        raise typer.Exit(2) from exc
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 async def ensure_schema(settings: Settings) -> None:
@@ -93,7 +116,8 @@ def _with_state(work: Callable[[AppState], Awaitable[T]]) -> T:
             await close_state(state)
 
     try:
-        return asyncio.run(run())
+        with _startup_errors():
+            return asyncio.run(run())
     except ProblemError as exc:
         err.print(f"[red]{exc.title}:[/red] {exc.detail}")
         for error in exc.extra.get("errors") or []:
@@ -106,12 +130,38 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the HTTP API (and, unless DELETION_RUN_WORKER=false, a worker)."""
+    """Run the HTTP API (and, unless DELETION_RUN_WORKER=false, a worker).
+
+    In development (public, fixed secrets) only on a loopback address."""
     import uvicorn
 
     settings = _settings()
-    asyncio.run(ensure_schema(settings))
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    if settings.environment is Environment.development and not is_loopback(host):
+        err.print(
+            Text(
+                f"Refusing to listen on {host} in development: its secrets are public. "
+                "Use 127.0.0.1, or configure a real deployment (DELETION_ENVIRONMENT=production).",
+                style="red",
+            )
+        )
+        raise typer.Exit(2)
+
+    async def check() -> None:  # every start-up error before listening, in one clear line
+        await ensure_schema(settings)
+        await close_state(await build_state(settings))
+
+    with _startup_errors():
+        asyncio.run(check())
+    # The client's address is the socket's: X-Forwarded-For is read by the app itself, and
+    # only from DELETION_FORWARDED_ALLOW_IPS (uvicorn would trust it from loopback).
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+    )
 
 
 @cli.command()
@@ -125,7 +175,8 @@ def worker() -> None:
 
     async def run() -> None:
         await ensure_schema(settings)
-        state = await build_state(settings)
+        with _startup_errors():
+            state = await build_state(settings)
         the_worker = new_worker(state)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

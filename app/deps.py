@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import Principal, Scope, require_scope
 from app.errors import Unauthorized
+from app.ratelimit import client_address
 from app.state import AppState
 
 bearer = HTTPBearer(
@@ -26,6 +27,17 @@ async def get_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(get_state)]
+
+
+async def get_client_address(state: State, request: Request) -> str:
+    """Whom a public page's rate limit counts: see :func:`app.ratelimit.client_address`."""
+    peer = request.client.host if request.client else "unknown"
+    return client_address(
+        peer, request.headers.getlist("x-forwarded-for"), state.settings.forwarded_allow_ips
+    )
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
 
 
 async def get_principal(

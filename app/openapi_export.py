@@ -9,11 +9,12 @@ from typing import Any
 import yaml
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import Environment, Settings
 
 
 def current_schema() -> dict[str, Any]:
-    return create_app(Settings()).openapi()
+    # The schema does not depend on the deployment: no secrets needed to write it.
+    return create_app(Settings(environment=Environment.development)).openapi()
 
 
 def render(schema: dict[str, Any]) -> str:

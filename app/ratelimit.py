@@ -1,9 +1,43 @@
-"""A small in-process rate limit for the public status page (per client address)."""
+"""A small in-process rate limit for the public pages (per client address), and whose
+address that is.
+
+Behind a reverse proxy every visitor arrives from the proxy's address. Only a proxy
+named in ``DELETION_FORWARDED_ALLOW_IPS`` is believed about the client: its
+``X-Forwarded-For`` chain is read from the right (each proxy appends the address it
+saw) and the first address that is not a trusted proxy is the client. From anyone
+else the header is ignored, so a visitor cannot pick a fresh key for every request.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
+
+from app.settings import IpNetwork
+
+
+def _trusted(address: str, proxies: Sequence[IpNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def client_address(peer: str, forwarded_for: Iterable[str], proxies: Sequence[IpNetwork]) -> str:
+    """The client's address: ``peer`` (the socket's), unless ``peer`` is a trusted proxy;
+    then the right-most address of the ``X-Forwarded-For`` headers that is not one."""
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    chain = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    chain = [hop for hop in chain if hop]
+    for hop in reversed(chain):
+        if not _trusted(hop, proxies):
+            return hop
+    # Every hop is a trusted proxy: the left-most is as far as anyone can tell.
+    return chain[0] if chain else peer
 
 
 class RateLimiter:

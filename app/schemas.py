@@ -240,6 +240,16 @@ class Problem(BaseModel):
 class StatusPageStore(BaseModel):
     store: PurgerName
     status: TaskStatus
+    verified: bool = Field(
+        description="The store's purger ran and verified that nothing of the subject is left."
+    )
+    outcome: str | None = Field(
+        description=(
+            "What happened there, once finished: `deleted and verified`, or why it was "
+            "skipped (`not part of this deployment`, `not configured: ...`, `nothing to "
+            "delete there for this kind of request`)."
+        )
+    )
     deleted: dict[str, int]
     retained: dict[str, RetainedOut]
 
@@ -252,6 +262,9 @@ class StatusPageOut(BaseModel):
     received_at: datetime
     due_at: datetime
     completed_at: datetime | None
+    summary: str | None = Field(
+        description="For a completed request: what it may claim as a whole."
+    )
     stores: list[StatusPageStore]
 
 

@@ -7,24 +7,46 @@ start-up in one place.
 
 from __future__ import annotations
 
-import os
+import base64
+import hashlib
+import ipaddress
 import re
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.imap_url import ImapLocation
+from app.purgers.base import PurgerName
+
+# Fixed secrets of development, public in this source: the service and the `token` command
+# share them so that a fresh checkout works. They are placeholders everywhere else.
+DEV_JWT_SECRET = "development-only-jwt-secret-not-for-production"  # noqa: S105
+DEV_HASH_KEY = b"development-only-hash-key"
+DEV_RECEIPT_SEED = hashlib.sha256(b"development-only-receipt-signing-key").digest()
 
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "changethis", "secret", "dev", "development", "test", "xxx"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "dev",
+        "development",
+        "test",
+        "xxx",
+        DEV_JWT_SECRET,
+        DEV_HASH_KEY.decode(),
+    }
 )
 
-DEV_HASH_KEY = b"development-only-hash-key"
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -63,10 +85,16 @@ class Settings(BaseSettings):
     """All of the service's configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DELETION_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="DELETION_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,  # an error must never quote a secret
     )
 
-    environment: Environment = Environment.development
+    # Production unless set: development (fixed, public secrets; stores may be missing)
+    # must be asked for.
+    environment: Environment = Environment.production
 
     # The service's own tracking database.
     database_url: str = "sqlite+aiosqlite:///./deletion.db"
@@ -83,6 +111,8 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     # S3 is used when an endpoint or AWS credentials are configured; this forces it on or off.
     s3_enabled_setting: bool | None = Field(default=None, alias="DELETION_S3_ENABLED")
+    # Purgers deliberately not part of this deployment: their tasks are skipped, saying so.
+    absent_stores: Annotated[frozenset[PurgerName], NoDecode] = frozenset()
 
     # Meta.
     meta_app_secret: SecretStr | None = None
@@ -120,6 +150,8 @@ class Settings(BaseSettings):
     # Intake.
     deadline_days: int = 30
     status_page_per_minute: int = Field(default=60, ge=1)
+    # Proxies whose X-Forwarded-For is trusted (IPs or CIDRs); none unless set.
+    forwarded_allow_ips: Annotated[tuple[IpNetwork, ...], NoDecode] = ()
     deadline_warn_days: float = Field(default=3, ge=0)
     deadline_check_seconds: float = Field(default=60, gt=0)
     # Ed25519 seed (base64, 32 bytes) that signs receipts; required outside development.
@@ -162,6 +194,23 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("absent_stores", mode="before")
+    @classmethod
+    def _split_stores(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return tuple(ipaddress.ip_network(str(item), strict=False) for item in value)
+        except ValueError as exc:
+            raise ValueError("expected IP addresses or CIDR ranges, separated by commas") from exc
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         allowed = {"HS256", "RS256", "ES256"}
@@ -177,14 +226,31 @@ class Settings(BaseSettings):
                 "DELETION_TESTING_EXIT_AFTER_HANDLING is for tests: never in production"
             )
         if self.imap_url is not None:
-            ImapLocation.parse(self.imap_url.get_secret_value())  # ValueError names the problem
+            where = ImapLocation.parse(self.imap_url.get_secret_value())  # ValueError says why
+            if not where.encrypted and self.environment is Environment.production:
+                raise ValueError(
+                    "DELETION_IMAP_URL asks for a plain-text connection (tls=none): the "
+                    "mailbox password would travel in clear; use imaps:// or imap:// "
+                    "(STARTTLS) in production"
+                )
         if self.notify_webhook_url and self.notify_webhook_secret is None:
             raise ValueError("DELETION_NOTIFY_WEBHOOK_URL needs DELETION_NOTIFY_WEBHOOK_SECRET")
+        self._check_absent_stores()
+        if self.environment is Environment.production:
+            self._check_production()
         if self.environment is not Environment.development:
             if self.receipt_signing_key is None:
                 raise ValueError(
                     "DELETION_RECEIPT_SIGNING_KEY is required outside development "
                     "(base64 of 32 random bytes: an Ed25519 private key)"
+                )
+            if (
+                self.receipt_signing_key.get_secret_value().strip()
+                == base64.b64encode(DEV_RECEIPT_SEED).decode()
+            ):
+                raise ValueError(
+                    "DELETION_RECEIPT_SIGNING_KEY is the public development key; "
+                    "it is refused outside development"
                 )
             for name in ("jwt_secret", "hash_key"):
                 secret: SecretStr | None = getattr(self, name)
@@ -199,6 +265,32 @@ class Settings(BaseSettings):
                     raise ValueError(f"DELETION_{name.upper()} must be at least 16 characters")
         return self
 
+    def _check_absent_stores(self) -> None:
+        """A store is either configured or declared absent, never both: which one the
+        operator meant cannot be guessed, and guessing wrong leaves data behind."""
+        configured = {
+            PurgerName.postgres: self.target_postgres_url is not None,
+            PurgerName.mongodb: self.mongodb_url is not None,
+            PurgerName.s3: self.s3_endpoint_url is not None or bool(self.s3_enabled_setting),
+            PurgerName.meta_graph: self.token_encryption_key is not None,
+        }
+        both = sorted(name.value for name in self.absent_stores if configured[name])
+        if both:
+            raise ValueError(
+                f"DELETION_ABSENT_STORES names {', '.join(both)}, which this deployment "
+                "configures; remove it from one of the two"
+            )
+
+    def _check_production(self) -> None:
+        """What only a production deployment must have: a public address of its own."""
+        if "public_base_url" not in self.model_fields_set:
+            raise ValueError(
+                "DELETION_PUBLIC_BASE_URL is required in production: it is the base of the "
+                "status links handed to Meta and to people (https://...)"
+            )
+        if not self.public_base_url.startswith("https://"):
+            raise ValueError("DELETION_PUBLIC_BASE_URL must be an https:// URL in production")
+
     @property
     def effective_jwt_algorithms(self) -> list[str]:
         if self.jwt_algorithms:
@@ -207,23 +299,23 @@ class Settings(BaseSettings):
 
     @property
     def effective_hash_key(self) -> bytes:
-        """The HMAC key for subject hashes; a fixed one only in development."""
+        """The HMAC key for subject hashes; the fixed one only in development."""
         if self.hash_key is not None:
             return self.hash_key.get_secret_value().encode()
-        return DEV_HASH_KEY
+        return self.development_only(DEV_HASH_KEY, "DELETION_HASH_KEY")
 
     @property
-    def s3_enabled(self) -> bool:
-        if self.s3_enabled_setting is not None:
-            return self.s3_enabled_setting
-        aws = (
-            "AWS_ACCESS_KEY_ID",
-            "AWS_PROFILE",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        )
-        return self.s3_endpoint_url is not None or any(os.environ.get(name) for name in aws)
+    def effective_jwt_secret(self) -> str:
+        """The HS256 secret of REST tokens; the fixed one only in development."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return self.development_only(DEV_JWT_SECRET, "DELETION_JWT_SECRET")
+
+    def development_only(self, value: T, setting: str) -> T:
+        """A development constant, or an error naming the setting anywhere else."""
+        if self.environment is not Environment.development:
+            raise ValueError(f"{setting} is required outside development")
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
+from app.purgers.base import PurgerName
 from app.settings import Settings
 
 
@@ -50,7 +51,7 @@ async def open_stores(settings: Settings) -> Stores:
         if settings.mongodb_url:
             stores.mongo = _mongo_client(settings.mongodb_url)
             stack.push_async_callback(stores.mongo.close)
-        if settings.s3_enabled:
+        if await s3_configured(settings):
             stores.s3 = await _s3_client(settings, stack)
     except BaseException:
         await stack.aclose()
@@ -66,6 +67,27 @@ def _mongo_client(url: str) -> Any:
         return AsyncMongoClient(url, tz_aware=True, connect=False)
     except (ConfigurationError, InvalidURI, ValueError) as exc:
         raise StoreConfigError(f"DELETION_MONGODB_URL is not usable: {exc}") from exc
+
+
+async def s3_configured(settings: Settings) -> bool:
+    """Whether this deployment uses S3: as ``DELETION_S3_ENABLED`` says; else when an
+    endpoint is set, or botocore's own credential chain finds credentials (variables,
+    shared files, web identity, container or instance profile). Never for a store
+    declared absent."""
+    if PurgerName.s3 in settings.absent_stores:
+        return False
+    if settings.s3_enabled_setting is not None:
+        return settings.s3_enabled_setting
+    if settings.s3_endpoint_url is not None:
+        return True
+    from aiobotocore.session import get_session
+
+    try:
+        return await get_session().get_credentials() is not None
+    except Exception as exc:  # a broken profile or credential file is a configuration error
+        raise StoreConfigError(
+            f"the AWS credentials of this host are not usable ({type(exc).__name__})"
+        ) from exc
 
 
 async def _s3_client(settings: Settings, stack: AsyncExitStack) -> Any:

@@ -55,6 +55,7 @@ BIN = Path(PYTHON).parent / "soundops-deletion"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef"
 HASH_KEY = "bench-hash-key-0123456789"
 RECEIPT_KEY = "YmVuY2gtcmVjZWlwdC1zaWduaW5nLWtleS0zMmJ5dGU="  # base64 of 32 bytes
+PUBLIC_BASE_URL = "https://deletion.bench.invalid"
 
 TARGET_RATIO = 0.70
 TARGET_P99_MS = 100.0
@@ -205,6 +206,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             env = _clean_env()
             env.update(
                 DELETION_ENVIRONMENT="production",
+                DELETION_PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+                # Intake only: no store is reached, and production insists on saying so.
+                DELETION_ABSENT_STORES="postgres,mongodb,s3,meta_graph",
                 DELETION_DATABASE_URL=service_url,
                 DELETION_RUN_WORKER="false",
                 DELETION_JWT_SECRET=JWT_SECRET,
@@ -230,6 +234,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             settings = Settings(
                 environment="production",
+                public_base_url=PUBLIC_BASE_URL,
                 jwt_secret=JWT_SECRET,
                 hash_key=HASH_KEY,
                 receipt_signing_key=RECEIPT_KEY,

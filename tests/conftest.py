@@ -226,7 +226,7 @@ def s3_endpoint_url(_moto: MotoServer | None) -> str:
 @pytest.fixture(scope="session")
 def dovecot_server() -> Iterator[DovecotServer]:
     """A local Dovecot IMAP server (root only): any user name logs in with `.password`.
-    Methods: url(user="privacy") -> imap://privacy:PASSWORD@127.0.0.1:PORT/INBOX,
+    Methods: url(user="privacy") -> imap://privacy:PASSWORD@127.0.0.1:PORT/INBOX?tls=none,
     append(raw, folder="INBOX", user=...), list_messages(folder="INBOX", user=...),
     folders(user=...), reset(user=...), session(user) (a logged-in imaplib.IMAP4),
     stop()/start() on the same port."""
@@ -240,7 +240,7 @@ def dovecot_server() -> Iterator[DovecotServer]:
 @pytest.fixture
 def imap_mailbox(dovecot_server: DovecotServer) -> str:
     """The `privacy` user's mailbox, emptied (INBOX expunged, other folders deleted):
-    its imap://privacy:PASSWORD@127.0.0.1:PORT/INBOX URL."""
+    its imap://privacy:PASSWORD@127.0.0.1:PORT/INBOX?tls=none URL (no TLS on this server)."""
     dovecot_server.reset("privacy")
     return dovecot_server.url("privacy")
 

@@ -23,17 +23,25 @@ SECRET = "cli-test-secret-which-is-long-enough-for-hs256"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A newcomer's environment: no DELETION_ settings, no AWS credentials."""
+    """A newcomer's environment, as `make run` sets it: development, no other DELETION_
+    settings, no AWS credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DELETION_", "AWS_"))}
-    env.update(extra)
+    env.update(DELETION_ENVIRONMENT="development", **extra)
     return env
 
 
 def test_token_mints_a_verifiable_jwt(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import get_settings
+
+    monkeypatch.setenv("DELETION_ENVIRONMENT", "development")
     monkeypatch.setenv("DELETION_JWT_SECRET", SECRET)
-    result = CliRunner().invoke(
-        cli, ["token", "--scope", "deletions:read", "-s", "deletions:write", "--subject", "me"]
-    )
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            cli, ["token", "--scope", "deletions:read", "-s", "deletions:write", "--subject", "me"]
+        )
+    finally:
+        get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     claims = jwt.decode(
         result.output.strip(), SECRET, algorithms=["HS256"], audience="soundops-deletion"
@@ -245,3 +253,13 @@ def test_preview_on_the_embedded_default_says_every_store_is_skipped(
     tasks = response.json()["tasks"]
     assert [t["purger"] for t in tasks] == ["meta_graph", "postgres", "mongodb", "s3"]
     assert all(t["skipped"] and t["would_delete"] == {} for t in tasks)
+
+
+def test_make_run_asks_for_development_explicitly() -> None:
+    """The README's first command works on a fresh machine although production is the
+    default: `make run` is what asks for development."""
+    root = Path(__file__).resolve().parent.parent
+    shown = subprocess.run(
+        ["make", "-n", "run"], cwd=root, capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert "DELETION_ENVIRONMENT=development .venv/bin/soundops-deletion serve" in shown

@@ -154,6 +154,7 @@ def live_stores(
     database = fresh_pg_database(template=soundops_template_database, prefix="soundops")
     mongo_db = f"check_{uuid.uuid4().hex[:8]}"
     env = {
+        "DELETION_ENVIRONMENT": "development",
         "DELETION_DATABASE_URL": f"sqlite:///{tmp_path / 'tracking.db'}",
         "DELETION_TARGET_POSTGRES_URL": database.url,
         "DELETION_MONGODB_URL": mongodb_url,

@@ -102,11 +102,47 @@ class PurgeResult:
     retained: dict[str, Retained] = field(default_factory=dict)
 
 
+ABSENT_REASON = "not part of this deployment"
+NOT_CONFIGURED_REASON = "not configured"
+
+
 @dataclass(frozen=True)
 class NotConfigured:
-    """A store with no settings: its tasks are ``skipped`` with this reason."""
+    """A store this process does not delete from: its tasks are ``skipped`` with
+    :attr:`reason`. ``absent``: the deployment declared it so (``DELETION_ABSENT_STORES``);
+    otherwise it merely has no settings, which only development and test accept."""
 
-    reason: str
+    detail: str
+    absent: bool = False
+
+    @property
+    def reason(self) -> str:
+        if self.absent:
+            return f"{ABSENT_REASON} (DELETION_ABSENT_STORES)"
+        return f"{NOT_CONFIGURED_REASON}: {self.detail}"
+
+
+class SkipKind(StrEnum):
+    """Why a task was skipped, as people are told it (never the same words for two)."""
+
+    absent = "absent"  # declared not part of this deployment
+    not_configured = "not_configured"  # no settings (development and test only)
+    not_applicable = "not_applicable"  # the store holds nothing for this kind of request
+
+    @classmethod
+    def of(cls, reason: str | None) -> SkipKind:
+        """The kind of a skipped task's recorded reason (``DeletionTask.error``)."""
+        text = (reason or "").lower()
+        if text.startswith(ABSENT_REASON):
+            return cls.absent
+        if NOT_CONFIGURED_REASON in text or "is not set" in text:
+            return cls.not_configured
+        return cls.not_applicable
+
+    @property
+    def untouched(self) -> bool:
+        """The store was not looked at: nothing may be claimed about it."""
+        return self is not SkipKind.not_applicable
 
 
 class PurgeRetriable(Exception):

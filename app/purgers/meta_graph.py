@@ -144,11 +144,12 @@ class MetaGraphPurger:
         cls, settings: Settings, datamap: DataMap, stores: Stores
     ) -> MetaGraphPurger | NotConfigured:
         if settings.token_encryption_key is None:
-            return NotConfigured(
-                "DELETION_TOKEN_ENCRYPTION_KEY is not set: the Graph API calls are skipped"
-            )
+            return NotConfigured("the Graph API calls need DELETION_TOKEN_ENCRYPTION_KEY")
         if stores.target_engine is None:
-            return NotConfigured("the Graph API step needs the SoundOps database for the tokens")
+            return NotConfigured(
+                "the Graph API calls need the SoundOps database for the tokens "
+                "(DELETION_TARGET_POSTGRES_URL)"
+            )
         try:
             fernet = Fernet(settings.token_encryption_key.get_secret_value().encode())
         except (ValueError, TypeError) as exc:

@@ -1,10 +1,12 @@
 """The typed registry of purgers, and how they are built from settings at start-up.
 
-Every :class:`PurgerName` has a class here (a test checks it). A store with no
-settings gets a :class:`NotConfigured` slot, so its tasks are ``skipped`` with
-the reason; a store whose settings are present but unusable stops the service
-at start-up (:class:`app.stores.StoreConfigError`), loudly, instead of leaving
-data behind.
+Every :class:`PurgerName` has a class here (a test checks it). A store declared in
+``DELETION_ABSENT_STORES`` gets an absent :class:`NotConfigured` slot: its tasks are
+``skipped`` as "not part of this deployment". In production every other store that a
+plan uses must be configured, or the service does not start (naming it); development
+and test skip an unconfigured store as "not configured". A store whose settings are
+present but unusable stops the service at start-up (:class:`app.stores.StoreConfigError`),
+loudly, instead of leaving data behind.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from app.purgers.postgres import PostgresPurger
 from app.purgers.s3 import S3Purger
 from app.purgers.testing import scripted_purgers
 from app.services.engine import PurgerSlot
-from app.settings import Settings
-from app.stores import Stores
+from app.services.plans import PLANS
+from app.settings import Environment, Settings
+from app.stores import StoreConfigError, Stores
 
 PURGER_CLASSES: dict[PurgerName, type[Any]] = {
     PurgerName.postgres: PostgresPurger,
@@ -33,15 +36,13 @@ PURGER_CLASSES: dict[PurgerName, type[Any]] = {
 
 def _postgres(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
     if stores.target_engine is None:
-        return NotConfigured(
-            "the SoundOps database is not configured (DELETION_TARGET_POSTGRES_URL)"
-        )
+        return NotConfigured("the SoundOps database (DELETION_TARGET_POSTGRES_URL)")
     return PostgresPurger(stores.target_engine, datamap.postgres)
 
 
 def _mongodb(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
     if stores.mongo is None:
-        return NotConfigured("MongoDB is not configured (DELETION_MONGODB_URL)")
+        return NotConfigured("MongoDB (DELETION_MONGODB_URL)")
     return MongoPurger(
         stores.mongo,
         settings.mongodb_database,
@@ -52,7 +53,7 @@ def _mongodb(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot
 
 def _s3(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
     if stores.s3 is None:
-        return NotConfigured("S3 is not configured (DELETION_S3_ENDPOINT_URL or AWS credentials)")
+        return NotConfigured("S3 (DELETION_S3_ENDPOINT_URL or AWS credentials)")
     return S3Purger(stores.s3, datamap.s3)
 
 
@@ -74,4 +75,22 @@ def build_purgers(
     if settings.testing_purgers is not None:
         scripted: Mapping[PurgerName, Purger] = scripted_purgers(settings.testing_purgers)
         return scripted
-    return {name: BUILDERS[name](settings, datamap, stores) for name in PurgerName}
+    slots: dict[PurgerName, PurgerSlot] = {
+        name: NotConfigured(name.value, absent=True)
+        if name in settings.absent_stores
+        else BUILDERS[name](settings, datamap, stores)
+        for name in PurgerName
+    }
+    if settings.environment is Environment.production:
+        planned = {task.purger for plan in PLANS.values() for task in plan}
+        missing = [
+            f"{name.value} ({slot.detail})"
+            for name, slot in slots.items()
+            if name in planned and isinstance(slot, NotConfigured) and not slot.absent
+        ]
+        if missing:
+            raise StoreConfigError(
+                "not configured: " + "; ".join(missing) + ". Configure each, or declare it "
+                "in DELETION_ABSENT_STORES if this deployment deliberately has no such store"
+            )
+    return slots

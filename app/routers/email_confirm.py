@@ -11,11 +11,13 @@ from __future__ import annotations
 import html
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import State
+from app.deps import ClientAddress, State
+from app.purgers.base import SkipKind
 from app.routers.status_page import KIND_TEXT, PAGE, STORE_TEXT, TOO_MANY_HTML, _date
+from app.services.claims import SKIP_TEXT
 from app.services.email_requests import ConfirmationView
 
 router = APIRouter(tags=["public status"])
@@ -81,7 +83,7 @@ def _store_rows(view: ConfirmationView) -> str:
     rows = []
     for item in view.stores:
         if item.skipped is not None:
-            deleted = "nothing to delete"
+            deleted = SKIP_TEXT[SkipKind.of(item.skipped)]
         else:
             deleted = f"{sum(item.result.deleted.values())} item(s)"
         kept = "; ".join(f"{r.count} kept: {r.reason}" for r in item.result.retained.values())
@@ -134,8 +136,8 @@ def render_confirmation(view: ConfirmationView) -> str:
     ),
     responses={200: {"description": "The confirmation page (HTML)."}, **GONE_PAGES},
 )
-async def confirmation_page(state: State, request: Request, token: Token) -> Response:
-    if not state.status_limiter.allow(request.client.host if request.client else "unknown"):
+async def confirmation_page(state: State, client: ClientAddress, token: Token) -> Response:
+    if not state.status_limiter.allow(client):
         return HTMLResponse(TOO_MANY_HTML, 429, headers={"Retry-After": "60", **SECURITY_HEADERS})
     view = await state.email_requests.view(token)
     if view.state != "valid":
@@ -159,8 +161,8 @@ async def confirmation_page(state: State, request: Request, token: Token) -> Res
         **GONE_PAGES,
     },
 )
-async def confirm_request(state: State, request: Request, token: Token) -> Response:
-    if not state.status_limiter.allow(request.client.host if request.client else "unknown"):
+async def confirm_request(state: State, client: ClientAddress, token: Token) -> Response:
+    if not state.status_limiter.allow(client):
         return HTMLResponse(TOO_MANY_HTML, 429, headers={"Retry-After": "60", **SECURITY_HEADERS})
     outcome = await state.email_requests.confirm(token)
     code = outcome.request.confirmation_code if outcome.request is not None else None

@@ -13,6 +13,7 @@ from app.schemas import (
     StatusPageStore,
     TaskOut,
 )
+from app.services.claims import completion_sentence, store_claim
 
 
 def _retained(raw: dict[str, object]) -> dict[str, RetainedOut]:
@@ -60,19 +61,24 @@ def request_out(
 
 
 def status_page(request: DeletionRequest) -> StatusPageOut:
+    claims = [store_claim(task) for task in request.tasks]
+    status = RequestStatus(request.status)
     return StatusPageOut(
         kind=RequestKind(request.kind),
-        status=RequestStatus(request.status),
+        status=status,
         received_at=request.created_at,
         due_at=request.due_at,
         completed_at=request.completed_at,
+        summary=completion_sentence(claims) if status is RequestStatus.completed else None,
         stores=[
             StatusPageStore(
                 store=PurgerName(task.purger),
                 status=TaskStatus(task.status),
+                verified=claim.verified,
+                outcome=claim.text,
                 deleted=dict(task.deleted),
                 retained=_retained(task.retained),
             )
-            for task in request.tasks
+            for task, claim in zip(request.tasks, claims, strict=True)
         ],
     )

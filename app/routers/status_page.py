@@ -5,10 +5,10 @@ from __future__ import annotations
 import html
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from app.deps import State
+from app.deps import ClientAddress, State
 from app.errors import problem_response
 from app.routers.presenters import status_page
 from app.schemas import Problem, StatusPageOut
@@ -25,7 +25,7 @@ STATUS_TEXT = {
     "needs_review": "Being reviewed by our privacy team",
     "pending": "Received, waiting to start",
     "running": "In progress",
-    "completed": "Completed: the data has been deleted and the deletion verified",
+    "completed": "Completed",
     "failed": "Delayed: our team has been alerted and will complete it",
     "cancelled": "Cancelled",
 }
@@ -39,8 +39,6 @@ TASK_TEXT = {
     "pending": "not started",
     "running": "in progress",
     "retrying": "in progress (retrying)",
-    "succeeded": "deleted",
-    "skipped": "nothing to delete",
     "failed": "delayed",
 }
 
@@ -72,14 +70,15 @@ def render_html(page: StatusPageOut) -> str:
         rows.append(
             '<tr><th scope="row">{}</th><td>{}</td><td>{}</td></tr>'.format(
                 html.escape(STORE_TEXT.get(store.store, store.store)),
-                html.escape(TASK_TEXT.get(store.status, store.status)),
+                html.escape(store.outcome or TASK_TEXT.get(store.status, store.status)),
                 html.escape(retained or "nothing"),
             )
         )
+    status = STATUS_TEXT[page.status] + (f": {page.summary}" if page.summary else "")
     content = (
         "<dl>"
         f"<dt>Request</dt><dd>{html.escape(KIND_TEXT[page.kind])}</dd>"
-        f"<dt>Status</dt><dd><strong>{html.escape(STATUS_TEXT[page.status])}</strong></dd>"
+        f"<dt>Status</dt><dd><strong>{html.escape(status)}</strong></dd>"
         f"<dt>Received</dt><dd>{_date(page.received_at)}</dd>"
         f"<dt>Due by</dt><dd>{_date(page.due_at)}</dd>"
         f"<dt>Completed</dt><dd>{_date(page.completed_at)}</dd>"
@@ -124,11 +123,10 @@ def _wants_json(accept: str | None) -> bool:
 )
 async def deletion_status(
     state: State,
-    request: Request,
+    client: ClientAddress,
     confirmation_code: Annotated[str, Path(max_length=64)],
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    client = request.client.host if request.client else "unknown"
     if not state.status_limiter.allow(client):
         if _wants_json(accept):
             return problem_response(

@@ -62,6 +62,7 @@ from app.purgers.base import (
     Subject,
 )
 from app.services import email_requests
+from app.services.claims import completion_sentence, store_claim
 from app.services.identities import hashes as identity_hashes
 from app.services.identities import identity_hash
 from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
@@ -415,7 +416,7 @@ class Engine:
                 "task_skipped",
                 error=reason.reason
                 if isinstance(reason, NotConfigured)
-                else f"no {name} purger is available",
+                else NotConfigured(f"no {name} purger in this process").reason,
                 started=True,
             )
             return TaskStatus.skipped
@@ -784,7 +785,9 @@ def _email_target(request: DeletionRequest) -> str | None:
 def completion_payload(
     request: DeletionRequest, tasks: list[DeletionTask], public_base_url: str
 ) -> dict[str, Any]:
-    """What the confirmations say: no identifier of the subject, only the request's facts."""
+    """What the confirmations say: no identifier of the subject, only the request's facts
+    (per store: verified, or skipped and why, in the words of ``services/claims.py``)."""
+    claims = [store_claim(task) for task in tasks]
     return {
         "event": "deletion.completed",
         "request_id": str(request.id),
@@ -794,14 +797,18 @@ def completion_payload(
         "completed_at": request.completed_at.isoformat() if request.completed_at else None,
         "due_at": request.due_at.isoformat(),
         "status_url": f"{public_base_url}/deletion-status/{request.confirmation_code}",
+        "summary": completion_sentence(claims),
         "stores": [
             {
                 "store": task.purger,
                 "status": task.status,
+                "verified": claim.verified,
+                "outcome": claim.text,
+                "skipped": claim.skipped.value if claim.skipped else None,
                 "deleted": dict(task.deleted),
                 "retained": dict(task.retained),
             }
-            for task in tasks
+            for task, claim in zip(tasks, claims, strict=True)
         ],
     }
 

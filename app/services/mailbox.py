@@ -67,11 +67,21 @@ class MailboxClient:
                 )
             else:
                 self._conn = imaplib.IMAP4(where.host, where.port, timeout=self._timeout)
+                if where.starttls:
+                    if "STARTTLS" not in self.conn.capabilities:
+                        raise MailboxError(
+                            "the mail server does not offer STARTTLS; the password was not "
+                            "sent (use imaps://, or tls=none for a local test server)"
+                        )
+                    self.conn.starttls(ssl_context=ssl.create_default_context())
             self.conn.login(where.user, where.password)
             status, _ = self.conn.select(_quote(where.folder))
             if status != "OK":
                 raise MailboxError(f"the folder {where.folder!r} cannot be selected")
             status, _ = self.conn.create(_quote(done_folder))  # NO when it exists: fine
+        except MailboxError:
+            self.close()
+            raise
         except (imaplib.IMAP4.error, OSError) as exc:
             self.close()
             raise MailboxError(f"IMAP connection failed ({type(exc).__name__})") from exc

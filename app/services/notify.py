@@ -110,18 +110,23 @@ async def send_email(
 
 
 def completion_text(payload: dict[str, Any]) -> str:
+    """The completion e-mail, from :func:`app.services.engine.completion_payload`: it says
+    "deleted and verified" only for the stores that ran, and names the skipped ones."""
     lines = [
         "Hello,",
         "",
-        "your data deletion request to SoundOps has been carried out and verified.",
+        "your data deletion request to SoundOps is complete: " + payload["summary"] + ".",
         f"Completed: {payload['completed_at']}",
         f"Status page: {payload['status_url']}",
         "",
         "What happened, per store:",
     ]
     for store in payload["stores"]:
-        deleted = sum(store["deleted"].values())
-        lines.append(f"- {store['store']}: {store['status']}, {deleted} item(s) deleted")
+        if store["verified"]:
+            deleted = sum(store["deleted"].values())
+            lines.append(f"- {store['store']}: {store['outcome']}, {deleted} item(s) deleted")
+        else:
+            lines.append(f"- {store['store']}: {store['outcome'] or store['status']}")
         for name, kept in store["retained"].items():
             lines.append(f"  kept: {kept['count']} in {name} ({kept['reason']})")
     lines += ["", "This is an automatic message; there is no need to answer it.", "SoundOps"]

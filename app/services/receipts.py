@@ -18,16 +18,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from app.models import DeletionRequest, DeletionTask, TaskStatus, utcnow
-from app.settings import Settings
+from app.models import DeletionRequest, DeletionTask, utcnow
+from app.services.claims import SKIP_TEXT, store_claim
+from app.settings import DEV_RECEIPT_SEED, Settings
 
 ALGORITHM = "Ed25519"
-DEV_SEED = hashlib.sha256(b"development-only-receipt-signing-key").digest()
 
 
 def private_key(settings: Settings) -> Ed25519PrivateKey:
     if settings.receipt_signing_key is None:
-        return Ed25519PrivateKey.from_private_bytes(DEV_SEED)
+        seed = settings.development_only(DEV_RECEIPT_SEED, "DELETION_RECEIPT_SIGNING_KEY")
+        return Ed25519PrivateKey.from_private_bytes(seed)
     try:
         seed = base64.b64decode(settings.receipt_signing_key.get_secret_value(), validate=True)
         return Ed25519PrivateKey.from_private_bytes(seed)
@@ -68,12 +69,12 @@ def build(request: DeletionRequest, tasks: list[DeletionTask]) -> dict[str, Any]
             {
                 "store": task.purger,
                 "status": task.status,
-                "verified": task.status == TaskStatus.succeeded,
+                "verified": claim.verified,
                 "deleted": dict(task.deleted),
                 "retained": dict(task.retained),
-                "skipped_reason": task.error if task.status == TaskStatus.skipped else None,
+                "skipped_reason": SKIP_TEXT[claim.skipped] if claim.skipped else None,
             }
-            for task in tasks
+            for task, claim in ((task, store_claim(task)) for task in tasks)
         ],
         "issued_at": utcnow().isoformat(),
     }

@@ -967,10 +967,11 @@ class DovecotServer(ProcessServer):
         except OSError:
             return False
 
-    def url(self, user: str = IMAP_USER, folder: str = "INBOX") -> str:
-        """imap://USER:PASSWORD@127.0.0.1:PORT/FOLDER"""
+    def url(self, user: str = IMAP_USER, folder: str = "INBOX", *, tls: str = "none") -> str:
+        """imap://USER:PASSWORD@127.0.0.1:PORT/FOLDER?tls=none: this server has no TLS
+        (``tls="starttls"``: the URL a deployment would use, which needs it)."""
         credentials = f"{quote(user, safe='')}:{quote(self.password, safe='')}"
-        return f"imap://{credentials}@127.0.0.1:{self.port}/{quote(folder, safe='')}"
+        return f"imap://{credentials}@127.0.0.1:{self.port}/{quote(folder, safe='')}?tls={tls}"
 
     # IMAP -------------------------------------------------------------------
     @contextlib.contextmanager

@@ -400,6 +400,7 @@ def cli_env(
     mongo_database: str,
 ) -> Iterator[None]:
     env = {
+        "DELETION_ENVIRONMENT": "development",
         "DELETION_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "DELETION_MONGODB_URL": mongodb_url,
         "DELETION_MONGODB_DATABASE": mongo_database,
@@ -442,6 +443,7 @@ async def test_cli_check_fails_on_a_missing_rule_and_passes_after_apply(
 async def test_cli_check_prints_stores_that_are_not_configured_and_passes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("DELETION_ENVIRONMENT", "development")
     monkeypatch.setenv("DELETION_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.delenv("DELETION_MONGODB_URL", raising=False)
     monkeypatch.setenv("DELETION_S3_ENABLED", "false")  # the session's AWS keys would enable it
