@@ -75,6 +75,10 @@ OPEN_STATUSES = frozenset(
         RequestStatus.running,
     }
 )
+# Open and verified (by a caller's token, Meta's signature, a confirmation link or a
+# reviewer): the deletion will run. Open but unverified: waiting for the link or a reviewer.
+VERIFIED_OPEN_STATUSES = frozenset({RequestStatus.pending, RequestStatus.running})
+UNVERIFIED_STATUSES = frozenset({RequestStatus.awaiting_confirmation, RequestStatus.needs_review})
 CANCELLABLE_STATUSES = frozenset(
     {RequestStatus.pending, RequestStatus.awaiting_confirmation, RequestStatus.needs_review}
 )
@@ -101,7 +105,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_OPEN_SQL = "status IN ('awaiting_confirmation', 'needs_review', 'pending', 'running')"
+VERIFIED_OPEN_SQL = "status IN ('pending', 'running')"
+UNVERIFIED_SQL = "status IN ('awaiting_confirmation', 'needs_review')"
 
 
 class DeletionRequest(Base):
@@ -174,14 +179,26 @@ class DeletionRequest(Base):
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
             sqlite_where=sa.text("idempotency_key IS NOT NULL"),
         ),
-        # At most one open request per kind and subject, enforced by the database.
+        # At most one verified open request per kind and subject, enforced by the database;
+        # and at most one unverified request per kind, subject and status. The two never
+        # collide: an unverified request (a forged e-mail) never stands in for a verified
+        # one, so rejecting or expiring it never cancels a real deletion.
         sa.Index(
             "uq_deletion_requests_open_subject",
             "kind",
             "subject_key",
             unique=True,
-            postgresql_where=sa.text(_OPEN_SQL),
-            sqlite_where=sa.text(_OPEN_SQL),
+            postgresql_where=sa.text(VERIFIED_OPEN_SQL),
+            sqlite_where=sa.text(VERIFIED_OPEN_SQL),
+        ),
+        sa.Index(
+            "uq_deletion_requests_unverified_subject",
+            "kind",
+            "subject_key",
+            "status",
+            unique=True,
+            postgresql_where=sa.text(UNVERIFIED_SQL),
+            sqlite_where=sa.text(UNVERIFIED_SQL),
         ),
         # One request per e-mail (Message-ID), and confirmation links found by their hash.
         sa.Index(

@@ -20,6 +20,7 @@ from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefa
 
 from app.models import (
     OPEN_STATUSES,
+    VERIFIED_OPEN_STATUSES,
     Base,
     DeletionEvent,
     DeletionRequest,
@@ -84,16 +85,25 @@ async def get_request_by_idempotency_key(
 
 
 async def get_open_request_for_subject(
-    session: AsyncSession, kind: RequestKind, subject_key: str
+    session: AsyncSession,
+    kind: RequestKind,
+    subject_key: str,
+    statuses: frozenset[RequestStatus] = VERIFIED_OPEN_STATUSES,
 ) -> DeletionRequest | None:
+    """The open request of this kind for this subject in one of ``statuses`` (by default
+    the verified ones, ``pending``/``running``); a verified one first when there are
+    several (one verified and unverified ones filed from e-mail)."""
     result = await session.execute(
-        sa.select(DeletionRequest).where(
+        sa.select(DeletionRequest)
+        .where(
             DeletionRequest.kind == kind,
             DeletionRequest.subject_key == subject_key,
-            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.status.in_(statuses),
         )
+        .order_by(sa.case((DeletionRequest.status.in_(VERIFIED_OPEN_STATUSES), 0), else_=1))
+        .limit(1)
     )
-    return result.scalar_one_or_none()
+    return result.scalars().first()
 
 
 async def list_requests(
