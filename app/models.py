@@ -297,3 +297,35 @@ class EmailReply(Base):
 
     address_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MetaDeauthorization(Base):
+    """A verified deauthorize callback, recorded before it is answered, so that it is never
+    lost (the SoundOps database may be down or not configured): the worker expands it into
+    ``instagram_disconnect`` requests once it can read the person's connected accounts.
+
+    Keeps only what the expansion needs: the login family, Meta's app-scoped ``user_id``
+    (removed once expanded; its keyed hash stays as evidence) and ``issued_at``.
+    ``replay_key`` (a keyed hash of the family and the decoded signature) makes the same
+    callback delivered again the same record."""
+
+    __tablename__ = "meta_deauthorizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    replay_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    family: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[str | None] = mapped_column(sa.String(64))
+    user_hash: Mapped[str] = mapped_column(sa.String(64))
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Work queue: when a worker should (next) try to expand it, under a lease; cleared
+    # once expanded.
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # The outcome: when, how many disconnects were filed, how many accounts were left
+    # alone because they were connected again after the callback was issued.
+    expanded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disconnects: Mapped[int | None] = mapped_column(sa.Integer)
+    skipped_reconnected: Mapped[int | None] = mapped_column(sa.Integer)
