@@ -741,6 +741,7 @@ class Worker:
         self.last_tick = time.monotonic()
         self._last_deadline_check = 0.0
         self._last_deauthorize_sweep = 0.0
+        self._deauthorize_sweep: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -763,7 +764,7 @@ class Worker:
             while not self._stopping.is_set():
                 self.last_tick = time.monotonic()
                 await self._deadlines()
-                await self._deauthorizations()
+                self._deauthorizations()
                 claimed = False
                 if len(self._in_flight) < self.settings.worker_concurrency:
                     claimed = await self._claim_one()
@@ -771,6 +772,10 @@ class Worker:
                     continue
                 await self._idle()
         finally:
+            if self._deauthorize_sweep is not None:
+                self._deauthorize_sweep.cancel()  # an expansion cut off is taken up again
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._deauthorize_sweep
             await self._drain()
             log.info("worker_stopped", worker=self.engine.worker_id)
 
@@ -791,12 +796,18 @@ class Worker:
         except Exception as exc:  # tracking DB down: try again next time
             log.warning("confirmation_resend_failed", error_type=type(exc).__name__)
 
-    async def _deauthorizations(self) -> None:
+    def _deauthorizations(self) -> None:
         """Once per poll interval: deauthorizations waiting for the SoundOps database
-        (each waits out its own backoff, so a database that is down is not hammered)."""
+        (each waits out its own backoff, so a database that is down is not hammered). In
+        a task of its own, so that a database slow to refuse never holds up claims."""
+        if self._deauthorize_sweep is not None and not self._deauthorize_sweep.done():
+            return
         if time.monotonic() - self._last_deauthorize_sweep < self.settings.worker_poll_seconds:
             return
         self._last_deauthorize_sweep = time.monotonic()
+        self._deauthorize_sweep = asyncio.create_task(self._sweep_deauthorizations())
+
+    async def _sweep_deauthorizations(self) -> None:
         try:
             await self.engine.expand_deauthorizations()
         except Exception as exc:  # tracking DB down: try again next time
