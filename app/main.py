@@ -122,7 +122,7 @@ async def build_state(settings: Settings) -> AppState:
         purgers=purgers,
         resolver=resolver,
         preview=preview,
-        meta=MetaCallbacks(settings, request_service, directory),
+        meta=MetaCallbacks(settings, request_service, directory, sessionmaker),
         status_limiter=RateLimiter(settings.status_page_per_minute),
         email_requests=EmailRequests(settings, sessionmaker, preview, directory),
         inbound=InboundMail(settings, sessionmaker, directory),
@@ -143,6 +143,7 @@ def new_engine(state: AppState, worker_id: str | None = None) -> Engine:
         state.resolver,
         http=state.http,
         datamap_version=state.datamap.version,
+        meta=state.meta,
     )
 
 

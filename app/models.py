@@ -75,6 +75,10 @@ OPEN_STATUSES = frozenset(
         RequestStatus.running,
     }
 )
+# Open and verified (by a caller's token, Meta's signature, a confirmation link or a
+# reviewer): the deletion will run. Open but unverified: waiting for the link or a reviewer.
+VERIFIED_OPEN_STATUSES = frozenset({RequestStatus.pending, RequestStatus.running})
+UNVERIFIED_STATUSES = frozenset({RequestStatus.awaiting_confirmation, RequestStatus.needs_review})
 CANCELLABLE_STATUSES = frozenset(
     {RequestStatus.pending, RequestStatus.awaiting_confirmation, RequestStatus.needs_review}
 )
@@ -101,7 +105,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_OPEN_SQL = "status IN ('awaiting_confirmation', 'needs_review', 'pending', 'running')"
+VERIFIED_OPEN_SQL = "status IN ('pending', 'running')"
+UNVERIFIED_SQL = "status IN ('awaiting_confirmation', 'needs_review')"
 
 
 class DeletionRequest(Base):
@@ -179,14 +184,26 @@ class DeletionRequest(Base):
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
             sqlite_where=sa.text("idempotency_key IS NOT NULL"),
         ),
-        # At most one open request per kind and subject, enforced by the database.
+        # At most one verified open request per kind and subject, enforced by the database;
+        # and at most one unverified request per kind, subject and status. The two never
+        # collide: an unverified request (a forged e-mail) never stands in for a verified
+        # one, so rejecting or expiring it never cancels a real deletion.
         sa.Index(
             "uq_deletion_requests_open_subject",
             "kind",
             "subject_key",
             unique=True,
-            postgresql_where=sa.text(_OPEN_SQL),
-            sqlite_where=sa.text(_OPEN_SQL),
+            postgresql_where=sa.text(VERIFIED_OPEN_SQL),
+            sqlite_where=sa.text(VERIFIED_OPEN_SQL),
+        ),
+        sa.Index(
+            "uq_deletion_requests_unverified_subject",
+            "kind",
+            "subject_key",
+            "status",
+            unique=True,
+            postgresql_where=sa.text(UNVERIFIED_SQL),
+            sqlite_where=sa.text(UNVERIFIED_SQL),
         ),
         # One request per e-mail (Message-ID), and confirmation links found by their hash.
         sa.Index(
@@ -285,3 +302,35 @@ class EmailReply(Base):
 
     address_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MetaDeauthorization(Base):
+    """A verified deauthorize callback, recorded before it is answered, so that it is never
+    lost (the SoundOps database may be down or not configured): the worker expands it into
+    ``instagram_disconnect`` requests once it can read the person's connected accounts.
+
+    Keeps only what the expansion needs: the login family, Meta's app-scoped ``user_id``
+    (removed once expanded; its keyed hash stays as evidence) and ``issued_at``.
+    ``replay_key`` (a keyed hash of the family and the decoded signature) makes the same
+    callback delivered again the same record."""
+
+    __tablename__ = "meta_deauthorizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    replay_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    family: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[str | None] = mapped_column(sa.String(64))
+    user_hash: Mapped[str] = mapped_column(sa.String(64))
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Work queue: when a worker should (next) try to expand it, under a lease; cleared
+    # once expanded.
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # The outcome: when, how many disconnects were filed, how many accounts were left
+    # alone because they were connected again after the callback was issued.
+    expanded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disconnects: Mapped[int | None] = mapped_column(sa.Integer)
+    skipped_reconnected: Mapped[int | None] = mapped_column(sa.Integer)

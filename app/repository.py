@@ -20,12 +20,14 @@ from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefa
 
 from app.models import (
     OPEN_STATUSES,
+    VERIFIED_OPEN_STATUSES,
     Base,
     DeletionEvent,
     DeletionRequest,
     DeletionTask,
     EmailIntake,
     EmailReply,
+    MetaDeauthorization,
     RequestKind,
     RequestStatus,
     SubjectHash,
@@ -84,16 +86,25 @@ async def get_request_by_idempotency_key(
 
 
 async def get_open_request_for_subject(
-    session: AsyncSession, kind: RequestKind, subject_key: str
+    session: AsyncSession,
+    kind: RequestKind,
+    subject_key: str,
+    statuses: frozenset[RequestStatus] = VERIFIED_OPEN_STATUSES,
 ) -> DeletionRequest | None:
+    """The open request of this kind for this subject in one of ``statuses`` (by default
+    the verified ones, ``pending``/``running``); a verified one first when there are
+    several (one verified and unverified ones filed from e-mail)."""
     result = await session.execute(
-        sa.select(DeletionRequest).where(
+        sa.select(DeletionRequest)
+        .where(
             DeletionRequest.kind == kind,
             DeletionRequest.subject_key == subject_key,
-            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.status.in_(statuses),
         )
+        .order_by(sa.case((DeletionRequest.status.in_(VERIFIED_OPEN_STATUSES), 0), else_=1))
+        .limit(1)
     )
-    return result.scalar_one_or_none()
+    return result.scalars().first()
 
 
 async def list_requests(
@@ -704,3 +715,96 @@ async def unsent_confirmations(
         .limit(limit)
     )
     return list((await session.execute(query)).scalars())
+
+
+# --- Meta deauthorize callbacks ---------------------------------------------------------
+
+
+async def record_deauthorization(
+    session: AsyncSession, record: MetaDeauthorization
+) -> MetaDeauthorization:
+    """Store a verified deauthorize callback and commit; the one stored already with the
+    same ``replay_key`` (the same callback delivered again) instead."""
+    session.add(record)
+    try:
+        await session.commit()
+        return record
+    except IntegrityError:
+        await session.rollback()
+    existing = (
+        await session.execute(
+            sa.select(MetaDeauthorization)
+            .where(MetaDeauthorization.replay_key == record.replay_key)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    await session.commit()
+    return existing
+
+
+def _deauthorization_due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        MetaDeauthorization.expanded_at.is_(None),
+        MetaDeauthorization.run_after <= now,
+        sa.or_(
+            MetaDeauthorization.lease_expires_at.is_(None),
+            MetaDeauthorization.lease_expires_at < now,
+        ),
+    )
+
+
+async def due_deauthorizations(
+    session: AsyncSession, now: datetime, limit: int = 100
+) -> list[uuid.UUID]:
+    query = (
+        sa.select(MetaDeauthorization.id)
+        .where(_deauthorization_due(now))
+        .order_by(MetaDeauthorization.run_after)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def claim_deauthorization(
+    session: AsyncSession, record_id: uuid.UUID, owner: str, now: datetime, lease: timedelta
+) -> MetaDeauthorization | None:
+    """Take one due, unexpanded deauthorization under a lease (a conditional UPDATE: of
+    several workers exactly one wins), commit, and return it; None when another holds it
+    or it is expanded already."""
+    result = await session.execute(
+        sa.update(MetaDeauthorization)
+        .where(MetaDeauthorization.id == record_id, _deauthorization_due(now))
+        .values(
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            attempts=MetaDeauthorization.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        await session.rollback()
+        return None
+    await session.commit()
+    return await session.get(MetaDeauthorization, record_id, populate_existing=True)
+
+
+async def finish_deauthorization(
+    session: AsyncSession,
+    record_id: uuid.UUID,
+    owner: str,
+    values: dict[str, Any],
+) -> bool:
+    """Give a claimed deauthorization back with ``values`` (expanded, or when to try
+    again), only while ``owner`` still holds it; commits."""
+    result = await session.execute(
+        sa.update(MetaDeauthorization)
+        .where(
+            MetaDeauthorization.id == record_id,
+            MetaDeauthorization.lease_owner == owner,
+            MetaDeauthorization.expanded_at.is_(None),
+        )
+        .values(lease_owner=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -295,8 +295,14 @@ class MetaDeletionOut(BaseModel):
 
 
 class MetaDeauthorizeOut(BaseModel):
-    disconnects: int = Field(description="Disconnect requests filed (or found already filed).")
-    skipped_reconnected: int = Field(
+    expanded: bool = Field(
+        description="False: recorded, but the SoundOps database could not be read now; the "
+        "worker files the disconnects when it can (the counts are then null)."
+    )
+    disconnects: int | None = Field(
+        description="Disconnect requests filed (or found already filed)."
+    )
+    skipped_reconnected: int | None = Field(
         description="Accounts connected again after the deauthorization was issued: left alone."
     )
 

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     instagram_graph_url: str = "https://graph.instagram.com"
     meta_graph_version: str = "v25.0"
     token_encryption_key: SecretStr | None = None
+    # Oldest issued_at a Meta callback may carry (seconds; 0: no limit).
+    meta_max_age_seconds: int = Field(default=604800, ge=0)
 
     # REST authentication.
     jwt_secret: SecretStr | None = None

@@ -591,3 +591,49 @@ async def test_account_deletion_requested_by_email_over_imap(
     again = await poller.poll_once()
     assert dict(again.outcomes) == {} and again.moved == 0
     assert len((await stack.client.get(URL, headers=bearer(mint()))).json()["items"]) == 1
+
+
+async def test_a_forged_email_never_captures_the_backends_deletion(stack: Stack) -> None:
+    """A stranger's e-mail for a site files a request in review; the backend's REST request
+    for the same site is a request of its own, and rejecting the spam leaves it running."""
+    alpha = stack.world.tenants["alpha"]
+    needles = await owned_ids(stack.pg_dsn, alpha.id) + [a.ig_user_id for a in alpha.accounts]
+    forged = await stack.client.post(
+        "/v1/inbound-email",
+        content=_request_mail("someone.else@elsewhere.example", alpha.site_name),
+        headers={"Content-Type": "message/rfc822", **bearer(mint(("deletions:write",)))},
+    )
+    assert forged.status_code == 202, forged.text
+    assert forged.json()["outcome"] == "needs_review"
+    spam_id = forged.json()["request_id"]
+    spam = (await stack.client.get(f"{URL}/{spam_id}", headers=bearer(mint()))).json()
+    assert spam["status"] == "needs_review" and spam["review_reason"] == "sender_not_on_file"
+
+    rest = await stack.client.post(
+        URL,
+        json={"kind": "account", "subject": {"tenant_id": str(alpha.id)}},
+        headers=bearer(mint()),
+    )
+    assert rest.status_code == 202, rest.text  # a new request, not the one in review
+    rest_id = rest.json()["id"]
+    assert rest_id != spam_id and rest.json()["source"] == "api"
+    # Asked again, the backend gets its own request back, never the unverified one.
+    again = await stack.client.post(
+        URL,
+        json={"kind": "account", "subject": {"tenant_id": str(alpha.id)}},
+        headers=bearer(mint()),
+    )
+    assert again.status_code == 200 and again.json()["id"] == rest_id
+
+    rejected = await stack.client.post(
+        f"{URL}/{spam_id}/reject", json={"reason": "spam"}, headers=bearer(mint())
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["status"] == "cancelled"
+    assert await stack.wait_status(rest_id) != "cancelled"
+
+    data = await stack.wait(rest_id)
+    assert data["status"] == "completed", data
+    assert {t["status"] for t in data["tasks"]} == {"succeeded"}
+    assert _mentions(await stack.snapshots(), needles) == {}
+    assert await stack.wait_status(spam_id) == "cancelled"

@@ -16,6 +16,7 @@ TABLES = {
     "deletion_subject_hashes",
     "email_intake",
     "email_replies",
+    "meta_deauthorizations",
 }
 
 

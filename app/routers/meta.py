@@ -40,7 +40,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": Problem,
         "content": {PROBLEM_CONTENT_TYPE: {}},
-        "description": "The signed_request is missing, malformed or not signed with the secret.",
+        "description": (
+            "The signed_request is missing, malformed, not canonical base64url, not signed "
+            "with the secret, or issued too long ago (DELETION_META_MAX_AGE_SECONDS) or in "
+            "the future; nothing changes."
+        ),
     },
     503: {
         "model": Problem,
@@ -75,10 +79,12 @@ async def _deletion(state: State, request: Request, family: Family) -> MetaDelet
 
 async def _deauthorize(state: State, request: Request, family: Family) -> MetaDeauthorizeOut:
     result = await state.meta.deauthorize(family, await signed_request_field(request))
-    if state.worker is not None and result.requests:
+    if state.worker is not None:
         state.worker.wake()
     return MetaDeauthorizeOut(
-        disconnects=len(result.requests), skipped_reconnected=result.skipped_reconnected
+        expanded=result.expanded,
+        disconnects=result.disconnects,
+        skipped_reconnected=result.skipped_reconnected,
     )
 
 
@@ -110,7 +116,12 @@ async def instagram_data_deletion(state: State, request: Request) -> MetaDeletio
     "/deauthorize",
     response_model=MetaDeauthorizeOut,
     summary="Deauthorize Callback (Facebook Login)",
-    description="Disconnects every account that person connected before removing the app.",
+    description=(
+        "Disconnects every account that person connected before removing the app. The "
+        "verified callback is recorded first and answered 200 also while the SoundOps "
+        "database is down or not configured (`expanded: false`): the worker files the "
+        "disconnects when it can read it."
+    ),
     openapi_extra=FORM_BODY,
     responses=ERRORS,
 )
@@ -122,7 +133,10 @@ async def facebook_deauthorize(state: State, request: Request) -> MetaDeauthoriz
     "/instagram/deauthorize",
     response_model=MetaDeauthorizeOut,
     summary="Deauthorize Callback (Instagram Login)",
-    description="Disconnects every account that person connected, by `ig_user_id`.",
+    description=(
+        "Disconnects every account that person connected, by `ig_user_id`; recorded and "
+        "answered 200 also while the SoundOps database is down (`expanded: false`)."
+    ),
     openapi_extra=FORM_BODY,
     responses=ERRORS,
 )

@@ -49,7 +49,14 @@ from app.errors import (
     Unprocessable,
     validation_errors,
 )
-from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, utcnow
+from app.models import (
+    VERIFIED_OPEN_STATUSES,
+    DeletionRequest,
+    RequestKind,
+    RequestSource,
+    RequestStatus,
+    utcnow,
+)
 from app.pii import keyed_hash
 from app.schemas import CreateDeletionRequest, Review
 from app.services.identities import hashes as identity_hashes
@@ -168,9 +175,12 @@ async def file_email_request(
     """File the request an e-mail asked for, once per Message-ID.
 
     - The same Message-ID again: the request it filed (or found), ``created=False``.
-    - An open request of the same kind for the same subject exists (by REST, Meta or an
-      earlier e-mail, in any open status): that request, ``created=False``; the message
-      is recorded against it, so that it is never filed later either.
+    - An open request of the same kind for the same subject exists that this one may join
+      (a verified one, ``pending``/``running``, by REST, Meta or a confirmed e-mail; or an
+      unverified one in the same ``status``): that request, ``created=False``; the message
+      is recorded against it, so that it is never filed later either. An unverified
+      request in the other status is not joined: a stranger's message in review never
+      swallows the owner's, and rejecting one never cancels the other.
     - Otherwise a new request in ``status``, due 30 days from now (receipt); with a fresh
       one-time ``token`` when it awaits confirmation.
 
@@ -201,7 +211,7 @@ async def file_email_request(
     mid = message_id_hash(settings, message_id)
 
     for _ in range(3):  # each round that loses a race finds the winner in the next one
-        found = await _already_filed(session, mid, kind, subject_hash)
+        found = await _already_filed(session, mid, kind, subject_hash, filed_status)
         if found is not None:
             return found
         now = utcnow()
@@ -267,7 +277,7 @@ async def file_email_request(
 
 
 async def _already_filed(
-    session: AsyncSession, mid: str, kind: RequestKind, subject_hash: str
+    session: AsyncSession, mid: str, kind: RequestKind, subject_hash: str, status: RequestStatus
 ) -> FiledEmailRequest | None:
     intake = await repository.get_email_intake(session, mid)
     if intake is not None:
@@ -278,7 +288,9 @@ async def _already_filed(
         await session.commit()
         assert request is not None
         return FiledEmailRequest(request, created=False)
-    existing = await repository.get_open_request_for_subject(session, kind, subject_hash)
+    existing = await repository.get_open_request_for_subject(
+        session, kind, subject_hash, VERIFIED_OPEN_STATUSES | {status}
+    )
     if existing is None:
         return None
     repository.add_email_intake(
@@ -388,27 +400,95 @@ async def confirm(session: AsyncSession, token: str, *, settings: Settings) -> C
     """The POST from the link's page: awaiting_confirmation -> pending, once.
 
     Of concurrent confirmations exactly one wins; the others answer ``used``. A used,
-    expired, cancelled or unknown link changes nothing. The caller wakes the worker.
+    expired, cancelled or unknown link changes nothing. When a verified request for the
+    same subject is open already (filed by REST or Meta meanwhile), this one is closed as
+    its duplicate and the outcome carries the open one. The caller wakes the worker.
     """
     request, token_hash = await _by_token(session, token, settings)
     if request is None:
         await session.rollback()
         return ConfirmOutcome("unknown")
-    request_id, now = request.id, utcnow()  # the object expires with a rollback
-    if await repository.confirm_request(session, request_id, token_hash, now):
+    # The object expires with a rollback: keep what is needed.
+    request_id, kind, key = request.id, RequestKind(request.kind), request.subject_key
+    now = utcnow()
+    for _ in range(3):
+        try:
+            confirmed = await repository.confirm_request(session, request_id, token_hash, now)
+        except IntegrityError:  # a verified request for the subject is open
+            await session.rollback()
+            duplicate_of = await _close_as_duplicate(
+                session,
+                request_id,
+                RequestStatus.awaiting_confirmation,
+                kind,
+                key,
+                actor="email-link",
+                values={"confirmed_at": now},
+            )
+            if duplicate_of is None:
+                continue  # it closed in between, or this one changed: look again
+            metrics.CONFIRMATIONS_CONFIRMED.inc()
+            return ConfirmOutcome("confirmed", duplicate_of)
+        break
+    else:
+        raise Conflict("The request could not be confirmed (concurrent changes); try again.")
+    if confirmed:
         repository.add_event(session, request_id, "confirmed", actor="email-link")
         await session.commit()
         metrics.CONFIRMATIONS_CONFIRMED.inc()
         log.info("email_request_confirmed", request_id=str(request_id))
-        confirmed = await repository.get_request_fresh(session, request_id)
+        confirmed_request = await repository.get_request_fresh(session, request_id)
         await session.commit()
-        return ConfirmOutcome("confirmed", confirmed)
+        return ConfirmOutcome("confirmed", confirmed_request)
     await session.rollback()
     current = await repository.get_request_fresh(session, request_id)
     await session.commit()
     assert current is not None
     state = _link_state(current, now)
     return ConfirmOutcome("used" if state == "valid" else state, current)
+
+
+async def _close_as_duplicate(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    from_status: RequestStatus,
+    kind: RequestKind,
+    key: str,
+    *,
+    actor: str,
+    values: dict[str, Any] | None = None,
+) -> DeletionRequest | None:
+    """An unverified request was just confirmed or approved, but a verified request of the
+    same kind for the same subject is open: that one carries the deletion. This one is
+    ``cancelled`` with a reason naming it (events on both); returns the open one. None,
+    with nothing changed, when no such request is open any more or this one has left
+    ``from_status`` (the caller looks again)."""
+    other = await repository.get_open_request_for_subject(session, kind, key)
+    if other is None or other.id == request_id:
+        await session.rollback()
+        return None
+    now = utcnow()
+    if not await repository.transition_request(
+        session,
+        request_id,
+        from_statuses=frozenset({from_status}),
+        to_status=RequestStatus.cancelled,
+        # A worker then minimises what the request keeps.
+        values={"status_reason": f"duplicate of request {other.id}", "run_after": now}
+        | (values or {}),
+    ):
+        await session.rollback()
+        return None
+    repository.add_event(
+        session, request_id, "closed_as_duplicate", actor=actor, detail={"of": str(other.id)}
+    )
+    repository.add_event(
+        session, other.id, "email_duplicate", actor=actor, detail={"request": str(request_id)}
+    )
+    other_id = other.id
+    await session.commit()
+    log.info("email_request_duplicate", request_id=str(request_id), of=str(other_id))
+    return await repository.get_request_fresh(session, other_id)
 
 
 async def expire_confirmations(
@@ -444,9 +524,10 @@ async def approve(
 
     A request in review because its name matched several tenants or Pages, or nothing,
     needs ``subject``; any approval must come to exactly one tenant, else 409 saying how
-    many candidates there are. 404 unknown; 409 another status, or an open request for
-    the corrected subject exists; 422 an invalid subject; 503 the SoundOps database is
-    needed to check the choice and cannot be reached."""
+    many candidates there are. When a verified request for the (corrected) subject is open
+    already, this one is closed as its duplicate instead (``cancelled``, the reason names
+    the open one). 404 unknown; 409 another status; 422 an invalid subject; 503 the
+    SoundOps database is needed to check the choice and cannot be reached."""
     request = await repository.get_request_fresh(session, request_id)
     if request is None:
         await session.rollback()
@@ -491,23 +572,28 @@ async def approve(
     if identities is not None:
         new_key = subject_key(settings.effective_hash_key, kind, identities)
         values.update(subject=identities, subject_key=new_key)
-    try:
-        changed = await repository.transition_request(
-            session,
-            request_id,
-            from_statuses=frozenset({RequestStatus.needs_review}),
-            to_status=RequestStatus.pending,
-            values=values,
-        )
-    except IntegrityError as exc:  # the corrected subject has an open request already
-        await session.rollback()
-        other = await repository.get_open_request_for_subject(session, kind, new_key)
-        other_id = other.id if other is not None else None
-        await session.rollback()
-        raise Conflict(
-            "An open request for this subject exists already"
-            + (f" ({other_id}); reject this one." if other_id is not None else ".")
-        ) from exc
+    for _ in range(3):
+        try:
+            changed = await repository.transition_request(
+                session,
+                request_id,
+                from_statuses=frozenset({RequestStatus.needs_review}),
+                to_status=RequestStatus.pending,
+                values=values,
+            )
+        except IntegrityError:  # a verified request for the subject is open
+            await session.rollback()
+            if await _close_as_duplicate(
+                session, request_id, RequestStatus.needs_review, kind, new_key, actor=operator
+            ):
+                closed = await repository.get_request_fresh(session, request_id)
+                await session.commit()
+                assert closed is not None
+                return closed
+            continue
+        break
+    else:
+        raise Conflict("The request could not be approved (concurrent changes); try again.")
     if not changed:
         await session.rollback()
         raise Conflict("The request was decided meanwhile; only needs_review ones can be approved.")

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import structlog
@@ -68,6 +68,9 @@ from app.services.identities import identity_hash
 from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
 from app.services.resolution import digest
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.services.meta_callbacks import MetaCallbacks
 
 log = structlog.get_logger(__name__)
 
@@ -177,8 +180,10 @@ class Engine:
         *,
         http: httpx.AsyncClient | None = None,
         datamap_version: str | None = None,
+        meta: MetaCallbacks | None = None,
     ) -> None:
         self.settings = settings
+        self._meta = meta
         self._sessions = sessionmaker
         self._purgers = purgers
         self.worker_id = worker_id
@@ -690,6 +695,15 @@ class Engine:
             self.settings, self._sessions, utcnow(), actor=self.worker_id
         )
 
+    async def expand_deauthorizations(self) -> int:
+        """File the disconnects of recorded Meta deauthorizations that could not be expanded
+        when they came (the SoundOps database was down or not configured)."""
+        if self._meta is None:
+            return 0
+        return await self._meta.expand_due(
+            owner=self.worker_id, retry_after=lambda attempts: backoff(self.settings, attempts)
+        )
+
     # --- after completion: confirmations, then minimisation --------------------------
 
     async def _finalize(self, request_id: uuid.UUID) -> None:
@@ -821,6 +835,8 @@ class Worker:
         self.settings = engine.settings
         self.last_tick = time.monotonic()
         self._last_deadline_check = 0.0
+        self._last_deauthorize_sweep = 0.0
+        self._deauthorize_sweep: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -843,6 +859,7 @@ class Worker:
             while not self._stopping.is_set():
                 self.last_tick = time.monotonic()
                 await self._deadlines()
+                self._deauthorizations()
                 claimed = False
                 if len(self._in_flight) < self.settings.worker_concurrency:
                     claimed = await self._claim_one()
@@ -850,6 +867,10 @@ class Worker:
                     continue
                 await self._idle()
         finally:
+            if self._deauthorize_sweep is not None:
+                self._deauthorize_sweep.cancel()  # an expansion cut off is taken up again
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._deauthorize_sweep
             await self._drain()
             log.info("worker_stopped", worker=self.engine.worker_id)
 
@@ -869,6 +890,23 @@ class Worker:
             await self.engine.mail_unsent_links()
         except Exception as exc:  # tracking DB down: try again next time
             log.warning("confirmation_resend_failed", error_type=type(exc).__name__)
+
+    def _deauthorizations(self) -> None:
+        """Once per poll interval: deauthorizations waiting for the SoundOps database
+        (each waits out its own backoff, so a database that is down is not hammered). In
+        a task of its own, so that a database slow to refuse never holds up claims."""
+        if self._deauthorize_sweep is not None and not self._deauthorize_sweep.done():
+            return
+        if time.monotonic() - self._last_deauthorize_sweep < self.settings.worker_poll_seconds:
+            return
+        self._last_deauthorize_sweep = time.monotonic()
+        self._deauthorize_sweep = asyncio.create_task(self._sweep_deauthorizations())
+
+    async def _sweep_deauthorizations(self) -> None:
+        try:
+            await self.engine.expand_deauthorizations()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("deauthorize_sweep_failed", error_type=type(exc).__name__)
 
     async def _claim_one(self) -> bool:
         try:

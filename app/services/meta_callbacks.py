@@ -2,22 +2,38 @@
 
 No store is touched to answer a data deletion callback: it files a ``meta_data``
 request (or finds the one already filed for the same signed_request) and
-returns its status URL and confirmation code. A deauthorization looks up the
-person's connected accounts (one indexed query) and files a disconnect for each
-one connected before the deauthorization was issued.
+returns its status URL and confirmation code.
+
+A deauthorization is recorded in the tracking database first (``meta_deauthorizations``)
+and only then expanded: the person's connected accounts are looked up in the SoundOps
+database (one indexed query) and a disconnect is filed for each one connected before the
+deauthorization was issued. When that database is down or not configured the callback is
+still answered 200 once recorded, and the worker expands it later (``expand_due``). Each
+disconnect is filed under an idempotency key derived from the record, so an expansion
+repeated after a crash, or raced by several workers, files each disconnect once.
+
+Replays are known by the decoded signature (``signed_request.verify`` accepts one
+spelling per signature), so the same callback delivered again, however re-encoded, gives
+the same request and confirmation code, or the same deauthorization record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import structlog
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import repository
 from app.errors import ServiceUnavailable
-from app.models import DeletionRequest, RequestKind, RequestSource
+from app.models import DeletionRequest, MetaDeauthorization, RequestKind, RequestSource, utcnow
+from app.pii import keyed_hash
 from app.schemas import (
     CreateInstagramDisconnect,
     CreateMetaDataDeletion,
@@ -25,9 +41,12 @@ from app.schemas import (
     MetaDataSubject,
 )
 from app.services import signed_request
+from app.services.identities import identity_hash
 from app.services.requests import RequestService
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 Family = Literal["facebook", "instagram"]
 
@@ -37,21 +56,31 @@ SECRET_SETTING: dict[Family, str] = {
     "facebook": "DELETION_META_APP_SECRET",
     "instagram": "DELETION_INSTAGRAM_APP_SECRET",
 }
+DEAUTHORIZE_REASON = "Meta deauthorize callback: the person removed the app"
 
 
 @dataclass(frozen=True)
 class Deauthorized:
-    requests: list[DeletionRequest]
-    skipped_reconnected: int
+    """What a deauthorize callback led to. ``expanded`` False: recorded, and the worker
+    files the disconnects when it can read the SoundOps database (counts unknown yet)."""
+
+    expanded: bool
+    disconnects: int | None = None
+    skipped_reconnected: int | None = None
 
 
 class MetaCallbacks:
     def __init__(
-        self, settings: Settings, requests: RequestService, directory: TargetDirectory | None
+        self,
+        settings: Settings,
+        requests: RequestService,
+        directory: TargetDirectory | None,
+        sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         self._settings = settings
         self._requests = requests
         self._directory = directory
+        self._sessions = sessionmaker
 
     def _verify(self, family: Family, value: str | None) -> signed_request.SignedRequest:
         secret = (
@@ -63,55 +92,127 @@ class MetaCallbacks:
             raise ServiceUnavailable(
                 f"This callback is not configured ({SECRET_SETTING[family]} is not set)."
             )
-        return signed_request.verify(value, secret.get_secret_value().encode())
+        return signed_request.verify(
+            value,
+            secret.get_secret_value().encode(),
+            max_age=self._settings.meta_max_age_seconds,
+        )
 
     @staticmethod
-    def _key(value: str, suffix: str = "") -> str:
-        return "signed_request:" + hashlib.sha256(value.encode()).hexdigest() + suffix
-
-    async def data_deletion(self, family: Family, value: str | None) -> DeletionRequest:
-        verified = self._verify(family, value)
-        assert value is not None
+    def _subject(family: Family, verified: signed_request.SignedRequest) -> MetaDataSubject:
         try:
-            subject = MetaDataSubject.model_validate({IDENTITY[family]: verified.user_id})
+            return MetaDataSubject.model_validate({IDENTITY[family]: verified.user_id})
         except ValidationError as exc:
             raise signed_request.InvalidSignedRequest(
                 "signed_request user_id is not an app-scoped id"
             ) from exc
+
+    @staticmethod
+    def _key(verified: signed_request.SignedRequest) -> str:
+        return "signed_request:" + hashlib.sha256(verified.signature).hexdigest()
+
+    async def data_deletion(self, family: Family, value: str | None) -> DeletionRequest:
+        verified = self._verify(family, value)
+        subject = self._subject(family, verified)
         body = CreateMetaDataDeletion(kind=RequestKind.meta_data, subject=subject)
         intake = await self._requests.create(
             body,
             requested_by=f"meta:{family}",
-            idempotency_key=self._key(value),
+            idempotency_key=self._key(verified),
             source=RequestSource.meta_callback,
         )
         return intake.request
 
     async def deauthorize(self, family: Family, value: str | None) -> Deauthorized:
+        """Record the verified callback (durably, once per signature), then expand it now
+        if the SoundOps database can be read; otherwise the worker does it later."""
         verified = self._verify(family, value)
-        assert value is not None
-        if self._directory is None:
-            raise ServiceUnavailable(
-                "The SoundOps database is not configured: nothing to disconnect."
-            )
-        try:
-            accounts = await self._directory.connected_accounts(IDENTITY[family], verified.user_id)
-        except TargetUnavailable as exc:
-            raise ServiceUnavailable(
-                "The SoundOps database is unreachable; retry later.", headers={"Retry-After": "30"}
-            ) from exc
-        issued = (
-            datetime.fromtimestamp(verified.issued_at, UTC)
-            if verified.issued_at is not None
-            else None
+        identity = IDENTITY[family]
+        user_id = self._subject(family, verified).identities()[identity]
+        key = self._settings.effective_hash_key
+        now = utcnow()
+        record = MetaDeauthorization(
+            id=uuid.uuid4(),
+            replay_key=keyed_hash(key, f"meta-deauthorize:{family}:{self._key(verified)}"),
+            family=family,
+            user_id=user_id,
+            user_hash=identity_hash(key, identity, user_id),
+            issued_at=(
+                datetime.fromtimestamp(verified.issued_at, UTC)
+                if verified.issued_at is not None
+                else None
+            ),
+            received_at=now,
+            run_after=now,
+            attempts=0,
         )
-        filed: list[DeletionRequest] = []
-        reconnected = 0
+        async with self._sessions() as session:
+            record = await repository.record_deauthorization(session, record)
+        if record.expanded_at is not None:  # delivered again: what it led to the first time
+            return Deauthorized(True, record.disconnects, record.skipped_reconnected)
+        expanded = await self.expand(record.id, owner=f"callback:{uuid.uuid4().hex[:8]}")
+        return expanded or Deauthorized(False)
+
+    async def expand(
+        self,
+        record_id: uuid.UUID,
+        *,
+        owner: str,
+        retry_after: Callable[[int], timedelta] = lambda attempts: timedelta(0),
+    ) -> Deauthorized | None:
+        """Expand one recorded deauthorization into disconnects, under a lease. None when
+        this caller has nothing to do: no SoundOps database is configured, another holds
+        it, or it is expanded already. ``Deauthorized(False)`` when the SoundOps database
+        cannot be read: it is due again after ``retry_after(attempts)``."""
+        if self._directory is None:
+            return None
+        lease = timedelta(seconds=self._settings.lease_seconds)
+        async with self._sessions() as session:
+            record = await repository.claim_deauthorization(
+                session, record_id, owner, utcnow(), lease
+            )
+        if record is None:
+            return None
+        try:
+            filed, reconnected = await self._file_disconnects(self._directory, record)
+        except (TargetUnavailable, ServiceUnavailable):
+            retry_at = utcnow() + retry_after(record.attempts)
+            async with self._sessions() as session:
+                await repository.finish_deauthorization(
+                    session, record_id, owner, {"run_after": retry_at}
+                )
+            log.warning("deauthorize_expansion_deferred", record_id=str(record_id))
+            return Deauthorized(False)
+        async with self._sessions() as session:
+            await repository.finish_deauthorization(
+                session,
+                record_id,
+                owner,
+                {
+                    "expanded_at": utcnow(),
+                    "run_after": None,
+                    "user_id": None,  # minimised: the keyed hash stays as evidence
+                    "disconnects": filed,
+                    "skipped_reconnected": reconnected,
+                },
+            )
+        log.info(
+            "deauthorize_expanded", record_id=str(record_id), disconnects=filed, skipped=reconnected
+        )
+        return Deauthorized(True, filed, reconnected)
+
+    async def _file_disconnects(
+        self, directory: TargetDirectory, record: MetaDeauthorization
+    ) -> tuple[int, int]:
+        family: Family = "facebook" if record.family == "facebook" else "instagram"
+        assert record.user_id is not None  # removed only once expanded
+        accounts = await directory.connected_accounts(IDENTITY[family], record.user_id)
+        filed = reconnected = 0
         for account in accounts:
             if (
-                issued is not None
+                record.issued_at is not None
                 and account.connected_at is not None
-                and account.connected_at > issued
+                and account.connected_at > record.issued_at
             ):
                 reconnected += 1  # connected again after removing the app: leave it be
                 continue
@@ -120,13 +221,33 @@ class MetaCallbacks:
                 subject=InstagramDisconnectSubject(
                     tenant_id=account.tenant_id, instagram_account_id=account.account_id
                 ),
-                reason="Meta deauthorize callback: the person removed the app",
+                reason=DEAUTHORIZE_REASON,
             )
-            intake = await self._requests.create(
+            await self._requests.create(
                 body,
                 requested_by=f"meta:{family}",
-                idempotency_key=self._key(value, f":{account.account_id}"),
+                idempotency_key=f"meta-deauthorize:{record.id}:{account.account_id}",
                 source=RequestSource.meta_callback,
             )
-            filed.append(intake.request)
-        return Deauthorized(filed, reconnected)
+            filed += 1
+        return filed, reconnected
+
+    async def expand_due(
+        self, *, owner: str, retry_after: Callable[[int], timedelta], limit: int = 100
+    ) -> int:
+        """The worker's sweep: expand the recorded deauthorizations that are due; how many
+        were expanded. Stops at the first that cannot be (the database is down)."""
+        if self._directory is None:
+            return 0
+        async with self._sessions() as session:
+            due = await repository.due_deauthorizations(session, utcnow(), limit)
+            await session.commit()
+        expanded = 0
+        for record_id in due:
+            outcome = await self.expand(record_id, owner=owner, retry_after=retry_after)
+            if outcome is None:
+                continue  # another worker has it, or had it
+            if not outcome.expanded:
+                break  # the SoundOps database cannot be read now
+            expanded += 1
+        return expanded

@@ -5,6 +5,17 @@ received, keyed with the app secret of the login family that received the
 callback; 32-byte signature compared in constant time; ``algorithm`` must be
 HMAC-SHA256; ``user_id`` must be present. Each rejection names its reason
 class, never the secret or the payload.
+
+Replays: both segments must be canonical base64url (the URL-safe alphabet only;
+padding tolerated when it is exactly right; the spare bits of the last character
+zero), so that one signature has one spelling, and callers key replays on the
+decoded signature (``SignedRequest.signature``). ``issued_at`` must be an integer no
+older than ``max_age`` seconds (when ``max_age`` is not 0) and at most
+``FUTURE_SKEW`` seconds ahead: an old callback captured once cannot be played again
+after its request was minimised.
+
+Anything that is not a valid signed_request raises ``InvalidSignedRequest`` and
+nothing else.
 """
 
 from __future__ import annotations
@@ -14,12 +25,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from app.errors import BadRequest
 
 MAX_LENGTH = 4096  # real ones are a few hundred characters
+FUTURE_SKEW = 300  # seconds an issued_at may be ahead of this server's clock
+_B64URL = re.compile(r"[A-Za-z0-9_-]+(=*)")
 
 
 class InvalidSignedRequest(BadRequest):
@@ -32,20 +47,51 @@ class SignedRequest:
     user_id: str
     issued_at: int | None
     payload: dict[str, Any]
+    # The decoded HMAC: what a replay is known by, however the request was spelled.
+    signature: bytes = b""
 
 
 def _b64url(segment: str) -> bytes:
-    stripped = segment.rstrip("=")
-    if not stripped:
+    """Decode canonical base64url: refuses any other alphabet, wrong padding, and spare
+    bits that are not zero (each of which would give one value several spellings)."""
+    if not segment:
         raise InvalidSignedRequest("signed_request has an empty segment")
-    standard = stripped.replace("-", "+").replace("_", "/")
+    match = _B64URL.fullmatch(segment)
+    if match is None:
+        raise InvalidSignedRequest("signed_request is not valid base64url")
+    stripped = segment[: len(segment) - len(match.group(1))]
+    if match.group(1) and len(match.group(1)) != -len(stripped) % 4:
+        raise InvalidSignedRequest("signed_request is not valid base64url")
     try:
-        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidSignedRequest("signed_request is not valid base64url") from exc
+    if base64.urlsafe_b64encode(decoded).decode("ascii").rstrip("=") != stripped:
+        raise InvalidSignedRequest("signed_request is not canonical base64url")
+    return decoded
 
 
-def verify(value: str | None, secret: bytes) -> SignedRequest:
+def _issued_at(payload: dict[str, Any], max_age: int, now: float) -> int | None:
+    issued_at = payload.get("issued_at")
+    if issued_at is None and max_age == 0:
+        return None
+    if not isinstance(issued_at, int) or isinstance(issued_at, bool) or issued_at < 0:
+        raise InvalidSignedRequest("signed_request has no valid issued_at")
+    if issued_at > now + FUTURE_SKEW:
+        raise InvalidSignedRequest("signed_request was issued in the future")
+    if max_age and issued_at < now - max_age:
+        raise InvalidSignedRequest("signed_request is too old")
+    return issued_at
+
+
+def verify(
+    value: str | None, secret: bytes, *, max_age: int = 0, now: float | None = None
+) -> SignedRequest:
+    """The verified signed_request, or ``InvalidSignedRequest``.
+
+    ``max_age``: the oldest ``issued_at`` accepted, in seconds before ``now`` (default:
+    this server's clock); 0 accepts any age (and a missing ``issued_at``).
+    """
     if not value:
         raise InvalidSignedRequest("the form field signed_request is missing")
     if len(value) > MAX_LENGTH:
@@ -65,7 +111,7 @@ def verify(value: str | None, secret: bytes) -> SignedRequest:
         raise InvalidSignedRequest("signed_request signature does not match")
     try:
         payload = json.loads(payload_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidSignedRequest("signed_request payload is not JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidSignedRequest("signed_request payload is not a JSON object")
@@ -77,13 +123,11 @@ def verify(value: str | None, secret: bytes) -> SignedRequest:
         user_id = str(user_id)
     if not isinstance(user_id, str) or not user_id.strip():
         raise InvalidSignedRequest("signed_request has no user_id")
-    issued_at = payload.get("issued_at")
     return SignedRequest(
         user_id=user_id.strip(),
-        issued_at=issued_at
-        if isinstance(issued_at, int) and not isinstance(issued_at, bool)
-        else None,
+        issued_at=_issued_at(payload, max_age, time.time() if now is None else now),
         payload=payload,
+        signature=signature,
     )
 
 

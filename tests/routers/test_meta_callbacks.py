@@ -10,14 +10,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.models import DeletionRequest
+from app.models import DeletionRequest, MetaDeauthorization
 from app.services.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import PUBLIC_BASE_URL
+from tests.engine_support import run_until_settled
 from tests.seed import World, make_world, seed_postgres
 
 FB_SECRET = b"facebook-login-app-secret-0123456789"
@@ -190,21 +192,30 @@ async def test_facebook_deauthorize_disconnects_every_account_of_the_person(
     value = sign(payload(fb.facebook_user_id), FB_SECRET)
     response = await post(client, "/meta/deauthorize", value)
     assert response.status_code == 200, response.text
-    assert response.json() == {"disconnects": 1, "skipped_reconnected": 0}
+    assert response.json() == {"expanded": True, "disconnects": 1, "skipped_reconnected": 0}
     again = await post(client, "/meta/deauthorize", value)
-    assert again.json()["disconnects"] == 1
+    assert again.json() == response.json()
     items = (await client.get("/v1/deletion-requests", headers=auth())).json()["items"]
     assert [(i["kind"], i["source"]) for i in items] == [("instagram_disconnect", "meta_callback")]
 
 
 async def test_deauthorize_older_than_a_reconnection_leaves_the_account_alone(
-    client: httpx.AsyncClient, auth: Auth, world: World
+    client: httpx.AsyncClient, auth: Auth, world_db: Any
 ) -> None:
+    database, world = world_db
     account = world.tenants["bravo"].accounts[0]
-    stale = payload(account.ig_user_id, issued_at=int(time.time()) - 30 * 86400)
+    conn = await asyncpg.connect(database.url)
+    try:  # connected again an hour ago, after the deauthorization of yesterday
+        await conn.execute(
+            "UPDATE instagram_accounts SET connected_at = now() - interval '1 hour' WHERE id = $1",
+            account.id,
+        )
+    finally:
+        await conn.close()
+    stale = payload(account.ig_user_id, issued_at=int(time.time()) - 86400)
     response = await post(client, "/meta/instagram/deauthorize", sign(stale, IG_SECRET))
     assert response.status_code == 200
-    assert response.json() == {"disconnects": 0, "skipped_reconnected": 1}
+    assert response.json() == {"expanded": True, "disconnects": 0, "skipped_reconnected": 1}
     assert (await client.get("/v1/deletion-requests", headers=auth())).json()["items"] == []
 
 
@@ -221,3 +232,97 @@ async def test_bad_deauthorize_signature_is_400(client: httpx.AsyncClient, state
     response = await post(client, "/meta/deauthorize", sign(payload(), IG_SECRET))
     assert response.status_code == 400
     assert await count_requests(state) == 0
+    assert await count_rows(state, MetaDeauthorization) == 0
+
+
+# --- replays -----------------------------------------------------------------------------
+
+
+def _spare_bit_flipped(signature: str) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(signature) % 4 == 3  # 32 bytes: 43 characters, 2 spare bits in the last
+    return signature[:-1] + alphabet[alphabet.index(signature[-1]) ^ 1]
+
+
+SPELLINGS = {
+    "sig+'='": lambda sig: sig + "=",
+    "sig+'=='": lambda sig: sig + "==",
+    "spare bit flipped": _spare_bit_flipped,
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+async def test_a_re_encoded_replay_after_completion_is_the_same_request_or_refused(
+    client: httpx.AsyncClient, state: AppState, spelling: str
+) -> None:
+    value = sign(payload(), FB_SECRET)
+    first = await post(client, "/meta/data-deletion", value)
+    assert first.status_code == 200, first.text
+    code = first.json()["confirmation_code"]
+    (request_id,) = await request_ids(state)
+    # Carried out: no open request for the subject is left to fall back on.
+    assert await run_until_settled(state, [request_id]) == {request_id: "completed"}
+    signature, body = _segments(value)
+    replay = await post(client, "/meta/data-deletion", f"{SPELLINGS[spelling](signature)}.{body}")
+    if replay.status_code == 200:
+        assert replay.json()["confirmation_code"] == code
+    else:
+        assert replay.status_code == 400, replay.text
+        assert replay.headers["content-type"] == "application/problem+json"
+    assert await request_ids(state) == [request_id]
+    same = await post(client, "/meta/data-deletion", value)
+    assert same.json()["confirmation_code"] == code
+    assert await request_ids(state) == [request_id]
+
+
+@pytest.mark.parametrize(
+    ("case", "offset"),
+    [("eight days old", -8 * 86400), ("a year old", -365 * 86400), ("an hour ahead", 3600)],
+)
+@pytest.mark.parametrize(
+    ("path", "secret"), [("/meta/data-deletion", FB_SECRET), ("/meta/deauthorize", FB_SECRET)]
+)
+async def test_a_stale_or_future_signed_request_is_400_and_changes_nothing(
+    client: httpx.AsyncClient,
+    state: AppState,
+    world: World,
+    path: str,
+    secret: bytes,
+    case: str,
+    offset: int,
+) -> None:
+    user = world.tenants["alpha"].accounts[0].facebook_user_id
+    value = sign(payload(user, issued_at=int(time.time()) + offset), secret)
+    response = await post(client, path, value)
+    assert response.status_code == 400, (case, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["title"] == "Invalid signed_request"
+    assert await count_requests(state) == 0
+    assert await count_rows(state, MetaDeauthorization) == 0
+
+
+async def test_a_max_age_of_zero_accepts_any_age_but_not_the_future(tracking_url: str) -> None:
+    from app.main import create_app
+    from tests.app_fixtures import make_settings
+
+    app = create_app(
+        make_settings(tracking_url, meta_app_secret=FB_SECRET.decode(), meta_max_age_seconds=0)
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            old = sign(payload(issued_at=int(time.time()) - 400 * 86400), FB_SECRET)
+            assert (await post(client, "/meta/data-deletion", old)).status_code == 200
+            ahead = sign(payload("42", issued_at=int(time.time()) + 3600), FB_SECRET)
+            assert (await post(client, "/meta/data-deletion", ahead)).status_code == 400
+        assert await count_requests(app.state.services) == 1
+
+
+async def request_ids(state: AppState) -> list[str]:
+    async with state.sessionmaker() as session:
+        return [str(i) for i in (await session.execute(sa.select(DeletionRequest.id))).scalars()]
+
+
+async def count_rows(state: AppState, model: Any) -> int:
+    async with state.sessionmaker() as session:
+        return int(await session.scalar(sa.select(sa.func.count()).select_from(model)) or 0)

@@ -186,20 +186,24 @@ async def test_the_subject_is_validated_and_normalised_as_for_rest(
         await file(state, kind="meta_data", subject={"ig_username": "no spaces allowed"})
     filed = await file(state, kind="meta_data", subject={"facebook_page_name": " Lunar  ÉCHOES"})
     assert filed.request.subject == {"facebook_page_name": "lunar échoes"}
-    # The same subject filed by REST finds the request from e-mail (same key).
+    # The same subject filed by REST has the same key, but files a verified request of its
+    # own: it is never answered with the unverified one from e-mail.
     rest = await client.post(
         "/v1/deletion-requests",
         json={"kind": "meta_data", "subject": {"facebook_page_name": "lunar échoes"}},
         headers=auth(),
     )
-    assert rest.status_code == 200 and rest.json()["id"] == str(filed.request.id)
-    # Look-ups by the identity find it.
+    assert rest.status_code == 202 and rest.json()["id"] != str(filed.request.id)
+    assert (await reload(state, uuid.UUID(rest.json()["id"]))).subject_key == (
+        filed.request.subject_key
+    )
+    # Look-ups by the identity find both.
     listed = await client.get(
         "/v1/deletion-requests",
         params={"subject": "facebook_page_name=Lunar Échoes"},
         headers=auth(),
     )
-    assert [i["id"] for i in listed.json()["items"]] == [str(filed.request.id)]
+    assert {i["id"] for i in listed.json()["items"]} == {str(filed.request.id), rest.json()["id"]}
 
 
 async def test_filing_refuses_what_an_email_cannot_ask(state: AppState) -> None:
@@ -455,11 +459,11 @@ async def test_approve_with_a_corrected_subject(state: AppState, soundops_db: st
     assert old == []
 
 
-async def test_approve_to_a_subject_with_an_open_request_is_a_conflict(
+async def test_approve_to_a_subject_with_an_unverified_request_approves_this_one(
     state: AppState, soundops_db: str
 ) -> None:
     await add_tenant(soundops_db, "taken-band", OWNER)
-    open_one = await file(state, message_id="<open@x>", subject={"site_name": "taken-band"})
+    waiting = await file(state, message_id="<open@x>", subject={"site_name": "taken-band"})
     filed = await file(
         state,
         message_id="<review@x>",
@@ -467,12 +471,75 @@ async def test_approve_to_a_subject_with_an_open_request_is_a_conflict(
         status="needs_review",
         review_reason="no_match",
     )
-    with pytest.raises(Conflict, match=str(open_one.request.id)):
-        await state.email_requests.approve(
-            filed.request.id, operator="op", subject={"site_name": "taken-band"}
-        )
-    request = await reload(state, filed.request.id)
-    assert request.status == "needs_review" and request.subject == {"site_name": "unknown-band"}
+    approved = await state.email_requests.approve(
+        filed.request.id, operator="op", subject={"site_name": "taken-band"}
+    )
+    assert approved.status == "pending" and approved.subject == {"site_name": "taken-band"}
+    # The unverified one is left as it was; confirmed later, it joins the approved one.
+    assert (await reload(state, waiting.request.id)).status == "awaiting_confirmation"
+    assert waiting.token is not None
+    outcome = await confirm(state, waiting.token)
+    assert outcome.outcome == "confirmed" and outcome.request is not None
+    assert outcome.request.id == filed.request.id
+
+
+async def rest_request(client: httpx.AsyncClient, auth: Auth, site: str) -> uuid.UUID:
+    response = await client.post(
+        "/v1/deletion-requests",
+        json={"kind": "account", "subject": {"site_name": site}},
+        headers=auth(),
+    )
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+async def test_approving_while_a_verified_request_is_open_closes_this_one_as_its_duplicate(
+    state: AppState,
+    client: httpx.AsyncClient,
+    auth: Auth,
+    script: Script,
+    corrected: bool,
+    soundops_db: str,
+) -> None:
+    await add_tenant(soundops_db, "taken-band", OWNER)
+    filed = await file(
+        state,
+        message_id="<review@x>",
+        subject={"site_name": "unknown-band" if corrected else "taken-band"},
+        status="needs_review",
+        review_reason="no_match" if corrected else "sender_not_on_file",
+    )
+    rest_id = await rest_request(client, auth, "taken-band")
+    closed = await state.email_requests.approve(
+        filed.request.id,
+        operator="op",
+        subject={"site_name": "taken-band"} if corrected else None,
+    )
+    assert closed.id == filed.request.id and closed.status == "cancelled"
+    assert closed.status_reason == f"duplicate of request {rest_id}"
+    assert "closed_as_duplicate" in await event_types(state, filed.request.id)
+    assert "email_duplicate" in await event_types(state, rest_id)
+    assert (await reload(state, rest_id)).status == "pending"
+    statuses = await run_until_settled(state, [str(rest_id), str(filed.request.id)])
+    assert statuses == {str(rest_id): "completed", str(filed.request.id): "cancelled"}
+    assert {c["request"] for c in script.starts()} == {str(rest_id)}
+
+
+async def test_confirming_while_a_verified_request_is_open_joins_it(
+    state: AppState, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    filed = await file(state, subject={"site_name": "taken-band"})
+    assert filed.token is not None
+    rest_id = await rest_request(client, auth, "taken-band")
+    outcome = await confirm(state, filed.token)
+    assert outcome.outcome == "confirmed"
+    assert outcome.request is not None and outcome.request.id == rest_id
+    mine = await reload(state, filed.request.id)
+    assert mine.status == "cancelled" and mine.status_reason == f"duplicate of request {rest_id}"
+    assert mine.confirmed_at is not None
+    assert (await confirm(state, filed.token)).outcome == "used"
+    assert (await reload(state, rest_id)).status == "pending"
 
 
 async def test_a_rejected_request_deletes_nothing_and_is_never_run(
