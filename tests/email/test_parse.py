@@ -732,3 +732,47 @@ def test_hostile_one_mib_bodies_parse_fast(content_type: str, body: str) -> None
     parsed = parse_message(raw, authserv_id=None)
     assert len(parsed.candidates) <= 50
     assert _timed(lambda: parse_message(raw, authserv_id=None)) < 0.1
+
+
+def _many_parts(shape: str, count: int = 20_000) -> bytes:
+    """A message of at most 1 MiB with `count` MIME parts: each nested in the one before,
+    or side by side after the text part (short boundaries, no closing lines: the parser
+    accepts unclosed multiparts)."""
+    head = "From: mara@lunar-echoes.example\nSubject: Account Deletion Request\nMessage-ID: <p@x>\n"
+    if shape == "nested":
+        body = "".join(
+            f"Content-Type:multipart/x;boundary={i:x}\n\n--{i:x}\n" for i in range(count)
+        )
+        body += "Content-Type: text/plain\n\nSite: lunar-echoes\n"
+    else:
+        body = "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
+        body += "Site: lunar-echoes\n" + "--b\n\nx\n" * count
+    raw = to_crlf((head + body).encode())
+    assert len(raw) <= MIB, len(raw)
+    return raw
+
+
+def _cpu_timed(fn: Callable[[], object]) -> float:
+    """Best CPU time of three runs: what the parse costs, whatever else the machine runs."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+@pytest.mark.parametrize("shape", ["nested", "side-by-side"])
+def test_twenty_thousand_mime_parts_parse_fast(shape: str) -> None:
+    # Before MAX_BOUNDARY_LINES the stdlib parser built every part within the first
+    # 128 KiB: 0.83 s of CPU nested, 0.90 s side by side; now 30 ms and 11 ms.
+    raw = _many_parts(shape)
+    parsed = parse_message(raw, authserv_id=TRUSTED_AUTHSERV_ID)
+    assert parsed.kind is MailKind.account
+    assert parsed.sender == "mara@lunar-echoes.example"
+    assert parsed.message_id == "p@x"
+    if shape == "side-by-side":  # the text part comes first: still read
+        assert "lunar-echoes" in parsed.candidates
+    else:  # 20,000 levels down: never reached, and nothing else taken for a name
+        assert parsed.candidates == ()
+    assert _cpu_timed(lambda: parse_message(raw, authserv_id=TRUSTED_AUTHSERV_ID)) < 0.1
