@@ -20,6 +20,7 @@ from app.logging import configure_logging, correlation_id
 from app.purgers.registry import build_purgers
 from app.purgers.testing import StaticResolver
 from app.ratelimit import RateLimiter
+from app.request_guard import RequestGuardMiddleware
 from app.routers import (
     email_confirm,
     health,
@@ -179,6 +180,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
+    # Bounded bodies and storable strings for every route; a raw e-mail is bounded by its
+    # router (1 MiB, while streaming). Inside the correlation id, so its answers carry one.
+    app.add_middleware(RequestGuardMiddleware, own_limit_paths=[inbound_email.PATH])
     app.add_middleware(CorrelationIdMiddleware)
 
     app.include_router(requests.router)
