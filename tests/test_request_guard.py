@@ -98,7 +98,7 @@ async def test_an_unstorable_character_in_any_json_string_is_a_422_and_changes_n
     await _nothing_stored(state)
 
 
-async def test_a_body_without_content_type_is_checked_as_fastapi_reads_it_json(
+async def test_a_json_body_without_content_type_is_checked_too(
     client: httpx.AsyncClient, auth: Auth, state: AppState
 ) -> None:
     body = _json('{"kind":"account","subject":{"site_name":"a@@"}}', BAD["nul"])
@@ -106,6 +106,20 @@ async def test_a_body_without_content_type_is_checked_as_fastapi_reads_it_json(
     assert "content-type" not in response.request.headers
     assert_problem(response, 422)
     await _nothing_stored(state)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xfe\x00", b'{"reason": "\xe9t\xe9"}', b"[" * 60_000, b"1" * 5000],
+    ids=["binary", "latin-1", "nested", "long-number"],
+)
+async def test_a_json_body_that_cannot_be_read_is_a_422_not_a_400(
+    client: httpx.AsyncClient, auth: Auth, body: bytes
+) -> None:
+    headers = {**auth(), "Content-Type": "application/json"}
+    problem = assert_problem(await client.post(URL, content=body, headers=headers), 422)
+    assert _locs(problem) == [["body"]]
+    assert problem["errors"][0]["type"] == "json_invalid"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
