@@ -169,7 +169,10 @@ async def _check_case(intake: Intake, case: CorpusCase, way: str) -> list[str]:
         # Keep the world fresh for the next message: no open request stays behind.
         await intake.state.email_requests.reject(request_id, operator="test")
     elif expected["reply"] or (
-        outcome == "too_large" and way == "imap" and not expected["automatic"]
+        outcome == "too_large"
+        and way == "imap"
+        and not expected["automatic"]
+        and not expected["dmarc_fail"]
     ):
         # An ignored message gets the explanatory reply; one too large to read (over IMAP:
         # over HTTP it is a 413 to the gateway) gets one saying so.
@@ -465,3 +468,22 @@ async def test_a_message_too_large_to_read_is_moved_and_its_sender_told(intake: 
     assert len(intake.dovecot.list_messages("Processed", user="privacy")) == 1
     assert await intake.poll(raw) == {"duplicate": 1}  # the same message again: no new reply
     assert len(intake.sent()) == 1
+
+
+async def test_a_sender_failing_dmarc_gets_no_reply_by_either_way_in(intake: Intake) -> None:
+    """The From of a message that fails DMARC is likely forged: a reply would be
+    backscatter to someone who never wrote. Ignored or too large to read, over HTTP or
+    IMAP: no mail at all."""
+    forged = b"Authentication-Results: mx.soundops.example; dmarc=fail header.from=x\r\n"
+    ignored = corpus_case("31-neither-kind.eml").raw
+    assert (await intake.post(forged + ignored)).json()["outcome"] == "ignored"
+    again = ignored.replace(b"Message-ID: <", b"Message-ID: <imap-", 1)
+    assert await intake.poll(forged + again) == {"ignored": 1}
+    large = corpus_case("17-oversize-2mib.eml").raw
+    assert await intake.poll(forged + large) == {"too_large": 1}
+    assert intake.sent() == []
+    # The same messages without the failure are answered (the reply path works).
+    assert await intake.poll(large) == {"duplicate": 1}  # handled once, by Message-ID
+    fresh = ignored.replace(b"Message-ID: <", b"Message-ID: <pass-", 1)
+    assert (await intake.post(fresh)).json()["outcome"] == "ignored"
+    assert [rcpts for rcpts, _ in intake.sent()] == [["ola.nordmann@nightferry.example"]]
