@@ -684,13 +684,43 @@ def _tokens(text: str, found: _Found) -> None:
             found.words.append(token)
 
 
+# A label anywhere in a line ("... my Facebook Page: Foxtrot Live. Thanks"): the word
+# before a colon or "=" (not a URL's "://", not a time's "10:30").
+_LABEL_RE = re.compile(r"(?<![\w@/.:-])([^\W\d_][\w'-]{0,39})\s?[:=]\s*(?!//)")
+# Where a clause ends inside a value: sentence or clause punctuation before a space, a
+# dash between spaces, an opening parenthesis.
+_CLAUSE_END_RE = re.compile(rf"[.!?;,\u2026]+(?=\s)|\s[-{_DASHES}]+(?=\s)|\s(?=\()")
+MAX_CLAUSE_CUTS = 6
+MAX_LABELS = 8  # per line
+
+
+def _clauses(value: str) -> list[str]:
+    """A named value as written, then cut at each clause end, longest first: "Foxtrot
+    Live. Thanks a lot" gives itself and "Foxtrot Live" (a name may hold a clause end,
+    "St. Louis Blues", so the longer readings come first and the matching takes the
+    first that is on file)."""
+    cuts = [m.start() for m in _CLAUSE_END_RE.finditer(value)][:MAX_CLAUSE_CUTS]
+    return [value, *(value[:cut] for cut in reversed(cuts))]
+
+
+def _labelled(line: str) -> list[str]:
+    """What follows each label of a line, up to the next label (then cut into clauses)."""
+    labels = [m for m in _LABEL_RE.finditer(line) if m.group(1).casefold() not in _HEADER_KEYS]
+    values = []
+    for index, label in enumerate(labels):
+        end = labels[index + 1].start() if index + 1 < len(labels) else len(line)
+        values += _clauses(line[label.end() : end])
+    return values
+
+
 def _from_line(line: str, found: _Found, *, whole: bool = True) -> None:
     key_value = _KEY_VALUE_RE.match(line)
     if key_value and key_value.group(1).strip().casefold() not in _HEADER_KEYS:
-        found.named.append(key_value.group(2))
+        found.named.extend(_clauses(key_value.group(2)))
+    found.named.extend(_labelled(line))
     named = _NAMED_RE.search(line)
     if named:
-        found.named.append(named.group(1))
+        found.named.extend(_clauses(named.group(1)))
     found.named.extend(match.group(1) for match in _QUOTED_RE.finditer(line))
     if whole:
         found.lines.append(line)
