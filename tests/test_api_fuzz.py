@@ -230,3 +230,22 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(live
         pytest.fail("\n\n".join(failures), pytrace=False)
     # The server is still answering after everything it was sent.
     assert httpx.get(f"{live.base_url}/healthz", timeout=5).status_code == 200
+
+
+def test_the_live_server_refuses_a_chunked_body_over_64_kib(live: Live) -> None:
+    """Over a real socket, without Content-Length: 413 once 64 KiB have come, and the
+    server goes on serving."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"kind":"account","subject":{"site_name":"the-band"},"reason":"'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    headers = {**bearer(mint(ALL_SCOPES)), "Content-Type": "application/json"}
+    with httpx.Client(base_url=live.base_url, timeout=30) as client:
+        response = client.post("/v1/deletion-requests", content=chunks(), headers=headers)
+        assert response.request.headers["transfer-encoding"] == "chunked"
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+    assert httpx.get(f"{live.base_url}/healthz", timeout=5).status_code == 200

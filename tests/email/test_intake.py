@@ -36,6 +36,7 @@ from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
 from tests.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, corpus_case, load_corpus
+from tests.email.test_parse import _many_parts
 from tests.email.world import EmailWorld, seed_email_world
 from tests.receivers import SmtpSink
 
@@ -487,3 +488,17 @@ async def test_a_sender_failing_dmarc_gets_no_reply_by_either_way_in(intake: Int
     fresh = ignored.replace(b"Message-ID: <", b"Message-ID: <pass-", 1)
     assert (await intake.post(fresh)).json()["outcome"] == "ignored"
     assert [rcpts for rcpts, _ in intake.sent()] == [["ola.nordmann@nightferry.example"]]
+
+
+@pytest.mark.parametrize("shape", ["nested", "side-by-side"])
+async def test_a_message_of_twenty_thousand_mime_parts_is_handled_like_any_other(
+    intake: Intake, shape: str
+) -> None:
+    """Only its first parts are read: the owner's request is filed and the link mailed to
+    the address on file (side by side: the site named in the text part; nested: the text
+    is out of reach, so by the sender on file), never a crash or a timeout."""
+    raw = _many_parts(shape)
+    answer = await intake.post(raw)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["outcome"] == "awaiting_confirmation"
+    assert [rcpts for rcpts, _ in intake.sent()] == [["mara@lunar-echoes.example"]]
