@@ -1,8 +1,9 @@
 """What every HTTP request must be before a router sees it (contract, "Requests").
 
 - **A body of at most 64 KiB** (``MAX_BODY_BYTES``), also when it comes chunked without a
-  ``Content-Length``: else ``413``, before the rest is read. Paths that take larger
-  bodies (a raw e-mail: 1 MiB) enforce their own limit while streaming.
+  ``Content-Length``: else ``413``, before the rest is read. Paths that take other
+  bodies (a raw e-mail: 1 MiB; Meta's signed_request forms: 8 KiB, a 400) enforce their
+  own limit while streaming, and are passed through unread.
 - **No string that PostgreSQL cannot store**: a NUL (``text`` and ``jsonb`` refuse
   U+0000) or a lone surrogate (no UTF-8 encoding), in the path, a query parameter, or any
   key or value of a JSON body: else a ``422`` validation problem naming where, and
