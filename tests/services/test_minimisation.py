@@ -73,7 +73,8 @@ async def test_operators_free_text_reasons_are_gone_after_minimisation(
     shown = (await client.get(f"{URL}/{review.request.id}", headers=auth())).json()
     assert (shown["status"], shown["status_reason"]) == ("cancelled", "rejected by an operator")
     dump = await dump_tracking_db(state)
-    for text in (CREATE_REASON, CANCEL_REASON, REJECT_REASON, "Nordmann", "Schmidt", "555"):
+    # (Not short pieces such as "555": hex hashes and random codes may hold them.)
+    for text in (CREATE_REASON, CANCEL_REASON, REJECT_REASON, "Nordmann", "Schmidt"):
         assert text not in dump, text
     assert script.starts() == []
 
