@@ -27,14 +27,17 @@ class _StderrLogger:
 
 # Public paths whose last segment is a secret: a confirmation link's token, a status code.
 _SECRET_PATH = re.compile(r"(/deletion-(?:confirm|status)/)[^\s?#\"]+")
+# Query parameters that carry personal data: `subject=owner_email=...` of the list.
+_PERSONAL_QUERY = re.compile(r"([?&]subject=)[^&\s#\"]*", re.IGNORECASE)
 
 
 def mask_secret_paths(text: str) -> str:
-    return _SECRET_PATH.sub(r"\1***", text)
+    return _PERSONAL_QUERY.sub(r"\1***", _SECRET_PATH.sub(r"\1***", text))
 
 
 class SecretPathFilter(logging.Filter):
-    """Masks link tokens and status codes in access-log lines (uvicorn logs every path)."""
+    """Masks link tokens, status codes and subjects in access-log lines (uvicorn logs
+    every path with its query)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):

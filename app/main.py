@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +21,7 @@ from app.logging import configure_logging, correlation_id
 from app.purgers.registry import build_purgers
 from app.purgers.testing import StaticResolver
 from app.ratelimit import RateLimiter
+from app.request_guard import RequestGuardMiddleware
 from app.routers import (
     email_confirm,
     health,
@@ -152,6 +154,10 @@ def new_worker(state: AppState) -> Worker:
     return state.worker
 
 
+def _paths(router: APIRouter) -> list[str]:
+    return [route.path for route in router.routes if isinstance(route, APIRoute)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
@@ -184,6 +190,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
+    # Bounded bodies and storable strings for every route; a raw e-mail (1 MiB) and Meta's
+    # forms (8 KiB) are bounded by their routers while streaming. Inside the correlation
+    # id, so that its answers carry one.
+    own_limits = [*_paths(inbound_email.router), *_paths(meta.router)]
+    app.add_middleware(RequestGuardMiddleware, own_limit_paths=own_limits)
     app.add_middleware(CorrelationIdMiddleware)
 
     app.include_router(requests.router)

@@ -655,6 +655,29 @@ async def expire_confirmations(
     return result.scalars().all()
 
 
+async def expire_reviews(
+    session: AsyncSession, filed_before: datetime, now: datetime, reason: str
+) -> Sequence[uuid.UUID]:
+    """Cancel every request still in review that was filed before ``filed_before``; ids."""
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(
+            DeletionRequest.status == RequestStatus.needs_review,
+            DeletionRequest.created_at <= filed_before,
+        )
+        .values(
+            status=RequestStatus.cancelled,
+            status_reason=reason,
+            # A worker then minimises what the request keeps.
+            run_after=now,
+            updated_at=now,
+        )
+        .returning(DeletionRequest.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.scalars().all()
+
+
 async def replace_subject_hashes(
     session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
 ) -> None:

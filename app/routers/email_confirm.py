@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import ClientAddress, State
 from app.purgers.base import SkipKind
+from app.routers.requests import problems
 from app.routers.status_page import KIND_TEXT, PAGE, STORE_TEXT, TOO_MANY_HTML, _date
 from app.services.claims import SKIP_TEXT
 from app.services.email_requests import ConfirmationView
@@ -40,6 +41,7 @@ GONE_PAGES: dict[int | str, dict[str, Any]] = {
     404: {**HTML_ONLY, "description": "Unknown link (HTML page)."},
     410: {**HTML_ONLY, "description": "Used, expired or cancelled link (HTML page)."},
     429: {**HTML_ONLY, "description": "Rate limited (HTML page)."},
+    **problems(422),
 }
 
 _GONE = {

@@ -35,7 +35,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The token lacks the required scope.",
         404: "Not found.",
         409: "Conflicts with the request's current state.",
-        413: "The body is over the size limit.",
+        413: "The body is over the size limit (64 KiB for JSON).",
         415: "The body's Content-Type is not the one required.",
         422: "Malformed body or parameters.",
         503: "A store needed to answer is unreachable; retry later.",
@@ -70,7 +70,7 @@ IdempotencyKey = Annotated[
             "model": DeletionRequestOut,
             "description": "An existing request (replay or open duplicate).",
         },
-        **problems(401, 403, 404, 409, 422, 503),
+        **problems(401, 403, 404, 409, 413, 422, 503),
     },
 )
 async def create_request(
@@ -98,7 +98,7 @@ async def create_request(
         "Same body as a create. Deletes nothing and records nothing: answers, per store, "
         "the exact counts that a request would delete and retain (with the reason)."
     ),
-    responses=problems(401, 403, 422, 503),
+    responses=problems(401, 403, 413, 422, 503),
 )
 async def preview_request(
     state: State,
@@ -194,7 +194,7 @@ async def get_request(state: State, principal: Reader, request_id: uuid.UUID) ->
     description=(
         "Only `pending`, `awaiting_confirmation` and `needs_review` requests can be cancelled."
     ),
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 413, 422),
 )
 async def cancel_request(
     state: State,

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
         "kind), e.g. when the e-mail named nothing on file or several accounts. 409 for "
         "another status, or when an open request for the corrected subject exists."
     ),
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 413, 422),
 )
 async def approve_request(
     state: State,
@@ -50,7 +50,7 @@ async def approve_request(
         "reason; nothing is deleted, and its identifiers are then minimised. 409 for "
         "another status."
     ),
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 413, 422),
 )
 async def reject_request(
     state: State,

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from app.deps import ClientAddress, State
 from app.errors import problem_response
 from app.routers.presenters import status_page
+from app.routers.requests import problems
 from app.schemas import Problem, StatusPageOut
 
 router = APIRouter(tags=["public status"])
@@ -119,6 +120,7 @@ def _wants_json(accept: str | None) -> bool:
         200: {"content": {"text/html": {}}, "description": "The status (HTML or JSON)."},
         404: {"model": Problem, "content": {"text/html": {}}, "description": "Unknown code."},
         429: {"model": Problem, "content": {"text/html": {}}, "description": "Rate limited."},
+        **problems(422),
     },
 )
 async def deletion_status(

@@ -81,6 +81,10 @@ REVIEW_REASONS = frozenset(
 NEEDS_CHOICE = frozenset({"several_tenants", "several_pages", "no_match"})
 EXPIRED_REASON = "confirmation link expired"
 REJECTED_REASON = "rejected by an operator"
+# A request in review that no operator decided in this time is cancelled (and minimised):
+# it must not keep what the message named for ever.
+REVIEW_TTL = timedelta(days=30)
+REVIEW_EXPIRED_REASON = "not reviewed within 30 days"
 CONFIRM_PATH = "/deletion-confirm/"
 CONFIRM_SUBJECT = "Confirm your SoundOps data deletion request"
 # secrets.token_urlsafe(32) gives 43 characters; anything else is not one of ours.
@@ -502,6 +506,18 @@ async def expire_confirmations(
     if expired:
         metrics.CONFIRMATIONS_EXPIRED.inc(len(expired))
         log.info("email_confirmations_expired", count=len(expired))
+    return len(expired)
+
+
+async def expire_reviews(session: AsyncSession, now: datetime, *, actor: str = "system") -> int:
+    """Cancel requests in review filed more than REVIEW_TTL ago (reason recorded); how
+    many. A worker then minimises them like any cancelled request."""
+    expired = await repository.expire_reviews(session, now - REVIEW_TTL, now, REVIEW_EXPIRED_REASON)
+    for request_id in expired:
+        repository.add_event(session, request_id, "review_expired", actor=actor)
+    await session.commit()
+    if expired:
+        log.info("email_reviews_expired", count=len(expired))
     return len(expired)
 
 

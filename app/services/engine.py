@@ -66,6 +66,7 @@ from app.services.claims import completion_sentence, store_claim
 from app.services.identities import hashes as identity_hashes
 from app.services.identities import identity_hash
 from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
+from app.services.requests import CANCELLED_REASON
 from app.services.resolution import digest
 from app.settings import Settings
 
@@ -689,6 +690,11 @@ class Engine:
                 session, utcnow(), actor=self.worker_id
             )
 
+    async def expire_reviews(self) -> int:
+        """Cancel requests from e-mail that no operator reviewed within 30 days."""
+        async with self._sessions() as session:
+            return await email_requests.expire_reviews(session, utcnow(), actor=self.worker_id)
+
     async def mail_unsent_links(self) -> int:
         """Mail the confirmation links that intake filed but could not mail."""
         return await email_requests.mail_unsent_links(
@@ -762,13 +768,15 @@ class Engine:
                 values["run_after"] = next_at
             else:
                 # Confirmed (or given up): keep evidence, not personal data.
-                values.update(run_after=None, **self._minimised(request))
+                rejected = await repository.has_event(session, request_id, "rejected")
+                values.update(run_after=None, **self._minimised(request, rejected=rejected))
                 repository.add_event(session, request_id, "minimised", actor=self.worker_id)
             await repository.release(session, request_id, self.worker_id, **values)
             await session.commit()
 
-    def _minimised(self, request: DeletionRequest) -> dict[str, Any]:
-        """The request's columns with every raw identifier replaced by a keyed hash, or gone."""
+    def _minimised(self, request: DeletionRequest, *, rejected: bool) -> dict[str, Any]:
+        """The request's columns with every raw identifier replaced by a keyed hash, or gone,
+        and no free text of an operator's (it may name the person)."""
         key = self.settings.effective_hash_key
         return {
             "subject": {
@@ -778,11 +786,31 @@ class Engine:
             "notify_email": None,
             "confirm_recipients": None,
             "reason": None,
+            "status_reason": _status_reason_kept(request, rejected=rejected),
             "resolution": None,
             "pinned": None,
             "review": None,
             "minimised_at": utcnow(),
         }
+
+
+# The status reasons the service writes itself. Any other was typed by an operator who
+# cancelled or rejected the request, and gives way to the plain fact at minimisation.
+SERVICE_REASONS = frozenset(
+    {
+        CANCELLED_REASON,
+        email_requests.EXPIRED_REASON,
+        email_requests.REJECTED_REASON,
+        email_requests.REVIEW_EXPIRED_REASON,
+    }
+)
+
+
+def _status_reason_kept(request: DeletionRequest, *, rejected: bool) -> str | None:
+    reason = request.status_reason
+    if request.status != RequestStatus.cancelled or reason is None or reason in SERVICE_REASONS:
+        return reason
+    return email_requests.REJECTED_REASON if rejected else CANCELLED_REASON
 
 
 def _email_target(request: DeletionRequest) -> str | None:
@@ -886,6 +914,10 @@ class Worker:
             await self.engine.expire_confirmations()
         except Exception as exc:  # tracking DB down: try again next time
             log.warning("confirmation_expiry_failed", error_type=type(exc).__name__)
+        try:
+            await self.engine.expire_reviews()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("review_expiry_failed", error_type=type(exc).__name__)
         try:
             await self.engine.mail_unsent_links()
         except Exception as exc:  # tracking DB down: try again next time

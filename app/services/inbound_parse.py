@@ -42,8 +42,14 @@ MAX_CANDIDATE_CHARS = 200
 MAX_SUBJECT_CHARS = 2000
 MAX_LINE_CHARS = 2000  # of one body line
 MAX_HTML_CHARS = 32 * 1024  # of markup given to html.parser (the head, styles, scripts cut)
-MAX_PARTS = 100  # MIME parts visited looking for the text part
+MAX_PARTS = 64  # MIME parts visited looking for the text part
 MAX_DEPTH = 12  # multipart nesting followed
+# Lines starting with "--" (boundaries) given to the parser, so at most that many parts
+# and levels of nesting: each part costs the stdlib parser a Message and the parse of its
+# headers (up to a millisecond), each level a check of every line below it. Bounding only
+# the parts visited is not enough (20,000 parts in 128 KiB cost seconds). The text part
+# comes first in real mail; what follows the cut is never read.
+MAX_BOUNDARY_LINES = MAX_PARTS
 
 _PARSER = BytesParser(policy=policy.default)
 
@@ -113,11 +119,13 @@ def _parse(raw: bytes, *, headers_only: bool) -> EmailMessage | None:
 
     The stdlib parser costs about a microsecond a line, so it sees at most
     MAX_BODY_BYTES of the body (the text part comes first in real mail; attachments
-    after it are never read anyway), with runs of empty lines shortened.
+    after it are never read anyway), with runs of empty lines shortened, and at most
+    MAX_BOUNDARY_LINES boundary lines (so at most that many parts and levels of nesting).
     """
     head, body = _split_head(raw)
     if not headers_only:
-        head += _EMPTY_LINES_RE.sub(b"\r\n\r\n", body[:MAX_BODY_BYTES])
+        body = _EMPTY_LINES_RE.sub(b"\r\n\r\n", body[:MAX_BODY_BYTES])
+        head += _first_boundaries(body)
     # e.g. RecursionError on absurd nesting: fall back to the headers alone
     with contextlib.suppress(Exception):
         return _PARSER.parsebytes(head, headersonly=headers_only)
@@ -128,6 +136,15 @@ def _parse(raw: bytes, *, headers_only: bool) -> EmailMessage | None:
 
 
 _EMPTY_LINES_RE = re.compile(rb"(?:\r?\n){3,}")
+_BOUNDARY_LINE_RE = re.compile(rb"^--", re.MULTILINE)
+
+
+def _first_boundaries(body: bytes) -> bytes:
+    """The body up to its (MAX_BOUNDARY_LINES + 1)-th line that starts with "--"."""
+    for count, match in enumerate(_BOUNDARY_LINE_RE.finditer(body), 1):
+        if count > MAX_BOUNDARY_LINES:
+            return body[: match.start()]
+    return body
 
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -667,13 +684,43 @@ def _tokens(text: str, found: _Found) -> None:
             found.words.append(token)
 
 
+# A label anywhere in a line ("... my Facebook Page: Foxtrot Live. Thanks"): the word
+# before a colon or "=" (not a URL's "://", not a time's "10:30").
+_LABEL_RE = re.compile(r"(?<![\w@/.:-])([^\W\d_][\w'-]{0,39})\s?[:=]\s*(?!//)")
+# Where a clause ends inside a value: sentence or clause punctuation before a space, a
+# dash between spaces, an opening parenthesis.
+_CLAUSE_END_RE = re.compile(rf"[.!?;,\u2026]+(?=\s)|\s[-{_DASHES}]+(?=\s)|\s(?=\()")
+MAX_CLAUSE_CUTS = 6
+MAX_LABELS = 8  # per line
+
+
+def _clauses(value: str) -> list[str]:
+    """A named value as written, then cut at each clause end, longest first: "Foxtrot
+    Live. Thanks a lot" gives itself and "Foxtrot Live" (a name may hold a clause end,
+    "St. Louis Blues", so the longer readings come first and the matching takes the
+    first that is on file)."""
+    cuts = [m.start() for m in _CLAUSE_END_RE.finditer(value)][:MAX_CLAUSE_CUTS]
+    return [value, *(value[:cut] for cut in reversed(cuts))]
+
+
+def _labelled(line: str) -> list[str]:
+    """What follows each label of a line, up to the next label (then cut into clauses)."""
+    labels = [m for m in _LABEL_RE.finditer(line) if m.group(1).casefold() not in _HEADER_KEYS]
+    values = []
+    for index, label in enumerate(labels):
+        end = labels[index + 1].start() if index + 1 < len(labels) else len(line)
+        values += _clauses(line[label.end() : end])
+    return values
+
+
 def _from_line(line: str, found: _Found, *, whole: bool = True) -> None:
     key_value = _KEY_VALUE_RE.match(line)
     if key_value and key_value.group(1).strip().casefold() not in _HEADER_KEYS:
-        found.named.append(key_value.group(2))
+        found.named.extend(_clauses(key_value.group(2)))
+    found.named.extend(_labelled(line))
     named = _NAMED_RE.search(line)
     if named:
-        found.named.append(named.group(1))
+        found.named.extend(_clauses(named.group(1)))
     found.named.extend(match.group(1) for match in _QUOTED_RE.finditer(line))
     if whole:
         found.lines.append(line)

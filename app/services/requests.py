@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 CODE_ALPHABET = string.ascii_letters + string.digits
 CODE_LENGTH = 32  # 32 x log2(62) = 190 bits: not guessable, not enumerable.
+CANCELLED_REASON = "cancelled by an operator"
 
 CreateBody = CreateAccountDeletion | CreateMetaDataDeletion | CreateInstagramDisconnect
 
@@ -243,7 +244,7 @@ class RequestService:
                 to_status=RequestStatus.cancelled,
                 # A worker then minimises what the request keeps.
                 values={
-                    "status_reason": reason or "cancelled by an operator",
+                    "status_reason": reason or CANCELLED_REASON,
                     "run_after": utcnow(),
                 },
             )

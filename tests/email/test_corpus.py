@@ -38,7 +38,7 @@ def reference_outcome(parsed: ParsedMail, world: EmailWorld, seen: set[str]) -> 
     if parsed.message_id in seen:
         return "duplicate", None, False
     if parsed.kind is None:
-        return "ignored", None, not parsed.automatic
+        return "ignored", None, not parsed.automatic and not parsed.dmarc_fail
     if parsed.dmarc_fail:
         return "needs_review", "dmarc_fail", False
     sender = parsed.sender
@@ -74,7 +74,9 @@ def test_expected_entries_are_well_formed() -> None:
         else:
             assert expected["review_reason"] is None, case.name
         assert expected["reply"] is (
-            expected["outcome"] == "ignored" and not expected["automatic"]
+            expected["outcome"] == "ignored"
+            and not expected["automatic"]
+            and not expected["dmarc_fail"]
         ), case.name
         if "after" in expected:
             assert names.index(expected["after"]) < names.index(case.name)

@@ -36,6 +36,7 @@ from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
 from tests.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, corpus_case, load_corpus
+from tests.email.test_parse import _many_parts
 from tests.email.world import EmailWorld, seed_email_world
 from tests.receivers import SmtpSink
 
@@ -173,7 +174,10 @@ async def _check_case(intake: Intake, case: CorpusCase, way: str) -> list[str]:
         # Keep the world fresh for the next message: no open request stays behind.
         await intake.state.email_requests.reject(request_id, operator="test")
     elif expected["reply"] or (
-        outcome == "too_large" and way == "imap" and not expected["automatic"]
+        outcome == "too_large"
+        and way == "imap"
+        and not expected["automatic"]
+        and not expected["dmarc_fail"]
     ):
         # An ignored message gets the explanatory reply; one too large to read (over IMAP:
         # over HTTP it is a 413 to the gateway) gets one saying so.
@@ -469,3 +473,36 @@ async def test_a_message_too_large_to_read_is_moved_and_its_sender_told(intake: 
     assert len(intake.dovecot.list_messages("Processed", user="privacy")) == 1
     assert await intake.poll(raw) == {"duplicate": 1}  # the same message again: no new reply
     assert len(intake.sent()) == 1
+
+
+async def test_a_sender_failing_dmarc_gets_no_reply_by_either_way_in(intake: Intake) -> None:
+    """The From of a message that fails DMARC is likely forged: a reply would be
+    backscatter to someone who never wrote. Ignored or too large to read, over HTTP or
+    IMAP: no mail at all."""
+    forged = b"Authentication-Results: mx.soundops.example; dmarc=fail header.from=x\r\n"
+    ignored = corpus_case("31-neither-kind.eml").raw
+    assert (await intake.post(forged + ignored)).json()["outcome"] == "ignored"
+    again = ignored.replace(b"Message-ID: <", b"Message-ID: <imap-", 1)
+    assert await intake.poll(forged + again) == {"ignored": 1}
+    large = corpus_case("17-oversize-2mib.eml").raw
+    assert await intake.poll(forged + large) == {"too_large": 1}
+    assert intake.sent() == []
+    # The same messages without the failure are answered (the reply path works).
+    assert await intake.poll(large) == {"duplicate": 1}  # handled once, by Message-ID
+    fresh = ignored.replace(b"Message-ID: <", b"Message-ID: <pass-", 1)
+    assert (await intake.post(fresh)).json()["outcome"] == "ignored"
+    assert [rcpts for rcpts, _ in intake.sent()] == [["ola.nordmann@nightferry.example"]]
+
+
+@pytest.mark.parametrize("shape", ["nested", "side-by-side"])
+async def test_a_message_of_twenty_thousand_mime_parts_is_handled_like_any_other(
+    intake: Intake, shape: str
+) -> None:
+    """Only its first parts are read: the owner's request is filed and the link mailed to
+    the address on file (side by side: the site named in the text part; nested: the text
+    is out of reach, so by the sender on file), never a crash or a timeout."""
+    raw = _many_parts(shape)
+    answer = await intake.post(raw)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["outcome"] == "awaiting_confirmation"
+    assert [rcpts for rcpts, _ in intake.sent()] == [["mara@lunar-echoes.example"]]
