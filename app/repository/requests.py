@@ -1,4 +1,5 @@
-"""All SQL over the service's own tables lives here."""
+"""Deletion requests: reading, listing by cursor, status transitions, subject hashes, and
+intake (a new request with its tasks, hashes and first event in one statement)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
@@ -25,15 +25,38 @@ from app.models import (
     DeletionEvent,
     DeletionRequest,
     DeletionTask,
-    EmailIntake,
-    EmailReply,
-    MetaDeauthorization,
     RequestKind,
     RequestStatus,
     SubjectHash,
-    TaskStatus,
     utcnow,
 )
+
+
+class RequestChanges(TypedDict, total=False):
+    """The columns of a request that change after intake: what a transition, a release or
+    :func:`set_values` may write besides the status and lease columns they set themselves."""
+
+    status: RequestStatus
+    status_reason: str | None
+    subject: dict[str, Any]
+    subject_key: str
+    notify_email: str | None
+    reason: str | None
+    completed_at: datetime | None
+    run_after: datetime | None
+    resolution: dict[str, Any] | None
+    resolution_digest: dict[str, Any] | None
+    datamap_version: str | None
+    webhook_status: str | None
+    email_status: str | None
+    notify_attempts: int
+    minimised_at: datetime | None
+    deadline_warned_at: datetime | None
+    overdue_warned_at: datetime | None
+    confirmed_at: datetime | None
+    confirm_recipients: list[str] | None
+    pinned: dict[str, Any] | None
+    review: dict[str, Any] | None
 
 
 class InvalidCursor(ValueError):
@@ -64,6 +87,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def get_request(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
     return await session.get(DeletionRequest, request_id)
+
+
+async def get_request_fresh(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
+    """The request as the database has it now (not the session's possibly stale copy)."""
+    return await session.get(DeletionRequest, request_id, populate_existing=True)
 
 
 async def get_request_by_code(session: AsyncSession, code: str) -> DeletionRequest | None:
@@ -150,7 +178,7 @@ async def transition_request(
     *,
     from_statuses: frozenset[RequestStatus],
     to_status: RequestStatus,
-    values: dict[str, Any] | None = None,
+    values: RequestChanges | None = None,
 ) -> bool:
     """Change a request's status only if it is still in one of ``from_statuses``.
 
@@ -166,49 +194,79 @@ async def transition_request(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def add_event(
-    session: AsyncSession,
-    request_id: uuid.UUID,
-    type_: str,
-    *,
-    actor: str | None = None,
-    purger: str | None = None,
-    detail: dict[str, Any] | None = None,
+async def set_values(
+    session: AsyncSession, request_id: uuid.UUID, **values: Unpack[RequestChanges]
 ) -> None:
-    session.add(
-        DeletionEvent(
-            request_id=request_id,
-            type=type_,
-            actor=actor,
-            purger=purger,
-            detail=detail or {},
-            at=utcnow(),
+    await session.execute(
+        sa.update(DeletionRequest)
+        .where(DeletionRequest.id == request_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def add_subject_hashes(
+    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
+) -> None:
+    existing = set(
+        (
+            await session.execute(
+                sa.select(SubjectHash.hash).where(SubjectHash.request_id == request_id)
+            )
+        ).scalars()
+    )
+    for value in sorted(hashes - existing):
+        session.add(SubjectHash(request_id=request_id, hash=value))
+
+
+async def replace_subject_hashes(
+    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
+) -> None:
+    """The request's subject was replaced: look-ups must find the new one, not the old."""
+    await session.execute(
+        sa.delete(SubjectHash)
+        .where(SubjectHash.request_id == request_id)
+        .execution_options(synchronize_session=False)
+    )
+    for value in sorted(hashes):
+        session.add(SubjectHash(request_id=request_id, hash=value))
+
+
+async def deadline_candidates(
+    session: AsyncSession, now: datetime, warn_before: timedelta
+) -> tuple[Sequence[uuid.UUID], Sequence[uuid.UUID]]:
+    """Open requests newly within ``warn_before`` of their due date, and newly overdue."""
+    near = await session.execute(
+        sa.select(DeletionRequest.id).where(
+            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.deadline_warned_at.is_(None),
+            DeletionRequest.due_at <= now + warn_before,
         )
     )
-
-
-async def list_events(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionEvent]:
-    result = await session.execute(
-        sa.select(DeletionEvent)
-        .where(DeletionEvent.request_id == request_id)
-        .order_by(DeletionEvent.id)
+    overdue = await session.execute(
+        sa.select(DeletionRequest.id).where(
+            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.overdue_warned_at.is_(None),
+            DeletionRequest.due_at <= now,
+        )
     )
-    return result.scalars().all()
-
-
-def new_task(purger: str, position: int, after: list[str]) -> DeletionTask:
-    return DeletionTask(purger=purger, position=position, after=after, deleted={}, retained={})
+    return near.scalars().all(), overdue.scalars().all()
 
 
 # --- intake: a new request in a few statements, without the ORM's unit of work ------
+
 
 _REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 # A conflict with a unique index (one Idempotency-Key per caller, one open request per
 # kind and subject) inserts nothing instead of failing the transaction (ON CONFLICT DO
 # NOTHING, here and in the PostgreSQL statement below).
+
 _INSERT_REQUEST = {"sqlite": sqlite.insert(_REQUESTS).on_conflict_do_nothing()}
+
 _INSERT_TASKS = sa.insert(cast(sa.Table, DeletionTask.__table__))
+
 _INSERT_HASHES = sa.insert(cast(sa.Table, SubjectHash.__table__))
+
 _INSERT_EVENT = sa.insert(cast(sa.Table, DeletionEvent.__table__))
 
 
@@ -268,6 +326,8 @@ def _record(value: Any) -> str:
 
 # One statement for all four tables: every row goes as a JSON document that PostgreSQL
 # turns into the table's own row type, so the statement names no column of its own.
+
+
 _POSTGRES_INTAKE_SQL = """
 WITH new AS (
     INSERT INTO {requests}
@@ -359,475 +419,3 @@ async def insert_new_request(
     for obj in (request, *request.tasks):
         make_transient_to_detached(obj)
     return True
-
-
-# --- the work queue ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    request_id: uuid.UUID
-    previous_owner: str | None
-    was_pending: bool
-
-
-# Statuses with work for a worker: carrying out the deletion, or (once finished)
-# sending its confirmations and minimising what it keeps.
-WORKABLE = (
-    RequestStatus.pending,
-    RequestStatus.running,
-    RequestStatus.completed,
-    RequestStatus.cancelled,
-)
-
-
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        DeletionRequest.status.in_(WORKABLE),
-        DeletionRequest.run_after.is_not(None),
-        DeletionRequest.run_after <= now,
-        sa.or_(DeletionRequest.lease_expires_at.is_(None), DeletionRequest.lease_expires_at < now),
-    )
-
-
-async def claim_next(
-    session: AsyncSession, worker_id: str, lease: timedelta, now: datetime
-) -> Claim | None:
-    """Take the next due request under a lease, or None.
-
-    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's
-    candidates; the conditional UPDATE makes the claim safe on SQLite too.
-    """
-    candidate = (
-        await session.execute(
-            sa.select(DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status)
-            .where(_claimable(now))
-            .order_by(DeletionRequest.run_after, DeletionRequest.created_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-    ).first()
-    if candidate is None:
-        return None
-    request_id, previous_owner, status = candidate
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id, _claimable(now))
-        .values(
-            # pending -> running; finished requests keep their status (confirmations).
-            status=sa.case(
-                (DeletionRequest.status == RequestStatus.pending, RequestStatus.running.value),
-                else_=DeletionRequest.status,
-            ),
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None
-    return Claim(request_id, previous_owner, status == RequestStatus.pending)
-
-
-async def extend_lease(
-    session: AsyncSession, request_id: uuid.UUID, worker_id: str, until: datetime
-) -> bool:
-    """Heartbeat: push the lease further, only while this worker still holds it."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id, DeletionRequest.lease_owner == worker_id)
-        .values(lease_expires_at=until)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def holds_lease(
-    session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
-) -> bool:
-    """Fencing check, inside the transaction that writes a task's outcome."""
-    row = (
-        await session.execute(
-            sa.select(DeletionRequest.id)
-            .where(
-                DeletionRequest.id == request_id,
-                DeletionRequest.lease_owner == worker_id,
-                DeletionRequest.lease_expires_at > now,
-            )
-            .with_for_update()
-        )
-    ).first()
-    return row is not None
-
-
-async def get_tasks(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionTask]:
-    result = await session.execute(
-        sa.select(DeletionTask)
-        .where(DeletionTask.request_id == request_id)
-        .order_by(DeletionTask.position)
-    )
-    return result.scalars().all()
-
-
-async def reset_failed_tasks(session: AsyncSession, request_id: uuid.UUID) -> list[str]:
-    result = await session.execute(
-        sa.update(DeletionTask)
-        .where(DeletionTask.request_id == request_id, DeletionTask.status == TaskStatus.failed)
-        .values(status=TaskStatus.pending, attempts=0, next_attempt_at=None, finished_at=None)
-        .returning(DeletionTask.purger)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(result.scalars().all())
-
-
-async def update_task(session: AsyncSession, task_id: uuid.UUID, **values: Any) -> None:
-    await session.execute(
-        sa.update(DeletionTask)
-        .where(DeletionTask.id == task_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def release(
-    session: AsyncSession,
-    request_id: uuid.UUID,
-    worker_id: str,
-    **values: Any,
-) -> bool:
-    """Give the request back (with its new status and next run time), if still ours."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id, DeletionRequest.lease_owner == worker_id)
-        .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def queue_depth(session: AsyncSession, now: datetime) -> int:
-    result = await session.scalar(
-        sa.select(sa.func.count()).select_from(DeletionRequest).where(_claimable(now))
-    )
-    return int(result or 0)
-
-
-async def add_subject_hashes(
-    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
-) -> None:
-    existing = set(
-        (
-            await session.execute(
-                sa.select(SubjectHash.hash).where(SubjectHash.request_id == request_id)
-            )
-        ).scalars()
-    )
-    for value in sorted(hashes - existing):
-        session.add(SubjectHash(request_id=request_id, hash=value))
-
-
-async def set_values(session: AsyncSession, request_id: uuid.UUID, **values: Any) -> None:
-    await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def deadline_candidates(
-    session: AsyncSession, now: datetime, warn_before: timedelta
-) -> tuple[Sequence[uuid.UUID], Sequence[uuid.UUID]]:
-    """Open requests newly within ``warn_before`` of their due date, and newly overdue."""
-    near = await session.execute(
-        sa.select(DeletionRequest.id).where(
-            DeletionRequest.status.in_(OPEN_STATUSES),
-            DeletionRequest.deadline_warned_at.is_(None),
-            DeletionRequest.due_at <= now + warn_before,
-        )
-    )
-    overdue = await session.execute(
-        sa.select(DeletionRequest.id).where(
-            DeletionRequest.status.in_(OPEN_STATUSES),
-            DeletionRequest.overdue_warned_at.is_(None),
-            DeletionRequest.due_at <= now,
-        )
-    )
-    return near.scalars().all(), overdue.scalars().all()
-
-
-# --- requests by e-mail -------------------------------------------------------------
-
-
-async def get_request_fresh(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
-    """The request as the database has it now (not the session's possibly stale copy)."""
-    return await session.get(DeletionRequest, request_id, populate_existing=True)
-
-
-async def get_request_by_confirm_token_hash(
-    session: AsyncSession, token_hash: str
-) -> DeletionRequest | None:
-    result = await session.execute(
-        sa.select(DeletionRequest)
-        .where(DeletionRequest.confirm_token_hash == token_hash)
-        .execution_options(populate_existing=True)
-    )
-    return result.scalar_one_or_none()
-
-
-async def get_email_intake(session: AsyncSession, message_id_hash: str) -> EmailIntake | None:
-    return await session.get(EmailIntake, message_id_hash, populate_existing=True)
-
-
-def add_email_intake(
-    session: AsyncSession,
-    message_id_hash: str,
-    *,
-    request_id: uuid.UUID | None,
-    outcome: str,
-    now: datetime,
-) -> None:
-    session.add(
-        EmailIntake(
-            message_id_hash=message_id_hash, request_id=request_id, outcome=outcome, received_at=now
-        )
-    )
-
-
-async def confirm_request(
-    session: AsyncSession, request_id: uuid.UUID, token_hash: str, now: datetime
-) -> bool:
-    """awaiting_confirmation -> pending, only with this request's unexpired link: of two
-    concurrent confirmations exactly one changes the row."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(
-            DeletionRequest.id == request_id,
-            DeletionRequest.status == RequestStatus.awaiting_confirmation,
-            DeletionRequest.confirm_token_hash == token_hash,
-            DeletionRequest.confirm_expires_at > now,
-        )
-        .values(status=RequestStatus.pending, confirmed_at=now, run_after=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def set_confirm_token(
-    session: AsyncSession, request_id: uuid.UUID, token_hash: str, now: datetime
-) -> bool:
-    """A new link for a request still waiting for confirmation (the old one stops working)."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(
-            DeletionRequest.id == request_id,
-            DeletionRequest.status == RequestStatus.awaiting_confirmation,
-            DeletionRequest.confirm_expires_at > now,
-        )
-        .values(confirm_token_hash=token_hash, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def expire_confirmations(
-    session: AsyncSession, now: datetime, reason: str
-) -> Sequence[uuid.UUID]:
-    """Cancel every request whose confirmation link has expired unused; their ids."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(
-            DeletionRequest.status == RequestStatus.awaiting_confirmation,
-            DeletionRequest.confirm_expires_at <= now,
-        )
-        .values(
-            status=RequestStatus.cancelled,
-            status_reason=reason,
-            confirm_recipients=None,
-            # A worker then minimises what the request keeps.
-            run_after=now,
-            updated_at=now,
-        )
-        .returning(DeletionRequest.id)
-        .execution_options(synchronize_session=False)
-    )
-    return result.scalars().all()
-
-
-async def expire_reviews(
-    session: AsyncSession, filed_before: datetime, now: datetime, reason: str
-) -> Sequence[uuid.UUID]:
-    """Cancel every request still in review that was filed before ``filed_before``; ids."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(
-            DeletionRequest.status == RequestStatus.needs_review,
-            DeletionRequest.created_at <= filed_before,
-        )
-        .values(
-            status=RequestStatus.cancelled,
-            status_reason=reason,
-            # A worker then minimises what the request keeps.
-            run_after=now,
-            updated_at=now,
-        )
-        .returning(DeletionRequest.id)
-        .execution_options(synchronize_session=False)
-    )
-    return result.scalars().all()
-
-
-async def replace_subject_hashes(
-    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
-) -> None:
-    """The request's subject was replaced: look-ups must find the new one, not the old."""
-    await session.execute(
-        sa.delete(SubjectHash)
-        .where(SubjectHash.request_id == request_id)
-        .execution_options(synchronize_session=False)
-    )
-    for value in sorted(hashes):
-        session.add(SubjectHash(request_id=request_id, hash=value))
-
-
-async def take_reply_slot(
-    session: AsyncSession, address_hash: str, now: datetime, period: timedelta
-) -> bool:
-    """Claim the right to send one automatic reply to an address now: True at most once per
-    ``period`` per address, also when several handlers race (insert, else a conditional
-    update of an older slot). Commits."""
-    session.add(EmailReply(address_hash=address_hash, last_sent_at=now))
-    try:
-        await session.commit()
-        return True
-    except IntegrityError:
-        await session.rollback()
-    result = await session.execute(
-        sa.update(EmailReply)
-        .where(EmailReply.address_hash == address_hash, EmailReply.last_sent_at <= now - period)
-        .values(last_sent_at=now)
-    )
-    await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def has_event(session: AsyncSession, request_id: uuid.UUID, kind: str) -> bool:
-    query = sa.select(sa.literal(1)).where(
-        DeletionEvent.request_id == request_id, DeletionEvent.type == kind
-    )
-    return (await session.execute(query.limit(1))).first() is not None
-
-
-async def unsent_confirmations(
-    session: AsyncSession, created_before: datetime, sent_event: str, limit: int = 100
-) -> list[uuid.UUID]:
-    """Requests awaiting confirmation, filed before ``created_before``, whose link was
-    never recorded as sent."""
-    sent = sa.select(sa.literal(1)).where(
-        DeletionEvent.request_id == DeletionRequest.id, DeletionEvent.type == sent_event
-    )
-    query = (
-        sa.select(DeletionRequest.id)
-        .where(
-            DeletionRequest.status == RequestStatus.awaiting_confirmation,
-            DeletionRequest.created_at < created_before,
-            ~sa.exists(sent),
-        )
-        .order_by(DeletionRequest.created_at)
-        .limit(limit)
-    )
-    return list((await session.execute(query)).scalars())
-
-
-# --- Meta deauthorize callbacks ---------------------------------------------------------
-
-
-async def record_deauthorization(
-    session: AsyncSession, record: MetaDeauthorization
-) -> MetaDeauthorization:
-    """Store a verified deauthorize callback and commit; the one stored already with the
-    same ``replay_key`` (the same callback delivered again) instead."""
-    session.add(record)
-    try:
-        await session.commit()
-        return record
-    except IntegrityError:
-        await session.rollback()
-    existing = (
-        await session.execute(
-            sa.select(MetaDeauthorization)
-            .where(MetaDeauthorization.replay_key == record.replay_key)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    await session.commit()
-    return existing
-
-
-def _deauthorization_due(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        MetaDeauthorization.expanded_at.is_(None),
-        MetaDeauthorization.run_after <= now,
-        sa.or_(
-            MetaDeauthorization.lease_expires_at.is_(None),
-            MetaDeauthorization.lease_expires_at < now,
-        ),
-    )
-
-
-async def due_deauthorizations(
-    session: AsyncSession, now: datetime, limit: int = 100
-) -> list[uuid.UUID]:
-    query = (
-        sa.select(MetaDeauthorization.id)
-        .where(_deauthorization_due(now))
-        .order_by(MetaDeauthorization.run_after)
-        .limit(limit)
-    )
-    return list((await session.execute(query)).scalars())
-
-
-async def claim_deauthorization(
-    session: AsyncSession, record_id: uuid.UUID, owner: str, now: datetime, lease: timedelta
-) -> MetaDeauthorization | None:
-    """Take one due, unexpanded deauthorization under a lease (a conditional UPDATE: of
-    several workers exactly one wins), commit, and return it; None when another holds it
-    or it is expanded already."""
-    result = await session.execute(
-        sa.update(MetaDeauthorization)
-        .where(MetaDeauthorization.id == record_id, _deauthorization_due(now))
-        .values(
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            attempts=MetaDeauthorization.attempts + 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        await session.rollback()
-        return None
-    await session.commit()
-    return await session.get(MetaDeauthorization, record_id, populate_existing=True)
-
-
-async def finish_deauthorization(
-    session: AsyncSession,
-    record_id: uuid.UUID,
-    owner: str,
-    values: dict[str, Any],
-) -> bool:
-    """Give a claimed deauthorization back with ``values`` (expanded, or when to try
-    again), only while ``owner`` still holds it; commits."""
-    result = await session.execute(
-        sa.update(MetaDeauthorization)
-        .where(
-            MetaDeauthorization.id == record_id,
-            MetaDeauthorization.lease_owner == owner,
-            MetaDeauthorization.expanded_at.is_(None),
-        )
-        .values(lease_owner=None, lease_expires_at=None, **values)
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from app import db
 from app.cli import cli
-from app.services import retention
-from app.services.retention import (
+from app.services.evidence import retention
+from app.services.evidence.retention import (
     PROBE_COLLECTION,
     RetentionItem,
     RetentionReport,
