@@ -76,12 +76,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
+from typing import Protocol, TypedDict, TypeVar, cast
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.settings import Settings
@@ -104,6 +105,74 @@ TRANSIENT_S3_CODES = frozenset(
 VERSIONED = frozenset({"Enabled", "Suspended"})
 
 T = TypeVar("T")
+
+# --- the clients, as far as this module uses them ------------------------------------------
+
+# The MongoDB database of SoundOps' collections (``settings.mongodb_database``).
+MongoDatabase = AsyncDatabase[Mapping[str, object]]
+# One document of ``listIndexes``: ``key``, ``name``, and options such as
+# ``expireAfterSeconds`` or ``partialFilterExpression``.
+IndexDocument = Mapping[str, object]
+
+
+class LifecycleFilter(TypedDict, total=False):
+    Prefix: str
+    Tag: object
+    And: object
+    ObjectSizeGreaterThan: int
+    ObjectSizeLessThan: int
+
+
+class LifecycleExpiration(TypedDict, total=False):
+    Days: int
+    Date: object  # a datetime
+    ExpiredObjectDeleteMarker: bool
+
+
+class NoncurrentExpiration(TypedDict, total=False):
+    NoncurrentDays: int
+    NewerNoncurrentVersions: int
+
+
+class AbortMultipart(TypedDict, total=False):
+    DaysAfterInitiation: int
+
+
+class LifecycleRuleDocument(TypedDict, total=False):
+    """One rule of an S3 bucket's lifecycle configuration, as S3 names its fields."""
+
+    ID: str
+    Prefix: str  # the legacy form of Filter
+    Filter: LifecycleFilter
+    Status: str
+    Expiration: LifecycleExpiration
+    NoncurrentVersionExpiration: NoncurrentExpiration
+    AbortIncompleteMultipartUpload: AbortMultipart
+    Transitions: list[object]
+    NoncurrentVersionTransitions: list[object]
+
+
+class LifecycleConfigurationDocument(TypedDict):
+    Rules: list[LifecycleRuleDocument]
+
+
+class S3Lifecycle(Protocol):
+    """The calls of an (aiobotocore) S3 client that retention makes."""
+
+    async def get_bucket_versioning(self, *, Bucket: str) -> Mapping[str, object]: ...
+
+    async def get_bucket_lifecycle_configuration(
+        self,
+        *,
+        Bucket: str,
+    ) -> Mapping[str, object]: ...
+
+    async def put_bucket_lifecycle_configuration(
+        self,
+        *,
+        Bucket: str,
+        LifecycleConfiguration: LifecycleConfigurationDocument,
+    ) -> object: ...
 
 
 class RetentionStatus(StrEnum):
@@ -172,7 +241,7 @@ class LifecycleRule:
             f"days (noncurrent versions too, if the bucket is versioned)"
         )
 
-    def rule(self) -> dict[str, Any]:
+    def rule(self) -> LifecycleRuleDocument:
         return {
             "ID": self.rule_id,
             "Filter": {"Prefix": ""},
@@ -182,7 +251,7 @@ class LifecycleRule:
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": self.abort_multipart_days},
         }
 
-    def delete_marker_rule(self) -> dict[str, Any]:
+    def delete_marker_rule(self) -> LifecycleRuleDocument:
         return {
             "ID": self.delete_marker_rule_id,
             "Filter": {"Prefix": ""},
@@ -279,16 +348,21 @@ async def _attempt(work: Callable[[], Awaitable[T]]) -> T | StoreFailure:
 # --- MongoDB ------------------------------------------------------------------------------
 
 
-def ttl_index(indexes: Sequence[Mapping[str, Any]], field: str) -> Mapping[str, Any] | None:
+def _index_fields(index: IndexDocument) -> list[str]:
+    key = index.get("key", {})
+    return list(key) if isinstance(key, Mapping) else []
+
+
+def ttl_index(indexes: Sequence[IndexDocument], field: str) -> IndexDocument | None:
     """The single-field index on ``field`` (one with ``expireAfterSeconds`` first)."""
-    candidates = [ix for ix in indexes if list(dict(ix.get("key", {}))) == [field]]
+    candidates = [ix for ix in indexes if _index_fields(ix) == [field]]
     with_ttl = [ix for ix in candidates if "expireAfterSeconds" in ix]
     chosen = with_ttl or candidates
     return chosen[0] if chosen else None
 
 
 def judge_ttl(
-    rule: TtlRule, indexes: Sequence[Mapping[str, Any]]
+    rule: TtlRule, indexes: Sequence[IndexDocument]
 ) -> tuple[RetentionStatus | None, str]:
     """``ok``/``wrong`` and what was found; ``None`` when there is no TTL on the field
     (``missing`` or ``unsupported``, which only the server's answer decides)."""
@@ -309,12 +383,12 @@ def judge_ttl(
     return RetentionStatus.wrong, found
 
 
-async def _indexes(db: Any, collection: str) -> list[Mapping[str, Any]]:
+async def _indexes(db: MongoDatabase, collection: str) -> list[IndexDocument]:
     cursor = await db[collection].list_indexes()
     return [index async for index in cursor]
 
 
-async def probe_ttl_support(db: Any) -> tuple[RetentionStatus, str | None]:
+async def probe_ttl_support(db: MongoDatabase) -> tuple[RetentionStatus, str | None]:
     """``missing`` when this server can create a TTL index, ``unsupported`` when it answers
     that it cannot. The probe collection is dropped again (also after a refusal: a server
     may create the collection before it looks at the index options)."""
@@ -335,7 +409,7 @@ async def probe_ttl_support(db: Any) -> tuple[RetentionStatus, str | None]:
     return RetentionStatus.missing, f"TTL support not probed: code {answer.code} ({name})"
 
 
-async def _check_mongodb(db: Any, settings: Settings) -> list[RetentionItem]:
+async def _check_mongodb(db: MongoDatabase, settings: Settings) -> list[RetentionItem]:
     judged = [(rule, *judge_ttl(rule, await _indexes(db, rule.collection))) for rule in TTL_RULES]
     absent: tuple[RetentionStatus, str | None] | None = None
     if any(status is None for _, status, _ in judged):
@@ -372,7 +446,7 @@ def _mongo_items(settings: Settings, status: RetentionStatus, detail: str) -> li
     ]
 
 
-async def _fix_ttl(db: Any, rule: TtlRule) -> str:
+async def _fix_ttl(db: MongoDatabase, rule: TtlRule) -> str:
     index = ttl_index(await _indexes(db, rule.collection), rule.field)
     seconds = rule.expire_after_seconds
     try:
@@ -397,23 +471,23 @@ async def _fix_ttl(db: Any, rule: TtlRule) -> str:
 # --- S3 -----------------------------------------------------------------------------------
 
 
-def _whole_bucket(rule: Mapping[str, Any]) -> bool:
+def _whole_bucket(rule: LifecycleRuleDocument) -> bool:
     if "Filter" in rule:
         filter_ = rule["Filter"] or {}
         return set(filter_) <= {"Prefix"} and not filter_.get("Prefix")
     return not rule.get("Prefix")
 
 
-def _enabled(rule: Mapping[str, Any]) -> bool:
+def _enabled(rule: LifecycleRuleDocument) -> bool:
     return rule.get("Status") == "Enabled"
 
 
-def _expires_current(rule: Mapping[str, Any]) -> bool:
+def _expires_current(rule: LifecycleRuleDocument) -> bool:
     expiration = rule.get("Expiration") or {}
     return "Days" in expiration or "Date" in expiration
 
 
-def _noncurrent_within(rule: Mapping[str, Any], days: int) -> bool:
+def _noncurrent_within(rule: LifecycleRuleDocument, days: int) -> bool:
     action = rule.get("NoncurrentVersionExpiration") or {}
     noncurrent = action.get("NoncurrentDays")
     return (
@@ -421,7 +495,7 @@ def _noncurrent_within(rule: Mapping[str, Any], days: int) -> bool:
     )
 
 
-def _describe(rule: Mapping[str, Any]) -> str:
+def _describe(rule: LifecycleRuleDocument) -> str:
     parts = []
     expiration = rule.get("Expiration") or {}
     if "Days" in expiration:
@@ -440,7 +514,7 @@ def _describe(rule: Mapping[str, Any]) -> str:
 
 
 def judge_lifecycle(
-    expected: LifecycleRule, rules: Sequence[Mapping[str, Any]], versioning: str | None
+    expected: LifecycleRule, rules: Sequence[LifecycleRuleDocument], versioning: str | None
 ) -> tuple[RetentionStatus, str, str | None]:
     """Status, what was found (whole-bucket rules only: other rules' prefixes may hold ids,
     so they are only counted) and a detail."""
@@ -478,17 +552,18 @@ def judge_lifecycle(
     return RetentionStatus.ok, found, None
 
 
-async def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+async def _lifecycle_rules(s3: S3Lifecycle, bucket: str) -> list[LifecycleRuleDocument]:
     try:
         response = await s3.get_bucket_lifecycle_configuration(Bucket=bucket)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
             return []
         raise
-    return list(response.get("Rules", []))
+    # S3's answer, in the shape its API documents.
+    return list(cast(list[LifecycleRuleDocument], response.get("Rules", [])))
 
 
-async def _versioning(s3: Any, bucket: str) -> str | None:
+async def _versioning(s3: S3Lifecycle, bucket: str) -> str | None:
     """The bucket's versioning status, or None when it was never versioned.
 
     Raises ClientError ``NoSuchBucket`` for a bucket that does not exist."""
@@ -501,7 +576,7 @@ def _no_bucket(exc: ClientError) -> bool:
     return bool(exc.response.get("Error", {}).get("Code") == "NoSuchBucket")
 
 
-async def _check_bucket(s3: Any, expected: LifecycleRule) -> RetentionItem:
+async def _check_bucket(s3: S3Lifecycle, expected: LifecycleRule) -> RetentionItem:
     try:
         versioning = await _versioning(s3, expected.bucket)
     except ClientError as exc:
@@ -523,16 +598,16 @@ async def _check_bucket(s3: Any, expected: LifecycleRule) -> RetentionItem:
 
 
 def merge_lifecycle(
-    expected: LifecycleRule, rules: Sequence[Mapping[str, Any]], versioning: str | None
-) -> tuple[list[dict[str, Any]], list[str]]:
+    expected: LifecycleRule, rules: Sequence[LifecycleRuleDocument], versioning: str | None
+) -> tuple[list[LifecycleRuleDocument], list[str]]:
     """The bucket's rules with the expected retention in place, and what changed.
 
     Only enabled whole-bucket rules that expire current objects are changed (their
     expiry becomes ``expiration_days``; their other actions stay); every other rule is
     kept as it is."""
-    merged = [copy.deepcopy(dict(rule)) for rule in rules]
+    merged = [copy.deepcopy(rule) for rule in rules]
     changes: list[str] = []
-    target = {"Days": expected.expiration_days}
+    target: LifecycleExpiration = {"Days": expected.expiration_days}
     for rule in merged:
         if _whole_bucket(rule) and _enabled(rule) and _expires_current(rule):
             if rule["Expiration"] != target:
@@ -542,7 +617,7 @@ def merge_lifecycle(
                     f"rule {rule.get('ID') or '(no id)'}: current objects now expire after "
                     f"{expected.expiration_days} days (was {was})"
                 )
-                rule["Expiration"] = dict(target)
+                rule["Expiration"] = target.copy()
             if versioning in VERSIONED and not _noncurrent_within(rule, expected.expiration_days):
                 rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": expected.noncurrent_days}
                 changes.append(
@@ -550,7 +625,7 @@ def merge_lifecycle(
                     f"{expected.noncurrent_days} day(s)"
                 )
 
-    def put(new: dict[str, Any]) -> None:
+    def put(new: LifecycleRuleDocument) -> None:
         for index, rule in enumerate(merged):
             if rule.get("ID") == new["ID"]:
                 merged[index] = new
@@ -571,7 +646,7 @@ def merge_lifecycle(
     return merged, changes
 
 
-async def _fix_bucket(s3: Any, expected: LifecycleRule) -> str:
+async def _fix_bucket(s3: S3Lifecycle, expected: LifecycleRule) -> str:
     try:
         versioning = await _versioning(s3, expected.bucket)
     except ClientError as exc:
