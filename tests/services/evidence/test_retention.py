@@ -27,14 +27,12 @@ from app import db
 from app.cli import cli
 from app.services.evidence import retention
 from app.services.evidence.retention import (
-    PROBE_COLLECTION,
     RetentionItem,
     RetentionReport,
     RetentionStatus,
     RetentionStore,
-    TtlRule,
-    judge_ttl,
 )
+from app.services.evidence.retention.mongodb import PROBE_COLLECTION, TtlRule, judge_ttl
 from app.settings import Settings, get_settings
 from app.stores import Stores, open_stores
 from tests.app_fixtures import make_settings
