@@ -28,8 +28,6 @@ class Claim:
 
 # Statuses with work for a worker: carrying out the deletion, or (once finished)
 # sending its confirmations and minimising what it keeps.
-
-
 WORKABLE = (
     RequestStatus.pending,
     RequestStatus.running,

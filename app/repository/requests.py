@@ -255,18 +255,13 @@ async def deadline_candidates(
 
 # --- intake: a new request in a few statements, without the ORM's unit of work ------
 
-
 _REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 # A conflict with a unique index (one Idempotency-Key per caller, one open request per
 # kind and subject) inserts nothing instead of failing the transaction (ON CONFLICT DO
 # NOTHING, here and in the PostgreSQL statement below).
-
 _INSERT_REQUEST = {"sqlite": sqlite.insert(_REQUESTS).on_conflict_do_nothing()}
-
 _INSERT_TASKS = sa.insert(cast(sa.Table, DeletionTask.__table__))
-
 _INSERT_HASHES = sa.insert(cast(sa.Table, SubjectHash.__table__))
-
 _INSERT_EVENT = sa.insert(cast(sa.Table, DeletionEvent.__table__))
 
 
@@ -326,8 +321,6 @@ def _record(value: Any) -> str:
 
 # One statement for all four tables: every row goes as a JSON document that PostgreSQL
 # turns into the table's own row type, so the statement names no column of its own.
-
-
 _POSTGRES_INTAKE_SQL = """
 WITH new AS (
     INSERT INTO {requests}
