@@ -8,9 +8,13 @@
 - ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
 - ``stats``: what the metrics endpoint reads at scrape time
 
-This package's interface: its public names are re-exported here, so callers write
-``from app import repository`` and ``repository.get_request(...)`` without knowing which
-module holds what. Only this module re-exports; the modules import each other directly.
+This package's interface (a deliberate re-export, issue #15): its public names are
+re-exported here, so callers write ``from app import repository`` and
+``repository.get_request(...)`` without knowing which module holds what. Only this
+module re-exports; the modules import each other directly.
+
+What a caller may change on a row is typed: ``RequestChanges``, ``TaskChanges`` and
+``DeauthorizationChanges`` name the columns, no ``**values: Any``.
 """
 
 from __future__ import annotations
