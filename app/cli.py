@@ -28,8 +28,8 @@ from app.models import RequestKind, RequestStatus
 from app.repository import RequestFilter, list_events
 from app.routers.presenters import request_out
 from app.schemas import CreateDeletionRequest
-from app.services import receipts, retention
 from app.services.datamap_check import CheckReport, check
+from app.services.evidence import receipts, retention
 from app.services.identities import lookup_hash
 from app.services.mailbox import MailboxError, MailboxPoller, PollReport
 from app.services.preview import PreviewItem

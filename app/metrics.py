@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import OPEN_STATUSES, DeletionRequest, RequestStatus, utcnow
+from app.models import OPEN_STATUSES, utcnow
+from app.repository.stats import queue_stats
 
 TASKS = Counter("deletion_tasks_total", "Task outcomes, per purger.", ["purger", "outcome"])
 TASK_SECONDS = Histogram(
@@ -70,48 +70,19 @@ INBOUND_REPLIES = Counter(
 async def refresh(engine: AsyncEngine, now: datetime | None = None) -> None:
     """Read the queue gauges from the tracking database."""
     now = now or utcnow()
-    open_statuses = [s.value for s in OPEN_STATUSES]
     async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.select(DeletionRequest.kind, DeletionRequest.status, sa.func.count()).group_by(
-                    DeletionRequest.kind, DeletionRequest.status
-                )
-            )
-        ).all()
-        oldest = (
-            await conn.execute(
-                sa.select(sa.func.min(DeletionRequest.created_at)).where(
-                    DeletionRequest.status.in_(open_statuses)
-                )
-            )
-        ).scalar()
-        overdue = (
-            await conn.execute(
-                sa.select(sa.func.count()).where(
-                    DeletionRequest.status.in_(open_statuses), DeletionRequest.due_at < now
-                )
-            )
-        ).scalar_one()
-        waiting = (
-            await conn.execute(
-                sa.select(sa.func.min(DeletionRequest.run_after)).where(
-                    DeletionRequest.status.in_([RequestStatus.pending, RequestStatus.running]),
-                    DeletionRequest.run_after <= now,
-                    DeletionRequest.lease_owner.is_(None),
-                )
-            )
-        ).scalar()
+        stats = await queue_stats(conn, now)
+    open_statuses = {s.value for s in OPEN_STATUSES}
     REQUESTS.clear()
     open_total = 0
-    for kind, status, count in rows:
+    for kind, status, count in stats.counts:
         REQUESTS.labels(kind=kind, status=status).set(count)
         if status in open_statuses:
             open_total += count
     OPEN.set(open_total)
-    OVERDUE.set(overdue)
-    OLDEST_OPEN.set(_age(oldest, now))
-    QUEUE_LAG.set(_age(waiting, now))
+    OVERDUE.set(stats.overdue)
+    OLDEST_OPEN.set(_age(stats.oldest_open, now))
+    QUEUE_LAG.set(_age(stats.oldest_waiting, now))
 
 
 def _age(value: datetime | None, now: datetime) -> float:

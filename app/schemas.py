@@ -21,7 +21,7 @@ from pydantic import (
 from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
 from app.names import normalise, normalise_username
 from app.purgers.base import PurgerName
-from app.services.retention import RetentionStatus, RetentionStore
+from app.services.evidence.retention import RetentionStatus, RetentionStore
 
 NumericId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,32}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]

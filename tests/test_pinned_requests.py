@@ -38,7 +38,7 @@ from tests.seed import (
     snapshot_mongo,
     snapshot_postgres,
 )
-from tests.services.test_evidence import until_minimised
+from tests.services.evidence.test_evidence import until_minimised
 from tests.test_end_to_end import _link
 
 URL = "/v1/deletion-requests"

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from app.deps import Reader, State
 from app.routers.requests import problems
-from app.services import receipts
+from app.services.evidence import receipts
 
 router = APIRouter(prefix="/v1/receipts", tags=["deletion requests"])
 

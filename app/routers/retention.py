@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from app.deps import Reader, State
 from app.routers.requests import problems
 from app.schemas import RetentionItemOut, RetentionReportOut
-from app.services import retention
-from app.services.retention import RetentionReport
+from app.services.evidence import retention
+from app.services.evidence.retention import RetentionReport
 
 router = APIRouter(prefix="/v1/retention", tags=["operations"])
 

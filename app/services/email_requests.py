@@ -59,8 +59,8 @@ from app.models import (
 )
 from app.pii import keyed_hash
 from app.schemas import CreateDeletionRequest, Review
+from app.services.evidence.notices import DeliveryFailed, send_email
 from app.services.identities import hashes as identity_hashes
-from app.services.notify import DeliveryFailed, send_email
 from app.services.plans import plan_for
 from app.services.requests import new_confirmation_code, subject_key
 from app.services.target import TargetDirectory, TargetUnavailable
@@ -460,7 +460,7 @@ async def _close_as_duplicate(
     key: str,
     *,
     actor: str,
-    values: dict[str, Any] | None = None,
+    values: repository.RequestChanges | None = None,
 ) -> DeletionRequest | None:
     """An unverified request was just confirmed or approved, but a verified request of the
     same kind for the same subject is open: that one carries the deletion. This one is
@@ -478,8 +478,11 @@ async def _close_as_duplicate(
         from_statuses=frozenset({from_status}),
         to_status=RequestStatus.cancelled,
         # A worker then minimises what the request keeps.
-        values={"status_reason": f"duplicate of request {other.id}", "run_after": now}
-        | (values or {}),
+        values={
+            "status_reason": f"duplicate of request {other.id}",
+            "run_after": now,
+            **(values or {}),
+        },
     ):
         await session.rollback()
         return None
@@ -584,10 +587,10 @@ async def approve(
         tenant_ids=sorted(tenants),
         account_ids=sorted({str(a) for _, a in candidates if a is not None}),
     )
-    values: dict[str, Any] = {"run_after": utcnow(), "pinned": pinned.model_dump()}
+    values: repository.RequestChanges = {"run_after": utcnow(), "pinned": pinned.model_dump()}
     if identities is not None:
         new_key = subject_key(settings.effective_hash_key, kind, identities)
-        values.update(subject=identities, subject_key=new_key)
+        values.update({"subject": identities, "subject_key": new_key})
     for _ in range(3):
         try:
             changed = await repository.transition_request(

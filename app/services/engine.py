@@ -63,10 +63,9 @@ from app.purgers.base import (
 )
 from app.services import email_requests
 from app.services.claims import completion_sentence, store_claim
+from app.services.evidence.minimisation import minimised
+from app.services.evidence.notices import DeliveryFailed, completion_text, send_email, send_webhook
 from app.services.identities import hashes as identity_hashes
-from app.services.identities import identity_hash
-from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
-from app.services.requests import CANCELLED_REASON
 from app.services.resolution import digest
 from app.settings import Settings
 
@@ -769,48 +768,13 @@ class Engine:
             else:
                 # Confirmed (or given up): keep evidence, not personal data.
                 rejected = await repository.has_event(session, request_id, "rejected")
-                values.update(run_after=None, **self._minimised(request, rejected=rejected))
+                values.update(
+                    run_after=None,
+                    **minimised(request, self.settings.effective_hash_key, rejected=rejected),
+                )
                 repository.add_event(session, request_id, "minimised", actor=self.worker_id)
             await repository.release(session, request_id, self.worker_id, **values)
             await session.commit()
-
-    def _minimised(self, request: DeletionRequest, *, rejected: bool) -> dict[str, Any]:
-        """The request's columns with every raw identifier replaced by a keyed hash, or gone,
-        and no free text of an operator's (it may name the person)."""
-        key = self.settings.effective_hash_key
-        return {
-            "subject": {
-                name: "hmac-sha256:" + identity_hash(key, name, str(value))
-                for name, value in request.subject.items()
-            },
-            "notify_email": None,
-            "confirm_recipients": None,
-            "reason": None,
-            "status_reason": _status_reason_kept(request, rejected=rejected),
-            "resolution": None,
-            "pinned": None,
-            "review": None,
-            "minimised_at": utcnow(),
-        }
-
-
-# The status reasons the service writes itself. Any other was typed by an operator who
-# cancelled or rejected the request, and gives way to the plain fact at minimisation.
-SERVICE_REASONS = frozenset(
-    {
-        CANCELLED_REASON,
-        email_requests.EXPIRED_REASON,
-        email_requests.REJECTED_REASON,
-        email_requests.REVIEW_EXPIRED_REASON,
-    }
-)
-
-
-def _status_reason_kept(request: DeletionRequest, *, rejected: bool) -> str | None:
-    reason = request.status_reason
-    if request.status != RequestStatus.cancelled or reason is None or reason in SERVICE_REASONS:
-        return reason
-    return email_requests.REJECTED_REASON if rejected else CANCELLED_REASON
 
 
 def _email_target(request: DeletionRequest) -> str | None:

@@ -38,8 +38,8 @@ from app.names import normalise_as
 from app.pii import keyed_hash
 from app.schemas import Review, ReviewCandidate
 from app.services import email_requests
+from app.services.evidence.notices import DeliveryFailed, send_email
 from app.services.inbound_parse import MailKind, ParsedMail, parse_message
-from app.services.notify import DeliveryFailed, send_email
 from app.services.target import NamedTenant, TargetDirectory, TargetUnavailable, selection_of
 from app.settings import Settings
 

@@ -32,7 +32,7 @@ from app.schemas import (
     CreateInstagramDisconnect,
     CreateMetaDataDeletion,
 )
-from app.services import receipts
+from app.services.evidence import receipts
 from app.services.identities import hashes as identity_hashes
 from app.services.plans import plan_for
 from app.services.target import TargetDirectory, TargetUnavailable

@@ -22,14 +22,14 @@ from app.models import DeletionRequest, utcnow
 from app.pii import keyed_hash
 from app.services import email_requests
 from app.services.email_requests import FiledEmailRequest, file_email_request
+from app.services.evidence.notices import DeliveryFailed
 from app.services.identities import lookup_hash
-from app.services.notify import DeliveryFailed
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, PUBLIC_BASE_URL
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.receivers import SmtpSink, free_port
 from tests.seed import add_page, add_tenant
-from tests.services.test_evidence import dump_tracking_db, until_minimised
+from tests.services.evidence.test_evidence import dump_tracking_db, until_minimised
 
 Auth = Callable[..., dict[str, str]]
 SITE = "mailed-band"

@@ -25,16 +25,14 @@ from typer.testing import CliRunner
 
 from app import db
 from app.cli import cli
-from app.services import retention
-from app.services.retention import (
-    PROBE_COLLECTION,
+from app.services.evidence import retention
+from app.services.evidence.retention import (
     RetentionItem,
     RetentionReport,
     RetentionStatus,
     RetentionStore,
-    TtlRule,
-    judge_ttl,
 )
+from app.services.evidence.retention.mongodb import PROBE_COLLECTION, TtlRule, judge_ttl
 from app.settings import Settings, get_settings
 from app.stores import Stores, open_stores
 from tests.app_fixtures import make_settings

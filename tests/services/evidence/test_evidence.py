@@ -20,7 +20,7 @@ from app.main import new_engine
 from app.models import Base, DeletionRequest, utcnow
 from app.repository import list_events
 from app.services.engine import _email_target
-from app.services.notify import SIGNATURE_HEADER, verify_signature
+from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.receivers import SmtpSink, WebhookReceiver
@@ -239,7 +239,7 @@ async def test_receipt_verifies_and_any_tampering_breaks_it(
     # Re-signed with another key (and that key embedded): still not trusted.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from app.services import receipts
+    from app.services.evidence import receipts
 
     forged = receipts.sign(changed["receipt"], Ed25519PrivateKey.generate())
     assert await verify(forged) == 1

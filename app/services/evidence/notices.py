@@ -1,4 +1,6 @@
-"""Confirmations once a request is finished: a signed webhook and an e-mail.
+"""Notices: the confirmations once a request is finished (a signed webhook and an e-mail),
+and the one way the service sends mail (:func:`send_email`, which e-mail intake's
+confirmation links and replies use too).
 
 The webhook body is JSON, signed like Stripe's: header
 ``X-SoundOps-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` with

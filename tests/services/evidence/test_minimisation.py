@@ -15,6 +15,7 @@ from app.main import new_engine
 from app.models import utcnow
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
+from tests.services.evidence.test_evidence import dump_tracking_db, until_minimised
 from tests.services.test_email_requests import (
     SITE,
     event_types,
@@ -22,7 +23,6 @@ from tests.services.test_email_requests import (
     reload,
     set_values,
 )
-from tests.services.test_evidence import dump_tracking_db, until_minimised
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/deletion-requests"

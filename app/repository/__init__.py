@@ -1,0 +1,134 @@
+"""All SQL over the service's own tables, one module per aggregate.
+
+- ``requests``: reading and listing requests, status transitions, subject hashes, intake
+- ``events``: a request's event log
+- ``queue``: claim under a lease, heartbeat, fence, release, queue depth
+- ``tasks``: a request's tasks and their outcomes
+- ``email_intake``: messages handled once, confirmation links, expiries, reply slots
+- ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
+- ``stats``: what the metrics endpoint reads at scrape time
+
+This package's interface (a deliberate re-export, issue #15): its public names are
+re-exported here, so callers write ``from app import repository`` and
+``repository.get_request(...)`` without knowing which module holds what. Only this
+module re-exports; the modules import each other directly.
+
+What a caller may change on a row is typed: ``RequestChanges``, ``TaskChanges`` and
+``DeauthorizationChanges`` name the columns, no ``**values: Any``.
+"""
+
+from __future__ import annotations
+
+from app.repository.deauthorizations import (
+    DeauthorizationChanges,
+    claim_deauthorization,
+    due_deauthorizations,
+    finish_deauthorization,
+    record_deauthorization,
+)
+from app.repository.email_intake import (
+    add_email_intake,
+    confirm_request,
+    expire_confirmations,
+    expire_reviews,
+    get_email_intake,
+    get_request_by_confirm_token_hash,
+    set_confirm_token,
+    take_reply_slot,
+    unsent_confirmations,
+)
+from app.repository.events import (
+    add_event,
+    has_event,
+    list_events,
+)
+from app.repository.queue import (
+    WORKABLE,
+    Claim,
+    claim_next,
+    extend_lease,
+    holds_lease,
+    queue_depth,
+    release,
+)
+from app.repository.requests import (
+    InvalidCursor,
+    RequestChanges,
+    RequestFilter,
+    add_subject_hashes,
+    deadline_candidates,
+    decode_cursor,
+    encode_cursor,
+    get_open_request_for_subject,
+    get_request,
+    get_request_by_code,
+    get_request_by_idempotency_key,
+    get_request_fresh,
+    insert_new_request,
+    list_requests,
+    replace_subject_hashes,
+    set_values,
+    transition_request,
+)
+from app.repository.stats import (
+    QueueStats,
+    queue_stats,
+)
+from app.repository.tasks import (
+    TaskChanges,
+    get_tasks,
+    new_task,
+    reset_failed_tasks,
+    update_task,
+)
+
+__all__ = [
+    "WORKABLE",
+    "Claim",
+    "DeauthorizationChanges",
+    "InvalidCursor",
+    "QueueStats",
+    "RequestChanges",
+    "RequestFilter",
+    "TaskChanges",
+    "add_email_intake",
+    "add_event",
+    "add_subject_hashes",
+    "claim_deauthorization",
+    "claim_next",
+    "confirm_request",
+    "deadline_candidates",
+    "decode_cursor",
+    "due_deauthorizations",
+    "encode_cursor",
+    "expire_confirmations",
+    "expire_reviews",
+    "extend_lease",
+    "finish_deauthorization",
+    "get_email_intake",
+    "get_open_request_for_subject",
+    "get_request",
+    "get_request_by_code",
+    "get_request_by_confirm_token_hash",
+    "get_request_by_idempotency_key",
+    "get_request_fresh",
+    "get_tasks",
+    "has_event",
+    "holds_lease",
+    "insert_new_request",
+    "list_events",
+    "list_requests",
+    "new_task",
+    "queue_depth",
+    "queue_stats",
+    "record_deauthorization",
+    "release",
+    "replace_subject_hashes",
+    "reset_failed_tasks",
+    "set_confirm_token",
+    "set_values",
+    "take_reply_slot",
+    "transition_request",
+    "unsent_confirmations",
+    "update_task",
+]

@@ -1,0 +1,117 @@
+"""Meta deauthorize callbacks (``meta_deauthorizations``): recorded first, then expanded
+under a lease by whoever gets to them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import TypedDict
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    MetaDeauthorization,
+)
+
+
+class DeauthorizationChanges(TypedDict, total=False):
+    """What giving a claimed deauthorization back writes: expanded (and minimised), or
+    when to try again."""
+
+    run_after: datetime | None
+    expanded_at: datetime | None
+    user_id: str | None
+    disconnects: int | None
+    skipped_reconnected: int | None
+
+
+async def record_deauthorization(
+    session: AsyncSession, record: MetaDeauthorization
+) -> MetaDeauthorization:
+    """Store a verified deauthorize callback and commit; the one stored already with the
+    same ``replay_key`` (the same callback delivered again) instead."""
+    session.add(record)
+    try:
+        await session.commit()
+        return record
+    except IntegrityError:
+        await session.rollback()
+    existing = (
+        await session.execute(
+            sa.select(MetaDeauthorization)
+            .where(MetaDeauthorization.replay_key == record.replay_key)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    await session.commit()
+    return existing
+
+
+def _deauthorization_due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        MetaDeauthorization.expanded_at.is_(None),
+        MetaDeauthorization.run_after <= now,
+        sa.or_(
+            MetaDeauthorization.lease_expires_at.is_(None),
+            MetaDeauthorization.lease_expires_at < now,
+        ),
+    )
+
+
+async def due_deauthorizations(
+    session: AsyncSession, now: datetime, limit: int = 100
+) -> list[uuid.UUID]:
+    query = (
+        sa.select(MetaDeauthorization.id)
+        .where(_deauthorization_due(now))
+        .order_by(MetaDeauthorization.run_after)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def claim_deauthorization(
+    session: AsyncSession, record_id: uuid.UUID, owner: str, now: datetime, lease: timedelta
+) -> MetaDeauthorization | None:
+    """Take one due, unexpanded deauthorization under a lease (a conditional UPDATE: of
+    several workers exactly one wins), commit, and return it; None when another holds it
+    or it is expanded already."""
+    result = await session.execute(
+        sa.update(MetaDeauthorization)
+        .where(MetaDeauthorization.id == record_id, _deauthorization_due(now))
+        .values(
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            attempts=MetaDeauthorization.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        await session.rollback()
+        return None
+    await session.commit()
+    return await session.get(MetaDeauthorization, record_id, populate_existing=True)
+
+
+async def finish_deauthorization(
+    session: AsyncSession,
+    record_id: uuid.UUID,
+    owner: str,
+    values: DeauthorizationChanges,
+) -> bool:
+    """Give a claimed deauthorization back with ``values`` (expanded, or when to try
+    again), only while ``owner`` still holds it; commits."""
+    result = await session.execute(
+        sa.update(MetaDeauthorization)
+        .where(
+            MetaDeauthorization.id == record_id,
+            MetaDeauthorization.lease_owner == owner,
+            MetaDeauthorization.expanded_at.is_(None),
+        )
+        .values(lease_owner=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,52 @@
+"""The event log of a request (``deletion_events``): append, read, ask."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    DeletionEvent,
+    utcnow,
+)
+
+
+def add_event(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    type_: str,
+    *,
+    actor: str | None = None,
+    purger: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        DeletionEvent(
+            request_id=request_id,
+            type=type_,
+            actor=actor,
+            purger=purger,
+            detail=detail or {},
+            at=utcnow(),
+        )
+    )
+
+
+async def list_events(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionEvent]:
+    result = await session.execute(
+        sa.select(DeletionEvent)
+        .where(DeletionEvent.request_id == request_id)
+        .order_by(DeletionEvent.id)
+    )
+    return result.scalars().all()
+
+
+async def has_event(session: AsyncSession, request_id: uuid.UUID, kind: str) -> bool:
+    query = sa.select(sa.literal(1)).where(
+        DeletionEvent.request_id == request_id, DeletionEvent.type == kind
+    )
+    return (await session.execute(query.limit(1))).first() is not None

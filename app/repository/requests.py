@@ -1,0 +1,414 @@
+"""Deletion requests: reading, listing by cursor, status transitions, subject hashes, and
+intake (a new request with its tasks, hashes and first event in one statement)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypedDict, Unpack, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+
+from app.models import (
+    OPEN_STATUSES,
+    VERIFIED_OPEN_STATUSES,
+    Base,
+    DeletionEvent,
+    DeletionRequest,
+    DeletionTask,
+    RequestKind,
+    RequestStatus,
+    SubjectHash,
+    utcnow,
+)
+
+
+class RequestChanges(TypedDict, total=False):
+    """The columns of a request that change after intake: what a transition, a release or
+    :func:`set_values` may write besides the status and lease columns they set themselves."""
+
+    status: RequestStatus
+    status_reason: str | None
+    subject: dict[str, Any]
+    subject_key: str
+    notify_email: str | None
+    reason: str | None
+    completed_at: datetime | None
+    run_after: datetime | None
+    resolution: dict[str, Any] | None
+    resolution_digest: dict[str, Any] | None
+    datamap_version: str | None
+    webhook_status: str | None
+    email_status: str | None
+    notify_attempts: int
+    minimised_at: datetime | None
+    deadline_warned_at: datetime | None
+    overdue_warned_at: datetime | None
+    confirmed_at: datetime | None
+    confirm_recipients: list[str] | None
+    pinned: dict[str, Any] | None
+    review: dict[str, Any] | None
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    status: RequestStatus | None = None
+    kind: RequestKind | None = None
+    overdue: bool = False
+    subject_hash: str | None = None
+
+
+def encode_cursor(request: DeletionRequest) -> str:
+    raw = f"{request.created_at.isoformat()}|{request.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, request_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), uuid.UUID(request_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this service issued") from exc
+
+
+async def get_request(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
+    return await session.get(DeletionRequest, request_id)
+
+
+async def get_request_fresh(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
+    """The request as the database has it now (not the session's possibly stale copy)."""
+    return await session.get(DeletionRequest, request_id, populate_existing=True)
+
+
+async def get_request_by_code(session: AsyncSession, code: str) -> DeletionRequest | None:
+    result = await session.execute(
+        sa.select(DeletionRequest).where(DeletionRequest.confirmation_code == code)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_request_by_idempotency_key(
+    session: AsyncSession, requested_by: str, key: str
+) -> DeletionRequest | None:
+    result = await session.execute(
+        sa.select(DeletionRequest).where(
+            DeletionRequest.requested_by == requested_by,
+            DeletionRequest.idempotency_key == key,
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_open_request_for_subject(
+    session: AsyncSession,
+    kind: RequestKind,
+    subject_key: str,
+    statuses: frozenset[RequestStatus] = VERIFIED_OPEN_STATUSES,
+) -> DeletionRequest | None:
+    """The open request of this kind for this subject in one of ``statuses`` (by default
+    the verified ones, ``pending``/``running``); a verified one first when there are
+    several (one verified and unverified ones filed from e-mail)."""
+    result = await session.execute(
+        sa.select(DeletionRequest)
+        .where(
+            DeletionRequest.kind == kind,
+            DeletionRequest.subject_key == subject_key,
+            DeletionRequest.status.in_(statuses),
+        )
+        .order_by(sa.case((DeletionRequest.status.in_(VERIFIED_OPEN_STATUSES), 0), else_=1))
+        .limit(1)
+    )
+    return result.scalars().first()
+
+
+async def list_requests(
+    session: AsyncSession,
+    filters: RequestFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Sequence[DeletionRequest], str | None]:
+    query = sa.select(DeletionRequest)
+    if filters.status is not None:
+        query = query.where(DeletionRequest.status == filters.status)
+    if filters.kind is not None:
+        query = query.where(DeletionRequest.kind == filters.kind)
+    if filters.overdue:
+        query = query.where(
+            DeletionRequest.status.in_(OPEN_STATUSES), DeletionRequest.due_at < (now or utcnow())
+        )
+    if filters.subject_hash is not None:
+        query = query.where(
+            DeletionRequest.id.in_(
+                sa.select(SubjectHash.request_id).where(SubjectHash.hash == filters.subject_hash)
+            )
+        )
+    if cursor:
+        created, request_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                DeletionRequest.created_at < created,
+                sa.and_(DeletionRequest.created_at == created, DeletionRequest.id < request_id),
+            )
+        )
+    query = query.order_by(DeletionRequest.created_at.desc(), DeletionRequest.id.desc())
+    rows = (await session.execute(query.limit(limit + 1))).scalars().all()
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def transition_request(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    from_statuses: frozenset[RequestStatus],
+    to_status: RequestStatus,
+    values: RequestChanges | None = None,
+) -> bool:
+    """Change a request's status only if it is still in one of ``from_statuses``.
+
+    A conditional UPDATE, so that two actors (an operator cancelling, a worker
+    claiming) can never both win.
+    """
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(DeletionRequest.id == request_id, DeletionRequest.status.in_(from_statuses))
+        .values(status=to_status, updated_at=utcnow(), **(values or {}))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_values(
+    session: AsyncSession, request_id: uuid.UUID, **values: Unpack[RequestChanges]
+) -> None:
+    await session.execute(
+        sa.update(DeletionRequest)
+        .where(DeletionRequest.id == request_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def add_subject_hashes(
+    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
+) -> None:
+    existing = set(
+        (
+            await session.execute(
+                sa.select(SubjectHash.hash).where(SubjectHash.request_id == request_id)
+            )
+        ).scalars()
+    )
+    for value in sorted(hashes - existing):
+        session.add(SubjectHash(request_id=request_id, hash=value))
+
+
+async def replace_subject_hashes(
+    session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
+) -> None:
+    """The request's subject was replaced: look-ups must find the new one, not the old."""
+    await session.execute(
+        sa.delete(SubjectHash)
+        .where(SubjectHash.request_id == request_id)
+        .execution_options(synchronize_session=False)
+    )
+    for value in sorted(hashes):
+        session.add(SubjectHash(request_id=request_id, hash=value))
+
+
+async def deadline_candidates(
+    session: AsyncSession, now: datetime, warn_before: timedelta
+) -> tuple[Sequence[uuid.UUID], Sequence[uuid.UUID]]:
+    """Open requests newly within ``warn_before`` of their due date, and newly overdue."""
+    near = await session.execute(
+        sa.select(DeletionRequest.id).where(
+            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.deadline_warned_at.is_(None),
+            DeletionRequest.due_at <= now + warn_before,
+        )
+    )
+    overdue = await session.execute(
+        sa.select(DeletionRequest.id).where(
+            DeletionRequest.status.in_(OPEN_STATUSES),
+            DeletionRequest.overdue_warned_at.is_(None),
+            DeletionRequest.due_at <= now,
+        )
+    )
+    return near.scalars().all(), overdue.scalars().all()
+
+
+# --- intake: a new request in a few statements, without the ORM's unit of work ------
+
+_REQUESTS = cast(sa.Table, DeletionRequest.__table__)
+# A conflict with a unique index (one Idempotency-Key per caller, one open request per
+# kind and subject) inserts nothing instead of failing the transaction (ON CONFLICT DO
+# NOTHING, here and in the PostgreSQL statement below).
+_INSERT_REQUEST = {"sqlite": sqlite.insert(_REQUESTS).on_conflict_do_nothing()}
+_INSERT_TASKS = sa.insert(cast(sa.Table, DeletionTask.__table__))
+_INSERT_HASHES = sa.insert(cast(sa.Table, SubjectHash.__table__))
+_INSERT_EVENT = sa.insert(cast(sa.Table, DeletionEvent.__table__))
+
+
+def _no_default(column: str) -> Any:
+    raise TypeError(f"{column} has a default that intake cannot compute")
+
+
+@functools.cache
+def _column_defaults(model: type[Base]) -> tuple[tuple[str, str, Callable[[], Any]], ...]:
+    """Per column of a model: attribute, column key, and how to make its Python default
+    (computed once per model: intake builds rows for every request)."""
+    plan: list[tuple[str, str, Callable[[], Any]]] = []
+    for prop in sa.inspect(model).column_attrs:
+        column = prop.columns[0]
+        default = column.default
+        make: Callable[[], Any]
+        if isinstance(default, CallableColumnDefault):
+            make = functools.partial(default.arg, cast(Any, None))
+        elif isinstance(default, ScalarElementColumnDefault):
+            make = functools.partial(lambda value: value, default.arg)
+        elif default is None and column.server_default is None:
+            make = functools.partial(lambda: None)
+        else:  # pragma: no cover - no such column in the models
+            make = functools.partial(_no_default, str(column))
+        plan.append((prop.key, column.key, make))
+    return tuple(plan)
+
+
+def _new_row(obj: Base) -> dict[str, Any]:
+    """Every column of a new ORM object as an INSERT stores it: the values given, each
+    column's Python default where none was (set on the object too, as a flush does)."""
+    row: dict[str, Any] = {}
+    given = obj.__dict__
+    for key, column_key, make in _column_defaults(type(obj)):
+        if key in given:
+            value = given[key]
+        else:
+            value = make()
+            setattr(obj, key, value)
+        row[column_key] = value
+    return row
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot go into a JSON record")
+
+
+def _record(value: Any) -> str:
+    return json.dumps(value, default=_json_value, separators=(",", ":"))
+
+
+# One statement for all four tables: every row goes as a JSON document that PostgreSQL
+# turns into the table's own row type, so the statement names no column of its own.
+_POSTGRES_INTAKE_SQL = """
+WITH new AS (
+    INSERT INTO {requests}
+    SELECT * FROM jsonb_populate_record(NULL::{requests}, CAST(:request AS JSONB))
+    ON CONFLICT DO NOTHING RETURNING id
+), tasks AS (
+    INSERT INTO {tasks}
+    SELECT t.* FROM new, jsonb_populate_recordset(NULL::{tasks}, CAST(:tasks AS JSONB)) t
+), hashes AS (
+    INSERT INTO {hashes}
+    SELECT h.* FROM new, jsonb_populate_recordset(NULL::{hashes}, CAST(:hashes AS JSONB)) h
+), event AS (
+    INSERT INTO {events} ({event_columns})
+    SELECT {event_columns} FROM new, jsonb_populate_record(NULL::{events}, CAST(:event AS JSONB))
+)
+SELECT count(*) FROM new
+"""
+
+
+def _postgres_intake() -> sa.TextClause:
+    events = cast(sa.Table, DeletionEvent.__table__)
+    names = {
+        "requests": _REQUESTS.name,
+        "tasks": DeletionTask.__tablename__,
+        "hashes": SubjectHash.__tablename__,
+        "events": events.name,
+        "event_columns": ", ".join(c.name for c in events.columns if c.name != "id"),
+    }
+    # Only the models' own table and column names go into the text, never a value.
+    return sa.text(_POSTGRES_INTAKE_SQL.format(**names))
+
+
+_POSTGRES_INTAKE = _postgres_intake()
+
+
+async def insert_new_request(
+    session: AsyncSession,
+    request: DeletionRequest,
+    subject_hashes: set[str],
+    *,
+    actor: str,
+    detail: dict[str, Any],
+) -> bool:
+    """Store a new request with its tasks, its subject hashes and its ``created`` event in
+    the session's transaction, without the ORM's flush and read-back: one statement on
+    PostgreSQL, four on SQLite.
+
+    False, with nothing written, when the request conflicts with a stored one (the unique
+    indexes above decide, also against a concurrent transaction). When stored, the request
+    and its tasks are left as a committed session leaves what it added: detached, with
+    every column loaded.
+    """
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    request_row = _new_row(request)
+    for task in request.tasks:
+        task.request_id = request.id
+    task_rows = [_new_row(task) for task in request.tasks]
+    hash_rows = [{"request_id": request.id, "hash": value} for value in sorted(subject_hashes)]
+    event_row = {
+        "request_id": request.id,
+        "type": "created",
+        "actor": actor,
+        "purger": None,
+        "detail": detail,
+        "at": utcnow(),
+    }
+    if dialect == "postgresql":
+        stored = await connection.scalar(
+            _POSTGRES_INTAKE,
+            {
+                "request": _record(request_row),
+                "tasks": _record(task_rows),
+                "hashes": _record(hash_rows),
+                "event": _record(event_row),
+            },
+        )
+        if not stored:
+            return False
+    else:
+        result = await connection.execute(_INSERT_REQUEST[dialect], request_row)
+        if not result.rowcount:
+            return False
+        if task_rows:
+            await connection.execute(_INSERT_TASKS, task_rows)
+        if hash_rows:
+            await connection.execute(_INSERT_HASHES, hash_rows)
+        await connection.execute(_INSERT_EVENT, event_row)
+    for obj in (request, *request.tasks):
+        make_transient_to_detached(obj)
+    return True

@@ -1,0 +1,64 @@
+"""A request's tasks (``deletion_tasks``): one per purger, with its outcome and counts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    DeletionTask,
+    TaskStatus,
+)
+
+
+def new_task(purger: str, position: int, after: list[str]) -> DeletionTask:
+    return DeletionTask(purger=purger, position=position, after=after, deleted={}, retained={})
+
+
+async def get_tasks(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionTask]:
+    result = await session.execute(
+        sa.select(DeletionTask)
+        .where(DeletionTask.request_id == request_id)
+        .order_by(DeletionTask.position)
+    )
+    return result.scalars().all()
+
+
+async def reset_failed_tasks(session: AsyncSession, request_id: uuid.UUID) -> list[str]:
+    result = await session.execute(
+        sa.update(DeletionTask)
+        .where(DeletionTask.request_id == request_id, DeletionTask.status == TaskStatus.failed)
+        .values(status=TaskStatus.pending, attempts=0, next_attempt_at=None, finished_at=None)
+        .returning(DeletionTask.purger)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(result.scalars().all())
+
+
+class TaskChanges(TypedDict, total=False):
+    """The columns of a task that a run writes."""
+
+    status: TaskStatus
+    attempts: int
+    error: str | None
+    deleted: dict[str, int]
+    retained: dict[str, Any]
+    next_attempt_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+async def update_task(
+    session: AsyncSession, task_id: uuid.UUID, **values: Unpack[TaskChanges]
+) -> None:
+    await session.execute(
+        sa.update(DeletionTask)
+        .where(DeletionTask.id == task_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
