@@ -19,7 +19,7 @@ from app.cli import cli
 from app.main import new_engine
 from app.models import Base, DeletionRequest, utcnow
 from app.repository import list_events
-from app.services.engine import _email_target
+from app.services.execution import email_target as _email_target
 from app.services.notify import SIGNATURE_HEADER, verify_signature
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
