@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from functools import partial
-from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,11 +22,9 @@ from app.services.execution.completion import Completion
 from app.services.execution.lease import Leases
 from app.services.execution.runner import Runner
 from app.services.execution.sweeps import Sweeps
+from app.services.meta_callbacks import MetaCallbacks
 from app.services.resolution import ResolverLike
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    from app.services.meta_callbacks import MetaCallbacks
 
 # A finished request is claimed again for its confirmations and minimisation.
 FINISHED = (RequestStatus.completed, RequestStatus.cancelled)

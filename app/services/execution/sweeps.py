@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,10 +20,8 @@ from app import repository
 from app.models import utcnow
 from app.services import email_requests
 from app.services.execution.lease import backoff
+from app.services.meta_callbacks import MetaCallbacks
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    from app.services.meta_callbacks import MetaCallbacks
 
 log = structlog.get_logger(__name__)
 
