@@ -6,6 +6,10 @@
 - :mod:`.completion`: a finished request's confirmations, then its minimisation.
 - :mod:`.sweeps`: deadlines, expiries of requests from e-mail, deferred work.
 - :mod:`.engine`: one worker's executor, wired from the above; :mod:`.worker`: its loop.
+
+The verbs for ending work: a task's outcome is *recorded*; a request is *settled* (its
+status decided from its tasks); a claim is *released* (only inside a fenced transition,
+or at shutdown); a request whose run is over is *notified and minimised*.
 """
 
 from app.services.execution.completion import completion_payload, email_target

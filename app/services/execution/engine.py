@@ -26,8 +26,8 @@ from app.services.meta_callbacks import MetaCallbacks
 from app.services.resolution import ResolverLike
 from app.settings import Settings
 
-# A finished request is claimed again for its confirmations and minimisation.
-FINISHED = (RequestStatus.completed, RequestStatus.cancelled)
+# Nothing left to run: such a request is claimed for its confirmations and minimisation.
+RUN_OVER = (RequestStatus.completed, RequestStatus.cancelled)
 
 
 class Engine:
@@ -73,9 +73,9 @@ class Engine:
             request = await repository.get_request(session, request_id)
             if request is None:
                 return
-            finished = request.status in FINISHED
-            tasks = [] if finished else list(await repository.get_tasks(session, request_id))
-        if finished:
+            run_over = request.status in RUN_OVER
+            tasks = [] if run_over else list(await repository.get_tasks(session, request_id))
+        if run_over:
             await self._completion.notify_and_minimise(request_id)
         else:
             await self._runner.run(request, tasks)

@@ -161,10 +161,6 @@ class Runner:
         self._resolver = resolver
         self._datamap_version = datamap_version
 
-    @property
-    def worker_id(self) -> str:
-        return self._leases.worker_id
-
     async def run(self, request: DeletionRequest, tasks: list[DeletionTask]) -> None:
         """Run a claimed request's tasks (resolving its subject first, once), then settle it.
         Raises :class:`LeaseLost` when another worker took the request over meanwhile."""
