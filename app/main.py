@@ -35,12 +35,13 @@ from app.routers import (
     status_page,
 )
 from app.services.email_requests import EmailRequests
-from app.services.engine import Engine, ResolverLike, Worker, new_worker_id
+from app.services.execution import Engine, Worker, new_worker_id
 from app.services.inbound import InboundMail
 from app.services.meta_callbacks import MetaCallbacks
+from app.services.plans import planned_purgers
 from app.services.preview import PreviewService
 from app.services.requests import RequestService
-from app.services.resolution import Resolver
+from app.services.resolution import Resolver, ResolverLike
 from app.services.target import TargetDirectory
 from app.settings import Settings, get_settings
 from app.state import AppState
@@ -93,7 +94,7 @@ async def build_state(settings: Settings) -> AppState:
     engine = create_engine(settings.database_url)
     stores = await open_stores(settings)
     try:
-        purgers = build_purgers(settings, datamap, stores)
+        purgers = build_purgers(settings, datamap, stores, required=planned_purgers())
     except BaseException:
         await stores.aclose()
         await engine.dispose()

@@ -1,6 +1,6 @@
 """The service's own tables: deletion requests, their per-purger tasks and an event log.
 
-The request table is also the durable work queue (see ``app/services/engine.py``).
+The request table is also the durable work queue (see ``app/services/execution/``).
 """
 
 from __future__ import annotations

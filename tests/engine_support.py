@@ -13,7 +13,7 @@ from typing import Any
 
 from app.main import new_engine
 from app.models import RequestStatus
-from app.services.engine import Worker
+from app.services.execution import Worker
 from app.state import AppState
 
 TERMINAL = {RequestStatus.completed, RequestStatus.failed, RequestStatus.cancelled}

@@ -18,18 +18,17 @@ from app.cli import cli
 from app.datamap import BUNDLED_MAP, DataMapError, load_datamap
 from app.models import RequestKind
 from app.purgers.base import Purger, PurgerName
-from app.purgers.registry import BUILDERS, PURGER_CLASSES
+from app.purgers.registry import PURGERS
 from app.schemas import MetaDataSubject
 from app.settings import get_settings
 from tests.seed import create_buckets
 
 
 def test_every_purger_name_is_registered() -> None:
-    assert set(PURGER_CLASSES) == set(PurgerName)
-    assert set(BUILDERS) == set(PurgerName)
-    for name, cls in PURGER_CLASSES.items():
+    assert set(PURGERS) == set(PurgerName)
+    for name, cls in PURGERS.items():
         assert cls.name is name
-        for method in ("preview", "purge", "verify"):
+        for method in ("build", "preview", "purge", "verify"):
             assert callable(getattr(cls, method))
 
 

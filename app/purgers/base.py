@@ -27,11 +27,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from app.datamap import Resolution
 from app.models import RequestKind
 from app.pii import Pii
+
+if TYPE_CHECKING:  # the settings name purgers: only the types are needed here
+    from app.datamap import DataMap
+    from app.settings import Settings
+    from app.stores import Stores
 
 
 class PurgerName(StrEnum):
@@ -178,4 +183,22 @@ class Purger(Protocol):
 
     async def verify(self, subject: Subject) -> dict[str, int]:
         """What is left of the subject per table, collection or bucket (all zero when done)."""
+        ...
+
+
+# What a process has for each store: a purger, or why it does not delete there.
+PurgerSlot = Purger | NotConfigured
+
+
+class RegisteredPurger(Purger, Protocol):
+    """A purger class of the registry (``app/purgers/registry.py``): it names its store
+    and builds itself."""
+
+    name: ClassVar[PurgerName]
+
+    @classmethod
+    def build(cls, settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
+        """This store's purger, from the settings and the clients the lifespan opened;
+        :class:`NotConfigured` (naming the setting) when its settings are absent. Settings
+        that are present but unusable raise :class:`app.stores.StoreConfigError`."""
         ...

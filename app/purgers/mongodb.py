@@ -64,9 +64,10 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from app.datamap import MongoMap
+from app.datamap import DataMap, MongoMap
 from app.purgers.base import (
     NO_PROGRESS,
+    NotConfigured,
     Progress,
     PurgeFailed,
     PurgeNotApplicable,
@@ -75,6 +76,8 @@ from app.purgers.base import (
     PurgerName,
     Subject,
 )
+from app.settings import Settings
+from app.stores import Stores
 
 Document = dict[str, Any]
 Filter = dict[str, Any]
@@ -155,6 +158,19 @@ class MongoPurger:
         self._db: AsyncDatabase[Document] = client[database]
         self._map = collections
         self.batch_size = batch_size
+
+    @classmethod
+    def build(
+        cls, settings: Settings, datamap: DataMap, stores: Stores
+    ) -> MongoPurger | NotConfigured:
+        if stores.mongo is None:
+            return NotConfigured("MongoDB (DELETION_MONGODB_URL)")
+        return cls(
+            stores.mongo,
+            settings.mongodb_database,
+            datamap.mongodb,
+            batch_size=settings.mongodb_batch_size,
+        )
 
     # --- selection ------------------------------------------------------------------
 

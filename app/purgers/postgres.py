@@ -29,10 +29,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.datamap import PostgresMap, Table, TableAction
+from app.datamap import DataMap, PostgresMap, Table, TableAction
 from app.models import RequestKind
 from app.purgers.base import (
     NO_PROGRESS,
+    NotConfigured,
     Progress,
     PurgeFailed,
     PurgeResult,
@@ -41,6 +42,8 @@ from app.purgers.base import (
     Retained,
     Subject,
 )
+from app.settings import Settings
+from app.stores import Stores
 
 Where = sa.ColumnElement[bool]
 
@@ -56,6 +59,14 @@ class PostgresPurger:
         self._engine = engine
         self._map = tables
         self._batch = batch_size
+
+    @classmethod
+    def build(
+        cls, settings: Settings, datamap: DataMap, stores: Stores
+    ) -> PostgresPurger | NotConfigured:
+        if stores.target_engine is None:
+            return NotConfigured("the SoundOps database (DELETION_TARGET_POSTGRES_URL)")
+        return cls(stores.target_engine, datamap.postgres)
 
     # --- predicates built from the map -----------------------------------------------
 

@@ -1,32 +1,30 @@
 """The typed registry of purgers, and how they are built from settings at start-up.
 
-Every :class:`PurgerName` has a class here (a test checks it). A store declared in
+Every :class:`PurgerName` has a class here (a test checks it), which builds itself from
+the settings (:class:`~app.purgers.base.RegisteredPurger`). A store declared in
 ``DELETION_ABSENT_STORES`` gets an absent :class:`NotConfigured` slot: its tasks are
 ``skipped`` as "not part of this deployment". In production every other store that a
-plan uses must be configured, or the service does not start (naming it); development
-and test skip an unconfigured store as "not configured". A store whose settings are
-present but unusable stops the service at start-up (:class:`app.stores.StoreConfigError`),
-loudly, instead of leaving data behind.
+plan uses (``required``) must be configured, or the service does not start (naming it);
+development and test skip an unconfigured store as "not configured". A store whose
+settings are present but unusable stops the service at start-up
+(:class:`app.stores.StoreConfigError`), loudly, instead of leaving data behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
 
 from app.datamap import DataMap
-from app.purgers.base import NotConfigured, Purger, PurgerName
+from app.purgers.base import NotConfigured, Purger, PurgerName, PurgerSlot, RegisteredPurger
 from app.purgers.meta_graph import MetaGraphPurger
 from app.purgers.mongodb import MongoPurger
 from app.purgers.postgres import PostgresPurger
 from app.purgers.s3 import S3Purger
 from app.purgers.testing import scripted_purgers
-from app.services.engine import PurgerSlot
-from app.services.plans import PLANS
 from app.settings import Environment, Settings
 from app.stores import StoreConfigError, Stores
 
-PURGER_CLASSES: dict[PurgerName, type[Any]] = {
+PURGERS: dict[PurgerName, type[RegisteredPurger]] = {
     PurgerName.postgres: PostgresPurger,
     PurgerName.mongodb: MongoPurger,
     PurgerName.s3: S3Purger,
@@ -34,59 +32,28 @@ PURGER_CLASSES: dict[PurgerName, type[Any]] = {
 }
 
 
-def _postgres(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
-    if stores.target_engine is None:
-        return NotConfigured("the SoundOps database (DELETION_TARGET_POSTGRES_URL)")
-    return PostgresPurger(stores.target_engine, datamap.postgres)
-
-
-def _mongodb(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
-    if stores.mongo is None:
-        return NotConfigured("MongoDB (DELETION_MONGODB_URL)")
-    return MongoPurger(
-        stores.mongo,
-        settings.mongodb_database,
-        datamap.mongodb,
-        batch_size=settings.mongodb_batch_size,
-    )
-
-
-def _s3(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
-    if stores.s3 is None:
-        return NotConfigured("S3 (DELETION_S3_ENDPOINT_URL or AWS credentials)")
-    return S3Purger(stores.s3, datamap.s3)
-
-
-def _meta_graph(settings: Settings, datamap: DataMap, stores: Stores) -> PurgerSlot:
-    return MetaGraphPurger.build(settings, datamap, stores)
-
-
-BUILDERS: dict[PurgerName, Callable[[Settings, DataMap, Stores], PurgerSlot]] = {
-    PurgerName.postgres: _postgres,
-    PurgerName.mongodb: _mongodb,
-    PurgerName.s3: _s3,
-    PurgerName.meta_graph: _meta_graph,
-}
-
-
 def build_purgers(
-    settings: Settings, datamap: DataMap, stores: Stores
+    settings: Settings,
+    datamap: DataMap,
+    stores: Stores,
+    *,
+    required: Collection[PurgerName],
 ) -> Mapping[PurgerName, PurgerSlot]:
+    """One slot per store; ``required``: the stores that a plan uses."""
     if settings.testing_purgers is not None:
         scripted: Mapping[PurgerName, Purger] = scripted_purgers(settings.testing_purgers)
         return scripted
     slots: dict[PurgerName, PurgerSlot] = {
         name: NotConfigured(name.value, absent=True)
         if name in settings.absent_stores
-        else BUILDERS[name](settings, datamap, stores)
+        else PURGERS[name].build(settings, datamap, stores)
         for name in PurgerName
     }
     if settings.environment is Environment.production:
-        planned = {task.purger for plan in PLANS.values() for task in plan}
         missing = [
             f"{name.value} ({slot.detail})"
             for name, slot in slots.items()
-            if name in planned and isinstance(slot, NotConfigured) and not slot.absent
+            if name in required and isinstance(slot, NotConfigured) and not slot.absent
         ]
         if missing:
             raise StoreConfigError(

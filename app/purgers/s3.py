@@ -54,9 +54,10 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from app.datamap import S3Map, expand
+from app.datamap import DataMap, S3Map, expand
 from app.purgers.base import (
     NO_PROGRESS,
+    NotConfigured,
     Progress,
     PurgeFailed,
     PurgeResult,
@@ -65,6 +66,8 @@ from app.purgers.base import (
     Retained,
     Subject,
 )
+from app.settings import Settings
+from app.stores import Stores
 
 # S3 accepts at most 1,000 keys per DeleteObjects request (moto does not enforce it).
 DELETE_BATCH = 1000
@@ -147,6 +150,14 @@ class S3Purger:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._key_retries = key_retries
         self._retry_base = retry_base_seconds
+
+    @classmethod
+    def build(
+        cls, settings: Settings, datamap: DataMap, stores: Stores
+    ) -> S3Purger | NotConfigured:
+        if stores.s3 is None:
+            return NotConfigured("S3 (DELETION_S3_ENDPOINT_URL or AWS credentials)")
+        return cls(stores.s3, datamap.s3)
 
     # --- the Purger protocol ------------------------------------------------------
 

@@ -36,3 +36,8 @@ PLANS: dict[RequestKind, tuple[PlannedTask, ...]] = {
 
 def plan_for(kind: RequestKind) -> tuple[PlannedTask, ...]:
     return PLANS[kind]
+
+
+def planned_purgers() -> frozenset[PurgerName]:
+    """Every store that some kind of request deletes from."""
+    return frozenset(task.purger for plan in PLANS.values() for task in plan)

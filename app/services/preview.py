@@ -17,10 +17,11 @@ from app.purgers.base import (
     PurgeResult,
     PurgeRetriable,
     PurgerName,
+    PurgerSlot,
     Subject,
 )
-from app.services.engine import PurgerSlot, ResolverLike
 from app.services.plans import plan_for
+from app.services.resolution import ResolverLike
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ request is minimised) next to its keyed hashes (the lasting evidence).
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -34,6 +34,15 @@ from app.purgers.postgres import transient_sqlstate
 
 def _col(table: str, column: str, type_: Any = None) -> sa.ColumnClause[Any]:
     return sa.literal_column(f'"{table}"."{column}"', type_)
+
+
+class ResolverLike(Protocol):
+    """What the engine and the preview resolve subjects with (:class:`Resolver`, or a
+    stand-in in tests)."""
+
+    async def resolve(
+        self, kind: RequestKind, identities: dict[str, str], pinned: Selection | None = None
+    ) -> Resolution: ...
 
 
 class Resolver:

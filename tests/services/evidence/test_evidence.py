@@ -19,8 +19,8 @@ from app.cli import cli
 from app.main import new_engine
 from app.models import Base, DeletionRequest, utcnow
 from app.repository import list_events
-from app.services.engine import _email_target
 from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
+from app.services.execution import email_target as _email_target
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.receivers import SmtpSink, WebhookReceiver

@@ -15,7 +15,7 @@ import pytest
 
 from app.main import new_engine
 from app.repository import list_events
-from app.services.engine import Worker
+from app.services.execution import Worker
 from app.state import AppState
 from tests.engine_support import Script, intervals, new_script, run_until_settled
 

@@ -34,17 +34,10 @@ from pymongo import AsyncMongoClient, monitoring
 from app.db import create_engine
 from app.main import new_engine
 from app.models import DeletionRequest, TaskStatus
-from app.purgers.base import NotConfigured, PurgerName
+from app.purgers.base import NotConfigured, PurgerName, PurgerSlot
 from app.purgers.mongodb import MongoPurger
 from app.repository import get_tasks, list_events, update_task
-from app.services.engine import (
-    Engine,
-    LeaseLost,
-    PurgerSlot,
-    TaskCounts,
-    Worker,
-    new_worker_id,
-)
+from app.services.execution import Engine, LeaseLost, TaskCounts, Worker, new_worker_id
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY

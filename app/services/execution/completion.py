@@ -1,0 +1,147 @@
+"""After a request is finished: its confirmations (webhook, e-mail), then minimisation.
+
+A request that completed (or was cancelled) stays in the queue until this is done: a
+worker claims it again, sends what confirmations are pending, retries them with backoff
+up to ``max_attempts``, and then minimises the request (its raw identifiers replaced by
+keyed hashes, or gone) and releases it for good.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import repository
+from app.models import DeletionRequest, DeletionTask, utcnow
+from app.repository import RequestChanges
+from app.services.claims import completion_sentence, store_claim
+from app.services.evidence.minimisation import minimised
+from app.services.evidence.notices import (
+    DeliveryFailed,
+    completion_text,
+    send_email,
+    send_webhook,
+)
+from app.services.execution.lease import Leases, backoff
+from app.settings import Settings
+
+EMAIL_SUBJECT = "Your SoundOps data deletion is complete"
+
+
+class Completion:
+    """Sends a finished request's confirmations, then minimises it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        leases: Leases,
+        *,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessionmaker
+        self._leases = leases
+        self._http = http
+
+    async def notify_and_minimise(self, request_id: uuid.UUID) -> None:
+        """Send the pending confirmations of a claimed, finished request; release it to try
+        again later if one failed, else minimise it and release it for good."""
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            assert request is not None
+            tasks = list(await repository.get_tasks(session, request_id))
+        payload = completion_payload(request, tasks, self.settings.public_base_url)
+        target = email_target(request)
+        senders: dict[str, Callable[[], Awaitable[None]]] = {}
+        if request.webhook_status == "pending" and self._http is not None:
+            http = self._http
+            senders["webhook"] = lambda: send_webhook(http, self.settings, payload)
+        if request.email_status == "pending" and target is not None:
+            senders["email"] = lambda: send_email(
+                self.settings, target, EMAIL_SUBJECT, completion_text(payload)
+            )
+        attempts = request.notify_attempts + (1 if senders else 0)
+        statuses = {"webhook": request.webhook_status, "email": request.email_status}
+        errors: dict[str, str] = {}
+        for channel, send in senders.items():
+            try:
+                await send()
+                statuses[channel] = "sent"
+            except DeliveryFailed as exc:
+                errors[channel] = str(exc)
+                if attempts >= self.settings.max_attempts:
+                    statuses[channel] = "given_up"
+        retrying = any(statuses[channel] == "pending" for channel in errors)
+        changes: RequestChanges = {
+            "webhook_status": statuses["webhook"],
+            "email_status": statuses["email"],
+            "notify_attempts": attempts,
+        }
+        async with self._leases.transition(request_id) as tx:
+            for channel in senders:
+                if statuses[channel] != "pending":
+                    error = {"error": errors[channel]} if channel in errors else {}
+                    tx.record(f"{channel}_{statuses[channel]}", {"attempts": attempts, **error})
+            if retrying:
+                next_at = utcnow() + backoff(self.settings, attempts)
+                tx.record(
+                    "confirmation_retrying",
+                    {"errors": errors, "next_attempt_at": next_at.isoformat()},
+                )
+                changes["run_after"] = next_at
+            else:
+                # Confirmed (or given up): keep evidence, not personal data.
+                rejected = await repository.has_event(tx.session, request_id, "rejected")
+                changes["run_after"] = None
+                changes.update(
+                    minimised(request, self.settings.effective_hash_key, rejected=rejected)
+                )
+                tx.record("minimised")
+            await tx.release(**changes)
+
+
+def email_target(request: DeletionRequest) -> str | None:
+    """Where the completion e-mail goes: the requested address; else, for a request from
+    e-mail, the address on file that confirmed it; else the owner read at resolution."""
+    if request.notify_email:
+        return request.notify_email
+    if request.confirm_recipients:
+        return str(request.confirm_recipients[0])
+    owners = (request.resolution or {}).get("owner_emails") or []
+    return str(owners[0]) if owners else None
+
+
+def completion_payload(
+    request: DeletionRequest, tasks: list[DeletionTask], public_base_url: str
+) -> dict[str, Any]:
+    """What the confirmations say: no identifier of the subject, only the request's facts
+    (per store: verified, or skipped and why, in the words of ``services/claims.py``)."""
+    claims = [store_claim(task) for task in tasks]
+    return {
+        "event": "deletion.completed",
+        "request_id": str(request.id),
+        "kind": request.kind,
+        "status": request.status,
+        "created_at": request.created_at.isoformat(),
+        "completed_at": request.completed_at.isoformat() if request.completed_at else None,
+        "due_at": request.due_at.isoformat(),
+        "status_url": f"{public_base_url}/deletion-status/{request.confirmation_code}",
+        "summary": completion_sentence(claims),
+        "stores": [
+            {
+                "store": task.purger,
+                "status": task.status,
+                "verified": claim.verified,
+                "outcome": claim.text,
+                "skipped": claim.skipped.value if claim.skipped else None,
+                "deleted": dict(task.deleted),
+                "retained": dict(task.retained),
+            }
+            for task, claim in zip(tasks, claims, strict=True)
+        ],
+    }

@@ -1,0 +1,98 @@
+"""The engine: one worker's executor, from claim to release, wired from the package's parts.
+
+It claims a due request under a lease (:mod:`.lease`) and, holding it, either carries it
+out (:mod:`.runner`: resolve, run its tasks, settle) or, once it is finished, sends its
+confirmations and minimises it (:mod:`.completion`). Its sweeps (:mod:`.sweeps`) are run
+by the :class:`~app.services.execution.worker.Worker` now and then.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from functools import partial
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import repository
+from app.models import RequestStatus
+from app.purgers.base import PurgerName, PurgerSlot
+from app.services.execution.completion import Completion
+from app.services.execution.lease import Leases
+from app.services.execution.runner import Runner
+from app.services.execution.sweeps import Sweeps
+from app.services.meta_callbacks import MetaCallbacks
+from app.services.resolution import ResolverLike
+from app.settings import Settings
+
+# Nothing left to run: such a request is claimed for its confirmations and minimisation.
+RUN_OVER = (RequestStatus.completed, RequestStatus.cancelled)
+
+
+class Engine:
+    """One worker's executor: ``claim`` a due request, then ``run_claimed`` it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        purgers: Mapping[PurgerName, PurgerSlot],
+        worker_id: str,
+        resolver: ResolverLike,
+        *,
+        http: httpx.AsyncClient | None = None,
+        datamap_version: str | None = None,
+        meta: MetaCallbacks | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self._sessions = sessionmaker
+        self._leases = Leases(settings, sessionmaker, worker_id)
+        self._runner = Runner(
+            settings,
+            sessionmaker,
+            self._leases,
+            purgers,
+            resolver,
+            datamap_version=datamap_version,
+        )
+        self._completion = Completion(settings, sessionmaker, self._leases, http=http)
+        self._sweeps = Sweeps(settings, sessionmaker, worker_id, meta=meta)
+
+    async def claim(self) -> repository.Claim | None:
+        return await self._leases.claim()
+
+    async def run_claimed(self, request_id: uuid.UUID) -> None:
+        """Work on a claimed request, with heartbeats, until its tasks have settled (or its
+        confirmations are done)."""
+        await self._leases.hold(request_id, partial(self._work, request_id))
+
+    async def _work(self, request_id: uuid.UUID) -> None:
+        async with self._sessions() as session:
+            request = await repository.get_request(session, request_id)
+            if request is None:
+                return
+            run_over = request.status in RUN_OVER
+            tasks = [] if run_over else list(await repository.get_tasks(session, request_id))
+        if run_over:
+            await self._completion.notify_and_minimise(request_id)
+        else:
+            await self._runner.run(request, tasks)
+
+    # --- the sweeps, as the worker runs them --------------------------------------------
+
+    async def check_deadlines(self) -> tuple[int, int]:
+        return await self._sweeps.check_deadlines()
+
+    async def expire_confirmations(self) -> int:
+        return await self._sweeps.expire_confirmations()
+
+    async def expire_reviews(self) -> int:
+        return await self._sweeps.expire_reviews()
+
+    async def mail_unsent_links(self) -> int:
+        return await self._sweeps.mail_unsent_links()
+
+    async def expand_deauthorizations(self) -> int:
+        return await self._sweeps.expand_deauthorizations()

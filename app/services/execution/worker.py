@@ -1,0 +1,142 @@
+"""The worker loop: claims due requests and runs them, and runs the sweeps now and then.
+
+Up to ``worker_concurrency`` requests run at once, each in a task of its own. A new
+request wakes the loop (:meth:`Worker.wake`) instead of waiting for the next poll. On
+:meth:`Worker.stop` the requests in flight get ``shutdown_grace_seconds`` to finish;
+the rest are handed back at once for another worker to continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from app.services.execution.engine import Engine
+
+log = structlog.get_logger(__name__)
+
+
+class Worker:
+    """Claims due requests and runs up to ``worker_concurrency`` of them at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.last_tick = time.monotonic()
+        self._last_deadline_check = 0.0
+        self._last_deauthorize_sweep = 0.0
+        self._deauthorize_sweep: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """New work was filed: look now instead of at the next poll."""
+        self._wake.set()
+
+    @property
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_tick < max(30.0, self.settings.worker_poll_seconds * 5)
+
+    async def run(self) -> None:
+        log.info("worker_started", worker=self.engine.worker_id)
+        try:
+            while not self._stopping.is_set():
+                self.last_tick = time.monotonic()
+                await self._deadlines()
+                self._deauthorizations()
+                claimed = False
+                if len(self._in_flight) < self.settings.worker_concurrency:
+                    claimed = await self._claim_one()
+                if claimed:
+                    continue
+                await self._idle()
+        finally:
+            if self._deauthorize_sweep is not None:
+                self._deauthorize_sweep.cancel()  # an expansion cut off is taken up again
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._deauthorize_sweep
+            await self._drain()
+            log.info("worker_stopped", worker=self.engine.worker_id)
+
+    async def _deadlines(self) -> None:
+        if time.monotonic() - self._last_deadline_check < self.settings.deadline_check_seconds:
+            return
+        self._last_deadline_check = time.monotonic()
+        try:
+            await self.engine.check_deadlines()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("deadline_check_failed", error_type=type(exc).__name__)
+        try:
+            await self.engine.expire_confirmations()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("confirmation_expiry_failed", error_type=type(exc).__name__)
+        try:
+            await self.engine.expire_reviews()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("review_expiry_failed", error_type=type(exc).__name__)
+        try:
+            await self.engine.mail_unsent_links()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("confirmation_resend_failed", error_type=type(exc).__name__)
+
+    def _deauthorizations(self) -> None:
+        """Once per poll interval: deauthorizations waiting for the SoundOps database
+        (each waits out its own backoff, so a database that is down is not hammered). In
+        a task of its own, so that a database slow to refuse never holds up claims."""
+        if self._deauthorize_sweep is not None and not self._deauthorize_sweep.done():
+            return
+        if time.monotonic() - self._last_deauthorize_sweep < self.settings.worker_poll_seconds:
+            return
+        self._last_deauthorize_sweep = time.monotonic()
+        self._deauthorize_sweep = asyncio.create_task(self._sweep_deauthorizations())
+
+    async def _sweep_deauthorizations(self) -> None:
+        try:
+            await self.engine.expand_deauthorizations()
+        except Exception as exc:  # tracking DB down: try again next time
+            log.warning("deauthorize_sweep_failed", error_type=type(exc).__name__)
+
+    async def _claim_one(self) -> bool:
+        try:
+            claim = await self.engine.claim()
+        except Exception as exc:  # tracking DB down: keep polling, do not die
+            log.warning("claim_failed", error_type=type(exc).__name__)
+            return False
+        if claim is None:
+            return False
+        task = asyncio.create_task(self.engine.run_claimed(claim.request_id))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+        return True
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request_run_crashed", error_type=type(task.exception()).__name__)
+        self._wake.set()
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.worker_poll_seconds):
+                await self._wake.wait()
+
+    async def _drain(self) -> None:
+        """Finish what is running within the grace period; release the rest."""
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(
+            self._in_flight, timeout=self.settings.shutdown_grace_seconds
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
