@@ -584,9 +584,9 @@ retention_cli = typer.Typer(
 cli.add_typer(retention_cli, name="retention")
 
 _RETENTION_STYLE = {
-    retention.RetentionStatus.ok: "green",
-    retention.RetentionStatus.unsupported: "yellow",
-    retention.RetentionStatus.not_configured: "yellow",
+    RetentionStatus.ok: "green",
+    RetentionStatus.unsupported: "yellow",
+    RetentionStatus.not_configured: "yellow",
 }
 
 
@@ -610,7 +610,7 @@ def _show_retention(report: retention.RetentionReport, title: str, as_json: bool
         console.print(table)
         for item in report.items:
             lines = [("detail", item.detail), ("apply", item.action)]
-            if item.status is not retention.RetentionStatus.ok:
+            if item.status is not RetentionStatus.ok:
                 lines.insert(0, ("expected", item.expected))
             for label, text in lines:
                 if text:

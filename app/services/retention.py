@@ -84,6 +84,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo import ASCENDING
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
+from app.retention_status import RetentionStatus, RetentionStore
 from app.settings import Settings
 from app.stores import Stores
 
@@ -106,16 +107,6 @@ VERSIONED = frozenset({"Enabled", "Suspended"})
 T = TypeVar("T")
 
 
-class RetentionStatus(StrEnum):
-    ok = "ok"
-    missing = "missing"
-    wrong = "wrong"
-    unsupported = "unsupported"
-    not_configured = "not_configured"
-    unreachable = "unreachable"
-    error = "error"
-
-
 # Statuses that make a report fail (CLI exit code 1). ``unsupported`` and
 # ``not_configured`` are reported clearly but are facts about the deployment, not faults.
 FAILING = frozenset(
@@ -130,11 +121,6 @@ FAILING = frozenset(
 ACTIONABLE = frozenset(
     {RetentionStatus.missing, RetentionStatus.wrong, RetentionStatus.unsupported}
 )
-
-
-class RetentionStore(StrEnum):
-    mongodb = "mongodb"
-    s3 = "s3"
 
 
 @dataclass(frozen=True)

@@ -221,54 +221,36 @@ async def file_email_request(
         now = utcnow()
         awaiting = filed_status is RequestStatus.awaiting_confirmation
         token = secrets.token_urlsafe(32) if awaiting else None
-        request = DeletionRequest(
-            id=uuid.uuid4(),
+        command = NewDeletion(
             kind=kind,
-            status=filed_status,
+            identities=identities,
             source=RequestSource.email,
             requested_by=REQUESTED_BY,
-            subject=identities,
-            subject_key=subject_hash,
-            confirmation_code=new_confirmation_code(),
-            created_at=now,
-            updated_at=now,
-            due_at=now + timedelta(days=settings.deadline_days),
-            run_after=None,  # not work for a worker until confirmed or approved
-            message_id_hash=mid,
-            confirm_token_hash=confirm_token_hash(settings, token) if token else None,
-            confirm_expires_at=now + settings.email_confirm_ttl if awaiting else None,
-            review_reason=review_reason,
-            confirm_recipients=list(recipients) or None,
-            pinned=pinned.model_dump() if pinned is not None else None,
-            review=review.model_dump(mode="json") if review is not None else None,
+            status=filed_status,
+            pinned=pinned,
+            email=EmailFiling(
+                message_id_hash=mid,
+                confirm_token_hash=confirm_token_hash(settings, token) if token else None,
+                confirm_ttl=settings.email_confirm_ttl if awaiting else None,
+                recipients=tuple(recipients),
+                review_reason=review_reason,
+                review=review,
+            ),
         )
-        request.tasks = [
-            repository.new_task(step.purger, position, [p.value for p in step.after])
-            for position, step in enumerate(plan_for(kind))
-        ]
-        session.add(request)
-        try:
-            await session.flush()
-            repository.add_email_intake(
-                session, mid, request_id=request.id, outcome="filed", now=now
-            )
-            await session.flush()
-        except IntegrityError:
+        request = await insert(
+            session, command, hash_key=key, deadline_days=settings.deadline_days
+        )
+        if request is None:
             await session.rollback()  # same message or same subject, filed concurrently
             continue
-        await repository.add_subject_hashes(session, request.id, identity_hashes(key, identities))
-        repository.add_event(
-            session,
-            request.id,
-            "created",
-            actor=REQUESTED_BY,
-            detail={
-                "kind": kind.value,
-                "source": RequestSource.email.value,
-                "status": filed_status.value,
-                **({"review_reason": review_reason} if review_reason else {}),
-            },
+        repository.add_email_intake(
+            session, mid, request_id=request.id, outcome="filed", now=request.created_at
         )
+        try:
+            await session.flush()
+        except IntegrityError:
+            await session.rollback()  # the same message, recorded concurrently
+            continue
         await session.commit()
         log.info(
             "email_request_filed",
