@@ -26,12 +26,13 @@ from app.errors import ProblemError, validation_errors
 from app.main import build_state, close_state, new_worker
 from app.models import RequestKind, RequestStatus
 from app.repository import RequestFilter, list_events
+from app.retention_status import RetentionStatus
 from app.routers.presenters import request_out
 from app.schemas import CreateDeletionRequest
 from app.services import receipts, retention
 from app.services.datamap_check import CheckReport, check
 from app.services.identities import lookup_hash
-from app.services.mailbox import MailboxError, MailboxPoller, PollReport
+from app.services.intake.email.mailbox import MailboxError, MailboxPoller, PollReport
 from app.services.preview import PreviewItem
 from app.settings import Environment, Settings, get_settings, parse_duration
 from app.state import AppState

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
 )
 
 from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
-from app.names import normalise, normalise_username
 from app.purgers.base import PurgerName
 from app.retention_status import RetentionStatus, RetentionStore
 from app.subjects import AccountSubject, InstagramDisconnectSubject, MetaDataSubject, Review
+
 
 class _CreateBase(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -90,7 +90,6 @@ class InstagramDisconnectSubject(RequestSubject):
     instagram_account_id: uuid.UUID
 
 
-
 class ReviewCandidate(BaseModel):
     """One tenant (and, for Meta data, one connected account) that what a message named
     matches."""

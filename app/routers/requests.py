@@ -27,6 +27,7 @@ from app.schemas import (
 from app.services.identities import lookup_hash
 from app.services.intake.command import NewDeletion, fingerprint
 
+
 def new_deletion(
     body: CreateDeletionRequest, *, requested_by: str, idempotency_key: str | None = None
 ) -> NewDeletion:

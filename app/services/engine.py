@@ -61,17 +61,17 @@ from app.purgers.base import (
     PurgerName,
     Subject,
 )
-from app.services import email_requests
 from app.services.claims import completion_sentence, store_claim
 from app.services.identities import hashes as identity_hashes
 from app.services.identities import identity_hash
+from app.services.intake import email as email_requests
+from app.services.intake.rest import CANCELLED_REASON
 from app.services.notify import DeliveryFailed, completion_text, send_email, send_webhook
-from app.services.requests import CANCELLED_REASON
 from app.services.resolution import digest
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.services.meta_callbacks import MetaCallbacks
+    from app.services.intake.meta.callbacks import MetaCallbacks
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from app.main import new_engine
 from app.models import utcnow
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
-from tests.services.test_email_requests import (
+from tests.services.intake.email.test_filing import (
     SITE,
     event_types,
     file,

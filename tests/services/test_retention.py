@@ -25,13 +25,12 @@ from typer.testing import CliRunner
 
 from app import db
 from app.cli import cli
+from app.retention_status import RetentionStatus, RetentionStore
 from app.services import retention
 from app.services.retention import (
     PROBE_COLLECTION,
     RetentionItem,
     RetentionReport,
-    RetentionStatus,
-    RetentionStore,
     TtlRule,
     judge_ttl,
 )
