@@ -51,17 +51,11 @@ from app.subjects import Review, validated_subject
 log = structlog.get_logger(__name__)
 
 REQUESTED_BY = "email"
-
-
 EMAIL_KINDS = frozenset({RequestKind.account, RequestKind.meta_data})
-
-
 # Why a request filed from e-mail waits for an operator: codes, never personal data.
 REVIEW_REASONS = frozenset(
     {"sender_not_on_file", "no_match", "several_tenants", "several_pages", "dmarc_fail"}
 )
-
-
 FiledStatus = Literal["awaiting_confirmation", "needs_review"]
 
 

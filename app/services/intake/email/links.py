@@ -24,12 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics, repository
 from app.errors import Conflict
-from app.models import (
-    DeletionRequest,
-    RequestKind,
-    RequestStatus,
-    utcnow,
-)
+from app.models import DeletionRequest, RequestKind, RequestStatus, utcnow
 from app.services.intake.email.filing import REQUESTED_BY, close_as_duplicate, confirm_token_hash
 from app.services.intake.email.replies import send_confirmation_link
 from app.services.notify import DeliveryFailed
@@ -38,18 +33,10 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 EXPIRED_REASON = "confirmation link expired"
-
-
 CONFIRM_PATH = "/deletion-confirm/"
-
-
 # secrets.token_urlsafe(32) gives 43 characters; anything else is not one of ours.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
-
-
 LinkState = Literal["valid", "used", "expired", "cancelled", "unknown"]
-
-
 ConfirmResult = Literal["confirmed", "used", "expired", "cancelled", "unknown"]
 
 
@@ -175,8 +162,6 @@ async def expire_confirmations(
 
 
 CONFIRMATION_SENT = "confirmation_sent"
-
-
 # How old an unmailed link must be before a worker mails it: the intake that filed the
 # request is then surely not still sending it.
 UNSENT_GRACE = timedelta(minutes=5)
