@@ -124,10 +124,12 @@ def build(command: NewDeletion, *, hash_key: bytes, deadline_days: int) -> Delet
     if email is not None:
         request.message_id_hash = email.message_id_hash
         request.confirm_token_hash = email.confirm_token_hash
-        request.confirm_expires_at = now + email.confirm_ttl if email.confirm_ttl else None
+        request.confirm_expires_at = (
+            now + email.confirm_ttl if email.confirm_ttl is not None else None
+        )
         request.review_reason = email.review_reason
         request.confirm_recipients = list(email.recipients) or None
-        request.review = email.review.model_dump(mode="json") if email.review else None
+        request.review = email.review.model_dump(mode="json") if email.review is not None else None
     request.tasks = [
         repository.new_task(step.purger, position, [p.value for p in step.after])
         for position, step in enumerate(plan_for(command.kind))
