@@ -26,12 +26,13 @@ from app.errors import ProblemError, validation_errors
 from app.main import build_state, close_state, new_worker
 from app.models import RequestKind, RequestStatus
 from app.repository import RequestFilter, list_events
+from app.retention_status import RetentionStatus
 from app.routers.presenters import request_out
 from app.schemas import CreateDeletionRequest
 from app.services.datamap_check import CheckReport, check
 from app.services.evidence import receipts, retention
 from app.services.identities import lookup_hash
-from app.services.mailbox import MailboxError, MailboxPoller, PollReport
+from app.services.intake.email.mailbox import MailboxError, MailboxPoller, PollReport
 from app.services.preview import PreviewItem
 from app.settings import Environment, Settings, get_settings, parse_duration
 from app.state import AppState
@@ -584,9 +585,9 @@ retention_cli = typer.Typer(
 cli.add_typer(retention_cli, name="retention")
 
 _RETENTION_STYLE = {
-    retention.RetentionStatus.ok: "green",
-    retention.RetentionStatus.unsupported: "yellow",
-    retention.RetentionStatus.not_configured: "yellow",
+    RetentionStatus.ok: "green",
+    RetentionStatus.unsupported: "yellow",
+    RetentionStatus.not_configured: "yellow",
 }
 
 
@@ -610,7 +611,7 @@ def _show_retention(report: retention.RetentionReport, title: str, as_json: bool
         console.print(table)
         for item in report.items:
             lines = [("detail", item.detail), ("apply", item.action)]
-            if item.status is not retention.RetentionStatus.ok:
+            if item.status is not RetentionStatus.ok:
                 lines.insert(0, ("expected", item.expected))
             for label, text in lines:
                 if text:

@@ -34,13 +34,13 @@ from app.routers import (
     review,
     status_page,
 )
-from app.services.email_requests import EmailRequests
 from app.services.execution import Engine, Worker, new_worker_id
-from app.services.inbound import InboundMail
-from app.services.meta_callbacks import MetaCallbacks
+from app.services.intake.email.inbound import InboundMail
+from app.services.intake.email.service import EmailRequests
+from app.services.intake.meta.callbacks import MetaCallbacks
+from app.services.intake.rest import RequestService
 from app.services.plans import planned_purgers
 from app.services.preview import PreviewService
-from app.services.requests import RequestService
 from app.services.resolution import Resolver, ResolverLike
 from app.services.target import TargetDirectory
 from app.settings import Settings, get_settings

@@ -12,12 +12,12 @@ from app.auth import TokenVerifier
 from app.datamap import DataMap
 from app.purgers.base import PurgerName, PurgerSlot
 from app.ratelimit import RateLimiter
-from app.services.email_requests import EmailRequests
 from app.services.execution import Worker
-from app.services.inbound import InboundMail
-from app.services.meta_callbacks import MetaCallbacks
+from app.services.intake.email.inbound import InboundMail
+from app.services.intake.email.service import EmailRequests
+from app.services.intake.meta.callbacks import MetaCallbacks
+from app.services.intake.rest import RequestService
 from app.services.preview import PreviewService
-from app.services.requests import RequestService
 from app.services.resolution import ResolverLike
 from app.settings import Settings
 from app.stores import Stores

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from email import policy
 from functools import partial
 
-from app.services.inbound_parse import parse_message
+from app.services.intake.email.parse import parse_message
 
 MIB = 1_048_576
 

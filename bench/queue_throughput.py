@@ -28,9 +28,11 @@ import sqlalchemy as sa
 
 from app.db import create_engine, create_sessionmaker, upgrade_sync
 from app.models import DeletionRequest, RequestKind
-from app.schemas import AccountSubject, CreateAccountDeletion
-from app.services.requests import RequestService
+from app.routers.requests import new_deletion
+from app.schemas import CreateAccountDeletion
+from app.services.intake.rest import RequestService
 from app.settings import Settings
+from app.subjects import AccountSubject
 from tests.harness.services import PostgresServer, start_postgres
 
 BIN = Path(sys.executable).parent / "soundops-deletion"
@@ -52,7 +54,7 @@ async def file_requests(url: str, count: int) -> None:
             body = CreateAccountDeletion(
                 kind=RequestKind.account, subject=AccountSubject(site_name=f"bench-{i}")
             )
-            await service.create(body, requested_by="bench")
+            await service.create(new_deletion(body, requested_by="bench"))
     finally:
         await engine.dispose()
 

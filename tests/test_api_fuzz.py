@@ -38,13 +38,13 @@ from schemathesis.core.result import Ok
 
 from app.main import create_app
 from app.models import RequestKind
-from app.services import email_requests
+from app.services.intake.email import filing
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import ALL_SCOPES, PgServerLike, bearer, make_settings, mint
-from tests.email.corpus import TRUSTED_AUTHSERV_ID
-from tests.email.world import seed_email_world
 from tests.receivers import SmtpSink, free_port
+from tests.services.intake.email.corpus import TRUSTED_AUTHSERV_ID
+from tests.services.intake.email.world import seed_email_world
 
 # A raw e-mail (POST /v1/inbound-email) travels as the bytes generated for it.
 schemathesis.serializer.alias("message/rfc822", "application/octet-stream")
@@ -121,7 +121,7 @@ def live(
 async def _file(state: AppState, status: str, site: str) -> uuid.UUID:
     """A request from e-mail in `status`, as intake files it."""
     async with state.sessionmaker() as session:
-        filed = await email_requests.file_email_request(
+        filed = await filing.file_email_request(
             session,
             kind=RequestKind.account,
             subject={"site_name": site},

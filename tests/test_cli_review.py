@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from app.cli import cli
-from app.services.email_requests import FiledEmailRequest, file_email_request
+from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.settings import get_settings
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY

@@ -19,8 +19,8 @@ from app.datamap import BUNDLED_MAP, DataMapError, load_datamap
 from app.models import RequestKind
 from app.purgers.base import Purger, PurgerName
 from app.purgers.registry import PURGERS
-from app.schemas import MetaDataSubject
 from app.settings import get_settings
+from app.subjects import MetaDataSubject
 from tests.seed import create_buckets
 
 

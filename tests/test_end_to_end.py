@@ -29,8 +29,8 @@ from pymongo import AsyncMongoClient
 from app.main import create_app
 from app.models import Base
 from app.repository import list_events
-from app.services.mailbox import MailboxPoller
-from app.services.signed_request import sign
+from app.services.intake.email.mailbox import MailboxPoller
+from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
 from tests.fake_graph import FakeGraph, graph_error

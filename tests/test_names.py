@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.names import normalise, normalise_as, normalise_username, prefilter
-from app.schemas import MetaDataSubject
+from app.subjects import MetaDataSubject
 from tests.harness.services import FreshPgDatabase
 
 WORDS = st.lists(

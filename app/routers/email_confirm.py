@@ -19,7 +19,7 @@ from app.purgers.base import SkipKind
 from app.routers.requests import problems
 from app.routers.status_page import KIND_TEXT, PAGE, STORE_TEXT, TOO_MANY_HTML, _date
 from app.services.claims import SKIP_TEXT
-from app.services.email_requests import ConfirmationView
+from app.services.intake.email.service import ConfirmationView
 
 router = APIRouter(tags=["public status"])
 

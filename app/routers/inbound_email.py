@@ -10,7 +10,7 @@ from app.deps import State, Writer
 from app.errors import PayloadTooLarge, UnsupportedMediaType
 from app.routers.requests import problems
 from app.schemas import InboundEmailOut
-from app.services.inbound import MAX_MESSAGE_BYTES
+from app.services.intake.email.inbound import MAX_MESSAGE_BYTES
 
 router = APIRouter(prefix="/v1", tags=["e-mail intake"])
 

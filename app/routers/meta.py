@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from app.deps import State
 from app.errors import PROBLEM_CONTENT_TYPE
 from app.schemas import MetaDeauthorizeOut, MetaDeletionOut, Problem
-from app.services.meta_callbacks import Family
-from app.services.signed_request import InvalidSignedRequest
+from app.services.intake.meta.callbacks import Family
+from app.services.intake.meta.signed_request import InvalidSignedRequest
 
 router = APIRouter(prefix="/meta", tags=["meta callbacks"])
 

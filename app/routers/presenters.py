@@ -7,13 +7,13 @@ from app.purgers.base import PurgerName
 from app.schemas import (
     DeletionRequestOut,
     RetainedOut,
-    Review,
     ReviewOut,
     StatusPageOut,
     StatusPageStore,
     TaskOut,
 )
 from app.services.claims import completion_sentence, store_claim
+from app.subjects import Review
 
 
 def _retained(raw: dict[str, object]) -> dict[str, RetainedOut]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, Query, Response, status
 from app.auth import Scope
 from app.deps import Admin, Reader, State, Writer
 from app.errors import Unprocessable
-from app.models import RequestKind, RequestStatus
+from app.models import RequestKind, RequestSource, RequestStatus
 from app.repository import RequestFilter
 from app.routers.presenters import request_out
 from app.schemas import (
@@ -25,6 +25,24 @@ from app.schemas import (
     RetainedOut,
 )
 from app.services.identities import lookup_hash
+from app.services.intake.command import NewDeletion, fingerprint
+
+
+def new_deletion(
+    body: CreateDeletionRequest, *, requested_by: str, idempotency_key: str | None = None
+) -> NewDeletion:
+    """The request a create's body asks for (its fingerprint: the body, as JSON)."""
+    return NewDeletion(
+        kind=RequestKind(body.kind),
+        identities=body.subject.identities(),
+        source=RequestSource(body.source),
+        requested_by=requested_by,
+        fingerprint=fingerprint(body.model_dump(mode="json")),
+        notify_email=body.notify_email,
+        reason=body.reason,
+        idempotency_key=idempotency_key,
+    )
+
 
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
@@ -81,7 +99,7 @@ async def create_request(
     idempotency_key: IdempotencyKey = None,
 ) -> DeletionRequestOut:
     intake = await state.deletions.create(
-        body, requested_by=principal.subject, idempotency_key=idempotency_key
+        new_deletion(body, requested_by=principal.subject, idempotency_key=idempotency_key)
     )
     if intake.created and state.worker is not None:
         state.worker.wake()

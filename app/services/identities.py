@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from app.datamap import Resolution
 from app.pii import keyed_hash
-from app.schemas import AccountSubject, MetaDataSubject
+from app.subjects import AccountSubject, MetaDataSubject
 
 # Resolved sets, named as the identity they hold.
 RESOLVED_AS = {

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.main import new_engine
 from app.models import DeletionRequest, utcnow
-from app.services.email_requests import FiledEmailRequest, file_email_request
+from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.state import AppState
 from tests.engine_support import Script, new_script
 from tests.seed import add_tenant

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import DeletionRequest, MetaDeauthorization
-from app.services.signed_request import sign
+from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import PUBLIC_BASE_URL
 from tests.engine_support import run_until_settled

@@ -20,7 +20,7 @@ from app import repository
 from app.main import create_app, new_engine
 from app.models import DeletionRequest, MetaDeauthorization, utcnow
 from app.services.execution import Worker
-from app.services.signed_request import sign
+from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import make_settings
 from tests.conftest import SOUNDOPS_SCHEMA

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from app.models import DeletionRequest, RequestStatus, utcnow
 from app.repository import RequestChanges
-from app.services.email_requests import EXPIRED_REASON, REJECTED_REASON, REVIEW_EXPIRED_REASON
 from app.services.identities import identity_hash
-from app.services.requests import CANCELLED_REASON
+from app.services.intake.email import EXPIRED_REASON, REJECTED_REASON, REVIEW_EXPIRED_REASON
+from app.services.intake.rest import CANCELLED_REASON
 
 # The status reasons the service writes itself. Any other was typed by an operator who
 # cancelled or rejected the request, and gives way to the plain fact at minimisation.

@@ -112,8 +112,9 @@ async def send_email(
 
 
 def completion_text(payload: dict[str, Any]) -> str:
-    """The completion e-mail, from :func:`app.services.execution.completion.completion_payload`: it says
-    "deleted and verified" only for the stores that ran, and names the skipped ones."""
+    """The completion e-mail, from
+    :func:`app.services.execution.completion.completion_payload`: it says "deleted and
+    verified" only for the stores that ran, and names the skipped ones."""
     lines = [
         "Hello,",
         "",

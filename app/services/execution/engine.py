@@ -22,7 +22,7 @@ from app.services.execution.completion import Completion
 from app.services.execution.lease import Leases
 from app.services.execution.runner import Runner
 from app.services.execution.sweeps import Sweeps
-from app.services.meta_callbacks import MetaCallbacks
+from app.services.intake.meta.callbacks import MetaCallbacks
 from app.services.resolution import ResolverLike
 from app.settings import Settings
 

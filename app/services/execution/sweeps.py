@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
 from app.models import utcnow
-from app.services import email_requests
 from app.services.execution.lease import backoff
-from app.services.meta_callbacks import MetaCallbacks
+from app.services.intake import email as email_requests
+from app.services.intake.meta.callbacks import MetaCallbacks
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

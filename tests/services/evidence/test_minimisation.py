@@ -16,7 +16,7 @@ from app.models import utcnow
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.services.evidence.test_evidence import dump_tracking_db, until_minimised
-from tests.services.test_email_requests import (
+from tests.services.intake.email.test_filing import (
     SITE,
     event_types,
     file,

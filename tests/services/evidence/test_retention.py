@@ -25,12 +25,11 @@ from typer.testing import CliRunner
 
 from app import db
 from app.cli import cli
+from app.retention_status import RetentionStatus, RetentionStore
 from app.services.evidence import retention
 from app.services.evidence.retention import (
     RetentionItem,
     RetentionReport,
-    RetentionStatus,
-    RetentionStore,
 )
 from app.services.evidence.retention.mongodb import PROBE_COLLECTION, TtlRule, judge_ttl
 from app.settings import Settings, get_settings

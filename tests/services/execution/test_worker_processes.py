@@ -20,8 +20,10 @@ import sqlalchemy as sa
 from app.db import create_engine, create_sessionmaker
 from app.models import DeletionRequest, DeletionTask, RequestKind
 from app.repository import list_events
-from app.schemas import AccountSubject, CreateAccountDeletion
-from app.services.requests import RequestService
+from app.routers.requests import new_deletion
+from app.schemas import CreateAccountDeletion
+from app.services.intake.rest import RequestService
+from app.subjects import AccountSubject
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY, make_settings
 from tests.engine_support import Script, new_script
 
@@ -68,7 +70,7 @@ class Cluster:
             body = CreateAccountDeletion(
                 kind=RequestKind.account, subject=AccountSubject(site_name=f"{prefix}-{i}")
             )
-            intake = await self.service.create(body, requested_by="test")
+            intake = await self.service.create(new_deletion(body, requested_by="test"))
             ids.append(str(intake.request.id))
         return ids
 

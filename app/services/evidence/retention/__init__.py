@@ -76,13 +76,12 @@ import asyncio
 from dataclasses import replace
 from functools import partial
 
+from app.retention_status import RetentionStatus, RetentionStore
 from app.services.evidence.retention.mongodb import TTL_RULES, check_mongodb, fix_ttl, mongo_items
 from app.services.evidence.retention.report import (
     ACTIONABLE,
     RetentionItem,
     RetentionReport,
-    RetentionStatus,
-    RetentionStore,
     StoreFailure,
     attempt,
 )

@@ -9,13 +9,12 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
+from app.retention_status import RetentionStatus, RetentionStore
 from app.services.evidence.retention.report import (
     DAY_SECONDS,
     RETENTION_DAYS,
     UNSUPPORTED_MONGO_CODES,
     RetentionItem,
-    RetentionStatus,
-    RetentionStore,
     mongo_unsupported,
     store_failure,
 )

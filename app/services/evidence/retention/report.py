@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from app.retention_status import RetentionStatus, RetentionStore
 
 DAY_SECONDS = 86_400
 RETENTION_DAYS = 30
@@ -30,16 +31,6 @@ TRANSIENT_S3_CODES = frozenset(
 T = TypeVar("T")
 
 
-class RetentionStatus(StrEnum):
-    ok = "ok"
-    missing = "missing"
-    wrong = "wrong"
-    unsupported = "unsupported"
-    not_configured = "not_configured"
-    unreachable = "unreachable"
-    error = "error"
-
-
 # Statuses that make a report fail (CLI exit code 1). ``unsupported`` and
 # ``not_configured`` are reported clearly but are facts about the deployment, not faults.
 FAILING = frozenset(
@@ -54,11 +45,6 @@ FAILING = frozenset(
 ACTIONABLE = frozenset(
     {RetentionStatus.missing, RetentionStatus.wrong, RetentionStatus.unsupported}
 )
-
-
-class RetentionStore(StrEnum):
-    mongodb = "mongodb"
-    s3 = "s3"
 
 
 @dataclass(frozen=True)

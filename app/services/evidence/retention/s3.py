@@ -9,11 +9,10 @@ from typing import Protocol, TypedDict, cast
 
 from botocore.exceptions import ClientError
 
+from app.retention_status import RetentionStatus, RetentionStore
 from app.services.evidence.retention.report import (
     RETENTION_DAYS,
     RetentionItem,
-    RetentionStatus,
-    RetentionStore,
     store_failure,
 )
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.imap_url import ImapLocation
-from app.services.mailbox import MailboxClient, MailboxError
+from app.services.intake.email.mailbox import MailboxClient, MailboxError
 
 
 def test_imap_without_starttls_on_the_server_is_refused_before_login(

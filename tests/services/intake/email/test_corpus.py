@@ -13,8 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.services.inbound_parse import MailKind, ParsedMail, parse_message
-from tests.email.corpus import (
+from app.services.intake.email.parse import MailKind, ParsedMail, parse_message
+from tests.harness.services import FreshPgDatabase
+from tests.seed import FERNET
+from tests.services.intake.email.corpus import (
     OPTIONAL_KEYS,
     OUTCOMES,
     REQUIRED_KEYS,
@@ -23,9 +25,7 @@ from tests.email.corpus import (
     CorpusCase,
     load_corpus,
 )
-from tests.email.world import EMAIL_WORLD, EmailWorld, seed_email_world, token_of
-from tests.harness.services import FreshPgDatabase
-from tests.seed import FERNET
+from tests.services.intake.email.world import EMAIL_WORLD, EmailWorld, seed_email_world, token_of
 
 CORPUS = load_corpus()
 Outcome = tuple[str, str | None, bool]  # outcome, review_reason, reply

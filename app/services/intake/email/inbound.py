@@ -2,7 +2,7 @@
 
 The same handling serves both ways in (``POST /v1/inbound-email`` and ``mailbox poll``):
 
-1. parse (``inbound_parse``, off the event loop); nothing of the message is stored;
+1. parse (``parse``, off the event loop); nothing of the message is stored;
 2. a Message-ID handled before -> ``duplicate`` (if its request still awaits confirmation
    and the link was never mailed, e.g. SMTP was down, the link is mailed now);
 3. neither subject line -> ``ignored``: one short explanatory reply, except to automatic
@@ -36,18 +36,17 @@ from app.errors import Conflict, ProblemError, ServiceUnavailable, Unprocessable
 from app.models import DeletionRequest, RequestKind, RequestStatus, utcnow
 from app.names import normalise_as
 from app.pii import keyed_hash
-from app.schemas import Review, ReviewCandidate
-from app.services import email_requests
 from app.services.evidence.notices import DeliveryFailed, send_email
-from app.services.inbound_parse import MailKind, ParsedMail, parse_message
+from app.services.intake.email import filing, links, replies
+from app.services.intake.email.parse import MailKind, ParsedMail, parse_message
 from app.services.target import NamedTenant, TargetDirectory, TargetUnavailable, selection_of
 from app.settings import Settings
+from app.subjects import Review, ReviewCandidate, validated_subject
 
 log = structlog.get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 1_048_576
 REPLY_PERIOD = timedelta(days=1)
-REPLY_SUBJECT = "About your message to SoundOps privacy"
 _USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 
 
@@ -78,39 +77,6 @@ class Decision:
     pinned: Selection | None = None
     # What the message named (as written) and what it matched: shown to the reviewer.
     review: Review | None = None
-
-
-def reply_text(too_large: bool = False) -> str:
-    why = (
-        [
-            "your message to this mailbox was too large to be read (over 1 MiB), so",
-            "nothing was done with it. Please write again without attachments, with",
-            "one of these subject lines:",
-        ]
-        if too_large
-        else [
-            "this mailbox handles requests to delete data held by SoundOps, and your",
-            "message did not look like one. To ask for a deletion, write again with",
-            "one of these subject lines:",
-        ]
-    )
-    return "\n".join(
-        [
-            "Hello,",
-            "",
-            *why,
-            "",
-            '- "Account Deletion Request": name the account or site in the message,',
-            "  and send it from the e-mail address of the account;",
-            '- "Meta Data Deletion Request": name the Instagram username or the',
-            "  Facebook Page whose data SoundOps should delete.",
-            "",
-            "Nothing will be deleted without a confirmation sent to the address on file.",
-            "",
-            "This is an automatic reply; you will get at most one a day.",
-            "SoundOps",
-        ]
-    )
 
 
 class InboundMail:
@@ -169,7 +135,7 @@ class InboundMail:
             return InboundResult(Outcome.too_large, replied=replied)
         async with self._sessions() as session:
             intake = await repository.get_email_intake(
-                session, email_requests.message_id_hash(settings, mail.message_id)
+                session, filing.message_id_hash(settings, mail.message_id)
             )
             await session.commit()
         if intake is not None:
@@ -183,7 +149,7 @@ class InboundMail:
             return await self._ignore(mail)
         async with self._sessions() as session:
             try:
-                filed = await email_requests.file_email_request(
+                filed = await filing.file_email_request(
                     session,
                     kind=RequestKind(mail.kind.value),
                     subject=decision.subject,
@@ -255,7 +221,7 @@ class InboundMail:
 
     async def _mail_link(self, request: DeletionRequest, token: str) -> None:
         try:
-            await email_requests.mail_link(self._settings, self._sessions, request, token)
+            await links.mail_link(self._settings, self._sessions, request, token)
         except DeliveryFailed as exc:
             log.warning("confirmation_not_sent", request_id=str(request.id), error=str(exc))
             raise ServiceUnavailable(
@@ -266,7 +232,7 @@ class InboundMail:
     async def _mail_link_if_never_sent(self, request_id: uuid.UUID) -> None:
         """After a failure between filing and mailing: mail a fresh link now."""
         try:
-            await email_requests.mail_if_never_sent(self._settings, self._sessions, request_id)
+            await links.mail_if_never_sent(self._settings, self._sessions, request_id)
         except DeliveryFailed as exc:
             log.warning("confirmation_not_sent", request_id=str(request_id), error=str(exc))
             raise ServiceUnavailable(
@@ -281,7 +247,7 @@ class InboundMail:
     async def _record(self, mail: ParsedMail, outcome: Outcome) -> bool:
         """Record a message that files nothing; False when it was handled before."""
         async with self._sessions() as session:
-            return await email_requests.record_email(
+            return await filing.record_email(
                 session, message_id=mail.message_id, outcome=outcome.value, settings=self._settings
             )
 
@@ -305,8 +271,8 @@ class InboundMail:
         if mail.message_id_present:
             headers["In-Reply-To"] = f"<{mail.message_id}>"
         try:
-            text = reply_text(too_large)
-            await send_email(settings, mail.sender, REPLY_SUBJECT, text, headers=headers)
+            text = replies.reply_text(too_large)
+            await send_email(settings, mail.sender, replies.REPLY_SUBJECT, text, headers=headers)
         except DeliveryFailed as exc:
             log.warning("inbound_reply_not_sent", error=str(exc))
             metrics.INBOUND_REPLIES.labels(result="failed").inc()
@@ -395,7 +361,7 @@ def _fallback_review(kind: RequestKind, mail: ParsedMail) -> Decision | None:
         options.append({"owner_email": mail.sender})
     for subject in options:
         try:
-            email_requests.validated_subject(kind, subject)
+            validated_subject(kind, subject)
         except Unprocessable:
             continue
         ((identity, written),) = subject.items()

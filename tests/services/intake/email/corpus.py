@@ -1,4 +1,4 @@
-"""The e-mail corpus: tests/email/corpus/*.eml and what each must give (expected.yaml).
+"""The e-mail corpus: corpus/*.eml beside this file and what each must give (expected.yaml).
 
 Files are stored with LF line ends and loaded as they travel: CRLF. A line
 ``@@CORPUS-FILL-TO-BYTES N@@`` is replaced by deterministic base64 lines so that the

@@ -34,17 +34,13 @@ from app import repository
 from app.errors import ServiceUnavailable
 from app.models import DeletionRequest, MetaDeauthorization, RequestKind, RequestSource, utcnow
 from app.pii import keyed_hash
-from app.schemas import (
-    CreateInstagramDisconnect,
-    CreateMetaDataDeletion,
-    InstagramDisconnectSubject,
-    MetaDataSubject,
-)
-from app.services import signed_request
 from app.services.identities import identity_hash
-from app.services.requests import RequestService
+from app.services.intake.command import NewDeletion, fingerprint
+from app.services.intake.meta import signed_request
+from app.services.intake.rest import RequestService
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
+from app.subjects import InstagramDisconnectSubject, MetaDataSubject, RequestSubject
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +53,35 @@ SECRET_SETTING: dict[Family, str] = {
     "instagram": "DELETION_INSTAGRAM_APP_SECRET",
 }
 DEAUTHORIZE_REASON = "Meta deauthorize callback: the person removed the app"
+
+
+def callback_request(
+    family: Family,
+    kind: RequestKind,
+    subject: RequestSubject,
+    *,
+    idempotency_key: str,
+    reason: str | None = None,
+) -> NewDeletion:
+    """The request a verified callback files. Its fingerprint is that of the create body
+    the callback stands for (source ``api``, as stored since the first release), so a
+    replay delivered across versions still finds it."""
+    body = {
+        "kind": kind.value,
+        "subject": subject.model_dump(mode="json"),
+        "source": "api",
+        "notify_email": None,
+        "reason": reason,
+    }
+    return NewDeletion(
+        kind=kind,
+        identities=subject.identities(),
+        source=RequestSource.meta_callback,
+        requested_by=f"meta:{family}",
+        fingerprint=fingerprint(body),
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
 
 
 @dataclass(frozen=True)
@@ -114,12 +139,10 @@ class MetaCallbacks:
     async def data_deletion(self, family: Family, value: str | None) -> DeletionRequest:
         verified = self._verify(family, value)
         subject = self._subject(family, verified)
-        body = CreateMetaDataDeletion(kind=RequestKind.meta_data, subject=subject)
         intake = await self._requests.create(
-            body,
-            requested_by=f"meta:{family}",
-            idempotency_key=self._key(verified),
-            source=RequestSource.meta_callback,
+            callback_request(
+                family, RequestKind.meta_data, subject, idempotency_key=self._key(verified)
+            )
         )
         return intake.request
 
@@ -216,18 +239,17 @@ class MetaCallbacks:
             ):
                 reconnected += 1  # connected again after removing the app: leave it be
                 continue
-            body = CreateInstagramDisconnect(
-                kind=RequestKind.instagram_disconnect,
-                subject=InstagramDisconnectSubject(
-                    tenant_id=account.tenant_id, instagram_account_id=account.account_id
-                ),
-                reason=DEAUTHORIZE_REASON,
+            subject = InstagramDisconnectSubject(
+                tenant_id=account.tenant_id, instagram_account_id=account.account_id
             )
             await self._requests.create(
-                body,
-                requested_by=f"meta:{family}",
-                idempotency_key=f"meta-deauthorize:{record.id}:{account.account_id}",
-                source=RequestSource.meta_callback,
+                callback_request(
+                    family,
+                    RequestKind.instagram_disconnect,
+                    subject,
+                    idempotency_key=f"meta-deauthorize:{record.id}:{account.account_id}",
+                    reason=DEAUTHORIZE_REASON,
+                )
             )
             filed += 1
         return filed, reconnected

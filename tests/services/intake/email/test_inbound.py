@@ -29,16 +29,22 @@ from prometheus_client import REGISTRY
 
 from app.main import create_app
 from app.models import Base, DeletionRequest, EmailIntake, utcnow
-from app.services.email_requests import mail_unsent_links, message_id_hash
-from app.services.inbound_parse import parse_message
-from app.services.mailbox import MailboxPoller
+from app.services.intake.email.filing import message_id_hash
+from app.services.intake.email.links import mail_unsent_links
+from app.services.intake.email.mailbox import MailboxPoller
+from app.services.intake.email.parse import parse_message
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
-from tests.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, corpus_case, load_corpus
-from tests.email.test_parse import _many_parts
-from tests.email.world import EmailWorld, seed_email_world
 from tests.receivers import SmtpSink
+from tests.services.intake.email.corpus import (
+    TRUSTED_AUTHSERV_ID,
+    CorpusCase,
+    corpus_case,
+    load_corpus,
+)
+from tests.services.intake.email.test_parse import _many_parts
+from tests.services.intake.email.world import EmailWorld, seed_email_world
 
 URL = "/v1/inbound-email"
 RAW = {"Content-Type": "message/rfc822"}

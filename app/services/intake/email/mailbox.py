@@ -1,7 +1,7 @@
 """The privacy@ mailbox over IMAP: each message handled once, then moved to the done folder.
 
 ``MailboxPoller.poll_once`` lists the folder of ``DELETION_IMAP_URL``, hands every
-message to :class:`~app.services.inbound.InboundMail` (the same handling as
+message to :class:`~app.services.intake.email.inbound.InboundMail` (the same handling as
 ``POST /v1/inbound-email``) and moves it to ``DELETION_IMAP_DONE_FOLDER`` once handled.
 A message that could not be handled (a database or the mail server down) stays where
 it is and is tried again at the next poll. Handling is idempotent by ``Message-ID``, so
@@ -27,7 +27,7 @@ import structlog
 
 from app.errors import ServiceUnavailable
 from app.imap_url import ImapLocation
-from app.services.inbound import MAX_MESSAGE_BYTES, InboundMail
+from app.services.intake.email.inbound import MAX_MESSAGE_BYTES, InboundMail
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -11,7 +11,8 @@ import unicodedata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.services.inbound_parse import MAX_CANDIDATE_CHARS, MAX_CANDIDATES, parse_message
+from app.services.intake.email.candidates import MAX_CANDIDATE_CHARS, MAX_CANDIDATES
+from app.services.intake.email.parse import parse_message
 
 PROPERTY = settings(
     max_examples=300,

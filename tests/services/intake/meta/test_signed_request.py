@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.services.signed_request import (
+from app.services.intake.meta.signed_request import (
     FUTURE_SKEW,
     MAX_LENGTH,
     InvalidSignedRequest,
@@ -210,7 +210,7 @@ def test_signed_payloads_are_verified_or_refused_and_re_encodings_never_differ(
 def test_every_value_has_one_accepted_spelling(data: bytes) -> None:
     """The decoder behind both segments: the canonical spelling (padded or not) decodes,
     every spare-bit variant is refused."""
-    from app.services.signed_request import _b64url
+    from app.services.intake.meta.signed_request import _b64url
 
     canonical = base64.urlsafe_b64encode(data).decode()
     assert _b64url(canonical) == data

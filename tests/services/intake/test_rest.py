@@ -22,13 +22,27 @@ from app.models import (
     SubjectHash,
 )
 from app.routers.presenters import request_out
-from app.schemas import AccountSubject, CreateAccountDeletion
-from app.services.requests import Intake
+from app.routers.requests import new_deletion
+from app.schemas import CreateAccountDeletion
+from app.services.intake.rest import Intake
 from app.state import AppState
+from app.subjects import AccountSubject
 
 
 def account(**subject: str) -> CreateAccountDeletion:
     return CreateAccountDeletion(kind=RequestKind.account, subject=AccountSubject(**subject))
+
+
+async def create(
+    state: AppState,
+    body: CreateAccountDeletion,
+    *,
+    requested_by: str,
+    idempotency_key: str | None = None,
+) -> Intake:
+    return await state.deletions.create(
+        new_deletion(body, requested_by=requested_by, idempotency_key=idempotency_key)
+    )
 
 
 def columns(obj: object) -> dict[str, object]:
@@ -51,7 +65,7 @@ async def counts(state: AppState, request_id: uuid.UUID) -> dict[str, int]:
 
 
 async def test_what_create_returns_is_what_is_stored(state: AppState) -> None:
-    intake = await state.deletions.create(account(site_name="the-band"), requested_by="backend")
+    intake = await create(state, account(site_name="the-band"), requested_by="backend")
     assert intake.created
     stored = await state.deletions.get(intake.request.id)
     url = state.deletions.status_url(stored)
@@ -67,10 +81,7 @@ async def test_identical_requests_at_once_file_one(state: AppState, with_key: bo
     body = account(tenant_id=str(uuid.uuid4()))
     key = "same-key" if with_key else None
     results: list[Intake] = await asyncio.gather(
-        *(
-            state.deletions.create(body, requested_by="backend", idempotency_key=key)
-            for _ in range(6)
-        )
+        *(create(state, body, requested_by="backend", idempotency_key=key) for _ in range(6))
     )
     assert sorted(r.created for r in results) == [False] * 5 + [True]
     assert len({r.request.id for r in results}) == 1
@@ -84,15 +95,15 @@ async def test_identical_requests_at_once_file_one(state: AppState, with_key: bo
 async def test_a_replayed_key_with_another_body_is_a_conflict_and_files_nothing(
     state: AppState,
 ) -> None:
-    first = await state.deletions.create(
-        account(site_name="first-band"), requested_by="backend", idempotency_key="k-1"
+    first = await create(
+        state, account(site_name="first-band"), requested_by="backend", idempotency_key="k-1"
     )
     with pytest.raises(Conflict):
-        await state.deletions.create(
-            account(site_name="other-band"), requested_by="backend", idempotency_key="k-1"
+        await create(
+            state, account(site_name="other-band"), requested_by="backend", idempotency_key="k-1"
         )
-    replay = await state.deletions.create(
-        account(site_name="first-band"), requested_by="backend", idempotency_key="k-1"
+    replay = await create(
+        state, account(site_name="first-band"), requested_by="backend", idempotency_key="k-1"
     )
     assert (first.created, replay.created) == (True, False)
     assert replay.request.id == first.request.id

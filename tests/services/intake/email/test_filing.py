@@ -20,10 +20,10 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.main import new_engine
 from app.models import DeletionRequest, utcnow
 from app.pii import keyed_hash
-from app.services import email_requests
-from app.services.email_requests import FiledEmailRequest, file_email_request
 from app.services.evidence.notices import DeliveryFailed
 from app.services.identities import lookup_hash
+from app.services.intake.email import filing, links, replies, service
+from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, PUBLIC_BASE_URL
 from tests.engine_support import Script, new_script, run_until_settled
@@ -104,11 +104,11 @@ async def set_values(state: AppState, request_id: uuid.UUID, **values: Any) -> N
         await session.commit()
 
 
-async def view(state: AppState, token: str) -> email_requests.ConfirmationView:
+async def view(state: AppState, token: str) -> service.ConfirmationView:
     return await state.email_requests.view(token)
 
 
-async def confirm(state: AppState, token: str) -> email_requests.ConfirmOutcome:
+async def confirm(state: AppState, token: str) -> links.ConfirmOutcome:
     return await state.email_requests.confirm(token)
 
 
@@ -233,10 +233,10 @@ async def test_filing_refuses_what_an_email_cannot_ask(state: AppState) -> None:
 
 async def test_a_message_recorded_as_handled_files_nothing(state: AppState) -> None:
     async with state.sessionmaker() as session:
-        assert await email_requests.record_email(
+        assert await filing.record_email(
             session, message_id="<ignored@x>", outcome="ignored", settings=state.settings
         )
-        assert not await email_requests.record_email(
+        assert not await filing.record_email(
             session, message_id="<ignored@x>", outcome="ignored", settings=state.settings
         )
     with pytest.raises(Conflict, match="ignored"):
@@ -356,18 +356,14 @@ async def test_a_reissued_link_replaces_the_old_one(state: AppState) -> None:
     filed = await file(state)
     assert filed.token is not None
     async with state.sessionmaker() as session:
-        token = await email_requests.reissue_confirmation(
-            session, filed.request.id, settings=state.settings
-        )
+        token = await links.reissue_confirmation(session, filed.request.id, settings=state.settings)
     assert token is not None and token != filed.token
     assert (await view(state, filed.token)).state == "unknown"
     assert (await view(state, token)).state == "valid"
     assert (await confirm(state, token)).outcome == "confirmed"
     async with state.sessionmaker() as session:
         assert (
-            await email_requests.reissue_confirmation(
-                session, filed.request.id, settings=state.settings
-            )
+            await links.reissue_confirmation(session, filed.request.id, settings=state.settings)
             is None
         )
 
@@ -604,10 +600,10 @@ async def test_the_confirmation_mail_reaches_the_address_on_file(
 ) -> None:
     filed = await file(state)
     assert filed.token is not None
-    link = email_requests.confirmation_link(state.settings, filed.token)
+    link = links.confirmation_link(state.settings, filed.token)
     assert link == f"{PUBLIC_BASE_URL}/deletion-confirm/{filed.token}"
     sent_before = metric("deletion_email_confirmations_sent_total")
-    await email_requests.send_confirmation_link(
+    await replies.send_confirmation_link(
         state.settings, OWNER, link, "account", expires_at=filed.request.confirm_expires_at
     )
     assert metric("deletion_email_confirmations_sent_total") == sent_before + 1
@@ -629,9 +625,9 @@ async def test_an_undeliverable_confirmation_mail_raises_and_counts_nothing(
     sent_before = metric("deletion_email_confirmations_sent_total")
     down = state.settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{free_port()}"})
     with pytest.raises(DeliveryFailed):
-        await email_requests.send_confirmation_link(down, OWNER, "https://x/y", "meta_data")
+        await replies.send_confirmation_link(down, OWNER, "https://x/y", "meta_data")
     with pytest.raises(DeliveryFailed):
-        await email_requests.send_confirmation_link(
+        await replies.send_confirmation_link(
             state.settings, "owner@example.com\r\nBcc: x@evil.example", "https://x/y", "account"
         )
     assert metric("deletion_email_confirmations_sent_total") == sent_before

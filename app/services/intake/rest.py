@@ -1,15 +1,12 @@
-"""Intake and life cycle of deletion requests (no FastAPI here)."""
+"""Requests by REST (and Meta's callbacks): intake, reading, cancel, retry, receipts."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
-import string
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -22,45 +19,17 @@ from app.models import (
     OPEN_STATUSES,
     DeletionRequest,
     RequestKind,
-    RequestSource,
     RequestStatus,
     utcnow,
 )
-from app.pii import keyed_hash
-from app.schemas import (
-    CreateAccountDeletion,
-    CreateInstagramDisconnect,
-    CreateMetaDataDeletion,
-)
 from app.services.evidence import receipts
-from app.services.identities import hashes as identity_hashes
-from app.services.plans import plan_for
+from app.services.intake.command import NewDeletion, idempotency_hash, insert, subject_key
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CODE_ALPHABET = string.ascii_letters + string.digits
-CODE_LENGTH = 32  # 32 x log2(62) = 190 bits: not guessable, not enumerable.
 CANCELLED_REASON = "cancelled by an operator"
-
-CreateBody = CreateAccountDeletion | CreateMetaDataDeletion | CreateInstagramDisconnect
-
-
-def new_confirmation_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
-def subject_key(hash_key: bytes, kind: RequestKind, identities: dict[str, str]) -> str:
-    canonical = json.dumps(
-        {"kind": kind.value, **identities}, sort_keys=True, separators=(",", ":")
-    )
-    return keyed_hash(hash_key, canonical)
-
-
-def fingerprint(body: CreateBody) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,72 +55,45 @@ class RequestService:
     def status_url(self, request: DeletionRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
 
-    async def create(
-        self,
-        body: CreateBody,
-        *,
-        requested_by: str,
-        idempotency_key: str | None = None,
-        source: RequestSource | None = None,
-        initial_status: RequestStatus = RequestStatus.pending,
-    ) -> Intake:
-        kind = RequestKind(body.kind)
-        identities = body.subject.identities()
-        key = subject_key(self._hash_key, kind, identities)
-        body_fingerprint = fingerprint(body)
-        if idempotency_key is not None:
-            # Callers choose keys freely (an e-mail, say): keep only a keyed hash of it.
-            idempotency_key = keyed_hash(self._hash_key, f"idempotency-key={idempotency_key}")
-
-        if isinstance(body, CreateInstagramDisconnect):
+    async def create(self, command: NewDeletion) -> Intake:
+        """File a request from REST or Meta (``pending``): a new one, or the one a replayed
+        Idempotency-Key names, or the open request of the same kind for the same subject."""
+        kind = command.kind
+        key = subject_key(self._hash_key, kind, command.identities)
+        idempotency_key = (
+            idempotency_hash(self._hash_key, command.idempotency_key)
+            if command.idempotency_key is not None
+            else None
+        )
+        find = partial(
+            self._find_existing,
+            kind=kind,
+            key=key,
+            requested_by=command.requested_by,
+            idempotency_key=idempotency_key,
+            body_fingerprint=command.fingerprint,
+        )
+        if kind is RequestKind.instagram_disconnect:
             # The ownership check reads the SoundOps database: only for a request that is
             # neither a replay nor a duplicate, so look for those first.
             async with self._sessions() as session:
-                existing = await self._find_existing(
-                    session, kind, key, requested_by, idempotency_key, body_fingerprint
-                )
+                existing = await find(session)
             if existing is not None:
                 return Intake(existing, created=False)
-            await self._check_ownership(body)
+            await self._check_ownership(command.identities)
 
-        now = utcnow()
-        request = DeletionRequest(
-            id=uuid.uuid4(),
-            kind=kind,
-            status=initial_status,
-            source=source or RequestSource(body.source),
-            requested_by=requested_by,
-            subject=identities,
-            subject_key=key,
-            notify_email=body.notify_email,
-            reason=body.reason,
-            idempotency_key=idempotency_key,
-            request_fingerprint=body_fingerprint,
-            confirmation_code=new_confirmation_code(),
-            created_at=now,
-            updated_at=now,
-            due_at=now + timedelta(days=self._settings.deadline_days),
-            run_after=now if initial_status is RequestStatus.pending else None,
-        )
-        request.tasks = [
-            repository.new_task(step.purger, position, [p.value for p in step.after])
-            for position, step in enumerate(plan_for(kind))
-        ]
         # Insert first, one transaction: the unique indexes (one Idempotency-Key per
         # caller, one open request per kind and subject) decide, also against a concurrent
         # identical request; only when one of them refuses is the existing request read.
         async with self._sessions() as session:
-            created = await repository.insert_new_request(
+            request = await insert(
                 session,
-                request,
-                identity_hashes(self._hash_key, identities),
-                actor=requested_by,
-                detail={"kind": kind.value, "source": request.source, "status": request.status},
+                command,
+                hash_key=self._hash_key,
+                deadline_days=self._settings.deadline_days,
             )
-            if not created:
-                existing = await self._find_existing(
-                    session, kind, key, requested_by, idempotency_key, body_fingerprint
-                )
+            if request is None:
+                existing = await find(session)
                 if existing is None:
                     # The request it conflicted with closed in between (or random ids
                     # collided): nothing was stored, the same call again will store it.
@@ -166,11 +108,12 @@ class RequestService:
     async def _find_existing(
         self,
         session: AsyncSession,
+        *,
         kind: RequestKind,
         key: str,
         requested_by: str,
         idempotency_key: str | None,
-        body_fingerprint: str,
+        body_fingerprint: str | None,
     ) -> DeletionRequest | None:
         """The request a replayed Idempotency-Key names (a different body is a conflict),
         else the open request of the same kind for the same subject."""
@@ -187,12 +130,12 @@ class RequestService:
                 return replay
         return await repository.get_open_request_for_subject(session, kind, key)
 
-    async def _check_ownership(self, body: CreateInstagramDisconnect) -> None:
+    async def _check_ownership(self, identities: dict[str, str]) -> None:
         if self._directory is None:
             return  # No target database configured: the postgres task will be skipped.
         try:
             owned = await self._directory.account_belongs_to_tenant(
-                body.subject.tenant_id, body.subject.instagram_account_id
+                uuid.UUID(identities["tenant_id"]), uuid.UUID(identities["instagram_account_id"])
             )
         except TargetUnavailable as exc:
             raise ServiceUnavailable(

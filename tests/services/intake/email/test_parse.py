@@ -10,14 +10,14 @@ import unicodedata
 
 import pytest
 
-from app.services.inbound_parse import (
+from app.services.intake.email.parse import (
     MAX_BOUNDARY_LINES,
     MailKind,
     ParsedMail,
     _first_boundaries,
     parse_message,
 )
-from tests.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, load_corpus, to_crlf
+from tests.services.intake.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, load_corpus, to_crlf
 
 CORPUS = load_corpus()
 MIB = 1_048_576

@@ -1,4 +1,4 @@
-"""The fixed SoundOps world that the e-mail corpus (tests/email/corpus/) is written against.
+"""The fixed SoundOps world that the e-mail corpus (corpus/ beside this file) is written against.
 
 Five tenants, with fixed ids, site names, owner addresses and Instagram connections
 (ig_username / facebook_page_name):

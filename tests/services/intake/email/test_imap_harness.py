@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from tests.email.corpus import load_corpus
 from tests.harness.services import (
     DovecotServer,
     ServiceError,
@@ -18,6 +17,7 @@ from tests.harness.services import (
     start_dovecot,
     wait_until,
 )
+from tests.services.intake.email.corpus import load_corpus
 
 MESSAGE = (
     b"From: Mara <mara@lunar-echoes.example>\r\n"

@@ -1,0 +1,22 @@
+"""What a retention check reports about one automatic-retention rule of the SoundOps
+contract: a domain type shared by the check (``app.services.evidence.retention``), the API's
+bodies and the CLI."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RetentionStatus(StrEnum):
+    ok = "ok"
+    missing = "missing"
+    wrong = "wrong"
+    unsupported = "unsupported"
+    not_configured = "not_configured"
+    unreachable = "unreachable"
+    error = "error"
+
+
+class RetentionStore(StrEnum):
+    mongodb = "mongodb"
+    s3 = "s3"
