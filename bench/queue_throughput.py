@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,9 +30,9 @@ from app.models import DeletionRequest, RequestKind
 from app.schemas import AccountSubject, CreateAccountDeletion
 from app.services.requests import RequestService
 from app.settings import Settings
-from tests.harness.services import PostgresServer, start_postgres
+from testsupport.cli import command, environment
+from testsupport.harness.services import PostgresServer, start_postgres
 
-BIN = Path(sys.executable).parent / "soundops-deletion"
 BENCH_RECEIPT_KEY = "YmVuY2gtcmVjZWlwdC1zaWduaW5nLWtleS0zMmJ5dGU="
 
 
@@ -90,7 +89,10 @@ def run_round(
         started = time.monotonic()
         processes = [
             subprocess.Popen(
-                [str(BIN), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                command("worker"),
+                env=environment(env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             for _ in range(workers)
         ]

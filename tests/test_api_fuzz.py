@@ -44,7 +44,7 @@ from app.state import AppState
 from tests.app_fixtures import ALL_SCOPES, PgServerLike, bearer, make_settings, mint
 from tests.email.corpus import TRUSTED_AUTHSERV_ID
 from tests.email.world import seed_email_world
-from tests.receivers import SmtpSink, free_port
+from testsupport.receivers import SmtpSink, free_port
 
 # A raw e-mail (POST /v1/inbound-email) travels as the bytes generated for it.
 schemathesis.serializer.alias("message/rfc822", "application/octet-stream")

@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from app.datamap import DataMap
-from app.purgers.base import NotConfigured, Purger, PurgerName
+from app.purgers.base import NotConfigured, PurgerName
 from app.purgers.meta_graph import MetaGraphPurger
 from app.purgers.mongodb import MongoPurger
 from app.purgers.postgres import PostgresPurger
 from app.purgers.s3 import S3Purger
-from app.purgers.testing import scripted_purgers
 from app.services.engine import PurgerSlot
 from app.services.plans import PLANS
 from app.settings import Environment, Settings
@@ -72,9 +71,6 @@ BUILDERS: dict[PurgerName, Callable[[Settings, DataMap, Stores], PurgerSlot]] = 
 def build_purgers(
     settings: Settings, datamap: DataMap, stores: Stores
 ) -> Mapping[PurgerName, PurgerSlot]:
-    if settings.testing_purgers is not None:
-        scripted: Mapping[PurgerName, Purger] = scripted_purgers(settings.testing_purgers)
-        return scripted
     slots: dict[PurgerName, PurgerSlot] = {
         name: NotConfigured(name.value, absent=True)
         if name in settings.absent_stores

@@ -24,8 +24,8 @@ from tests.email.corpus import (
     load_corpus,
 )
 from tests.email.world import EMAIL_WORLD, EmailWorld, seed_email_world, token_of
-from tests.harness.services import FreshPgDatabase
-from tests.seed import FERNET
+from testsupport.harness.services import FreshPgDatabase
+from testsupport.seed import FERNET
 
 CORPUS = load_corpus()
 Outcome = tuple[str, str | None, bool]  # outcome, review_reason, reply

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from tests.email.corpus import load_corpus
-from tests.harness.services import (
+from testsupport.harness.services import (
     DovecotServer,
     ServiceError,
     _processes_inside,

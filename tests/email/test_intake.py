@@ -13,13 +13,11 @@ import email
 import email.policy
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage, Message
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,11 +36,11 @@ from tests.app_fixtures import bearer, make_settings, mint
 from tests.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, corpus_case, load_corpus
 from tests.email.test_parse import _many_parts
 from tests.email.world import EmailWorld, seed_email_world
-from tests.receivers import SmtpSink
+from testsupport.cli import command, environment
+from testsupport.receivers import SmtpSink
 
 URL = "/v1/inbound-email"
 RAW = {"Content-Type": "message/rfc822"}
-BIN = Path(sys.executable).parent / "soundops-deletion"
 
 
 @dataclass
@@ -334,8 +332,8 @@ def _poll_process(intake: Intake, **extra: str) -> subprocess.CompletedProcess[s
         **extra,
     )
     return subprocess.run(
-        [str(BIN), "mailbox", "poll", "--once"],
-        env=env,
+        command("mailbox", "poll", "--once"),
+        env=environment(env),
         capture_output=True,
         text=True,
         timeout=120,
