@@ -56,6 +56,20 @@ console = Console()
 err = Console(stderr=True)
 
 
+@dataclasses.dataclass
+class Assembly:
+    """How the commands build the service: ``build_state`` for the one-off commands, the
+    worker and the mailbox poller, ``app_factory`` (an import string, for uvicorn) for
+    ``serve``. A deployment keeps these; ``python -m testsupport.cli`` puts the test
+    doubles in (for tests that start real processes)."""
+
+    build_state: Callable[[Settings], Awaitable[AppState]] = build_state
+    app_factory: str = "app.main:create_app"
+
+
+assembly = Assembly()
+
+
 def _settings() -> Settings:
     try:
         return get_settings()
@@ -110,7 +124,7 @@ def _with_state(work: Callable[[AppState], Awaitable[T]]) -> T:
 
     async def run() -> T:
         await ensure_schema(settings)
-        state = await build_state(settings)
+        state = await assembly.build_state(settings)
         try:
             return await work(state)
         finally:
@@ -149,14 +163,14 @@ def serve(
 
     async def check() -> None:  # every start-up error before listening, in one clear line
         await ensure_schema(settings)
-        await close_state(await build_state(settings))
+        await close_state(await assembly.build_state(settings))
 
     with _startup_errors():
         asyncio.run(check())
     # The client's address is the socket's: X-Forwarded-For is read by the app itself, and
     # only from DELETION_FORWARDED_ALLOW_IPS (uvicorn would trust it from loopback).
     uvicorn.run(
-        "app.main:create_app",
+        assembly.app_factory,
         factory=True,
         host=host,
         port=port,
@@ -177,7 +191,7 @@ def worker() -> None:
     async def run() -> None:
         await ensure_schema(settings)
         with _startup_errors():
-            state = await build_state(settings)
+            state = await assembly.build_state(settings)
         the_worker = new_worker(state)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
@@ -16,10 +16,10 @@ from app import __version__
 from app.auth import TokenVerifier
 from app.datamap import load_datamap
 from app.db import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
+from app.http_errors import install_error_handlers
 from app.logging import configure_logging, correlation_id
+from app.purgers.base import PurgerName, PurgerSlot
 from app.purgers.registry import build_purgers
-from app.purgers.testing import StaticResolver
 from app.ratelimit import RateLimiter
 from app.request_guard import RequestGuardMiddleware
 from app.routers import (
@@ -89,12 +89,20 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-async def build_state(settings: Settings) -> AppState:
+async def build_state(
+    settings: Settings,
+    *,
+    purgers: Mapping[PurgerName, PurgerSlot] | None = None,
+    resolver: ResolverLike | None = None,
+) -> AppState:
+    """Every client and service of the app. ``purgers`` and ``resolver`` replace the ones
+    the settings describe (the tests' doubles); a deployment passes neither."""
     datamap = load_datamap(settings.data_map)
     engine = create_engine(settings.database_url)
     stores = await open_stores(settings)
     try:
-        purgers = build_purgers(settings, datamap, stores, required=planned_purgers())
+        if purgers is None:
+            purgers = build_purgers(settings, datamap, stores, required=planned_purgers())
     except BaseException:
         await stores.aclose()
         await engine.dispose()
@@ -103,15 +111,12 @@ async def build_state(settings: Settings) -> AppState:
     directory = (
         TargetDirectory(stores.target_engine, datamap) if stores.target_engine is not None else None
     )
-    resolver: ResolverLike = (
-        StaticResolver()
-        if settings.testing_purgers is not None
-        else Resolver(
+    if resolver is None:
+        resolver = Resolver(
             stores.target_engine,
             datamap.postgres,
             page_id_column=datamap.meta_graph.columns.facebook_page_id,
         )
-    )
     request_service = RequestService(settings, sessionmaker, settings.effective_hash_key, directory)
     preview = PreviewService(purgers, resolver)
     return AppState(
@@ -159,13 +164,20 @@ def _paths(router: APIRouter) -> list[str]:
     return [route.path for route in router.routes if isinstance(route, APIRoute)]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    purgers: Mapping[PurgerName, PurgerSlot] | None = None,
+    resolver: ResolverLike | None = None,
+) -> FastAPI:
+    """The app; ``purgers`` and ``resolver`` replace the ones built from the settings
+    (tests inject their doubles here, see :func:`build_state`)."""
     settings = settings or get_settings()
     configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await build_state(settings)
+        state = await build_state(settings, purgers=purgers, resolver=resolver)
         app.state.services = state
         worker_task = asyncio.create_task(new_worker(state).run()) if settings.run_worker else None
         log.info("service_started", version=__version__, environment=settings.environment.value)

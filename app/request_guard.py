@@ -27,7 +27,8 @@ from typing import Any
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, Unprocessable, problem_response
+from app.errors import PayloadTooLarge, Unprocessable
+from app.http_errors import problem_response
 
 MAX_BODY_BYTES = 64 * 1024
 UNSTORABLE_MESSAGE = "String holds a character that cannot be stored (NUL or a lone surrogate)"

@@ -3,6 +3,20 @@
 Every variable of the contract's table is parsed here, including those whose
 feature arrives later, so that a deployment's configuration is validated at
 start-up in one place.
+
+Each concern (the tracking database, the target stores, Meta, REST authentication, the
+service's own identity, notifications, the mailbox, intake, receipts, the engine and its
+queue) is a ``pydantic-settings`` class of its own, and :class:`Settings` composes them
+by inheritance. Why mixins rather than nested sub-models (``settings.meta.app_secret``):
+nested models would rename every variable (``DELETION_META__APP_SECRET``) or need a
+prefix per model, and would change every ``settings.<field>`` read across the code;
+inheritance keeps each variable's name, each validation and the flat access, while a
+function that needs one concern can still say so in its signature (``MetaSettings``).
+Field validators live with their concern; the checks that span concerns, and the order
+in which all checks run (which error a bad configuration reports first), are in
+:meth:`Settings._check`.
+
+Switches of tests only are not settings of the service: they are in ``testsupport``.
 """
 
 from __future__ import annotations
@@ -81,8 +95,8 @@ class Environment(StrEnum):
     production = "production"
 
 
-class Settings(BaseSettings):
-    """All of the service's configuration."""
+class EnvironmentSettings(BaseSettings):
+    """The base of every concern: the variables' prefix and which kind of deployment."""
 
     model_config = SettingsConfigDict(
         env_prefix="DELETION_",
@@ -96,10 +110,31 @@ class Settings(BaseSettings):
     # must be asked for.
     environment: Environment = Environment.production
 
-    # The service's own tracking database.
+    def development_only(self, value: T, setting: str) -> T:
+        """A development constant, or an error naming the setting anywhere else."""
+        if self.environment is not Environment.development:
+            raise ValueError(f"{setting} is required outside development")
+        return value
+
+
+class DatabaseSettings(EnvironmentSettings):
+    """The service's own tracking database."""
+
     database_url: str = "sqlite+aiosqlite:///./deletion.db"
 
-    # Target stores.
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        return normalise_db_url(value) if value else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class StoreSettings(EnvironmentSettings):
+    """The target stores that the purgers delete from."""
+
     target_postgres_url: str | None = None
     mongodb_url: str | None = None
     mongodb_database: str = "soundops"
@@ -114,7 +149,22 @@ class Settings(BaseSettings):
     # Purgers deliberately not part of this deployment: their tasks are skipped, saying so.
     absent_stores: Annotated[frozenset[PurgerName], NoDecode] = frozenset()
 
-    # Meta.
+    @field_validator("target_postgres_url", mode="after")
+    @classmethod
+    def _target_url(cls, value: str | None) -> str | None:
+        return normalise_db_url(value) if value else value
+
+    @field_validator("absent_stores", mode="before")
+    @classmethod
+    def _split_stores(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+
+class MetaSettings(EnvironmentSettings):
+    """Meta: the apps' secrets, the Graph API, the stored page tokens' key."""
+
     meta_app_secret: SecretStr | None = None
     instagram_app_secret: SecretStr | None = None
     meta_graph_url: str = "https://graph.facebook.com"
@@ -124,70 +174,16 @@ class Settings(BaseSettings):
     # Oldest issued_at a Meta callback may carry (seconds; 0: no limit).
     meta_max_age_seconds: int = Field(default=604800, ge=0)
 
-    # REST authentication.
+
+class AuthSettings(EnvironmentSettings):
+    """REST authentication: bearer JWTs, from a shared secret or a JWKS."""
+
     jwt_secret: SecretStr | None = None
     jwt_jwks_url: str | None = None
     jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=list)
     jwt_issuer: str | None = None
     jwt_audience: str = "soundops-deletion"
     jwks_cache_seconds: int = 300
-
-    public_base_url: str = "http://localhost:8000"
-    hash_key: SecretStr | None = None
-    data_map: Path | None = None
-
-    notify_webhook_url: str | None = None
-    notify_webhook_secret: SecretStr | None = None
-    smtp_url: str | None = None
-    mail_from: str = "privacy@soundops.example"
-
-    run_worker: bool = True
-
-    imap_url: SecretStr | None = None
-    imap_done_folder: str = "Processed"
-    imap_poll_seconds: float = Field(default=60.0, gt=0)
-    email_confirm_ttl: timedelta = timedelta(days=7)
-    email_authserv_id: str | None = None
-
-    # Intake.
-    deadline_days: int = 30
-    status_page_per_minute: int = Field(default=60, ge=1)
-    # Proxies whose X-Forwarded-For is trusted (IPs or CIDRs); none unless set.
-    forwarded_allow_ips: Annotated[tuple[IpNetwork, ...], NoDecode] = ()
-    deadline_warn_days: float = Field(default=3, ge=0)
-    deadline_check_seconds: float = Field(default=60, gt=0)
-    # Ed25519 seed (base64, 32 bytes) that signs receipts; required outside development.
-    receipt_signing_key: SecretStr | None = None
-
-    # The execution engine and its durable queue.
-    worker_concurrency: int = Field(default=4, ge=1, le=64)
-    worker_poll_seconds: float = Field(default=1.0, gt=0)
-    lease_seconds: float = Field(default=60.0, ge=1)
-    max_attempts: int = Field(default=8, ge=1)
-    retry_base_seconds: float = Field(default=5.0, gt=0)
-    retry_max_seconds: float = Field(default=3600.0, gt=0)
-    purger_timeout_seconds: float = Field(default=900.0, gt=0)
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
-    # Tests only: a JSON script for the in-tree scripted purgers (refused in production).
-    testing_purgers: Path | None = None
-    # Tests only: `mailbox poll` exits right after handling its first message, before
-    # moving it (a poller killed between filing and moving; refused in production).
-    testing_exit_after_handling: bool = False
-
-    @field_validator("email_confirm_ttl", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> timedelta:
-        return parse_duration(value)
-
-    @field_validator("database_url", "target_postgres_url", mode="after")
-    @classmethod
-    def _db_url(cls, value: str | None) -> str | None:
-        return normalise_db_url(value) if value else value
-
-    @field_validator("public_base_url", mode="after")
-    @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod
@@ -196,12 +192,95 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("absent_stores", mode="before")
+    def _check_auth(self) -> None:
+        allowed = {"HS256", "RS256", "ES256"}
+        bad = [alg for alg in self.jwt_algorithms if alg not in allowed]
+        if bad:
+            raise ValueError(f"DELETION_JWT_ALGORITHMS: unsupported {bad}; use {sorted(allowed)}")
+        if self.jwt_secret is not None and self.jwt_jwks_url:
+            raise ValueError("set DELETION_JWT_SECRET or DELETION_JWT_JWKS_URL, not both")
+
+    @property
+    def effective_jwt_algorithms(self) -> list[str]:
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ["RS256", "ES256"] if self.jwt_jwks_url else ["HS256"]
+
+    @property
+    def effective_jwt_secret(self) -> str:
+        """The HS256 secret of REST tokens; the fixed one only in development."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return self.development_only(DEV_JWT_SECRET, "DELETION_JWT_SECRET")
+
+
+class ServiceSettings(EnvironmentSettings):
+    """The service itself: its public address, its subject-hash key, its data map."""
+
+    public_base_url: str = "http://localhost:8000"
+    hash_key: SecretStr | None = None
+    data_map: Path | None = None
+
+    @field_validator("public_base_url", mode="after")
     @classmethod
-    def _split_stores(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip().lower() for part in value.split(",") if part.strip()]
-        return value
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def effective_hash_key(self) -> bytes:
+        """The HMAC key for subject hashes; the fixed one only in development."""
+        if self.hash_key is not None:
+            return self.hash_key.get_secret_value().encode()
+        return self.development_only(DEV_HASH_KEY, "DELETION_HASH_KEY")
+
+
+class NotificationSettings(EnvironmentSettings):
+    """Notices: the signed webhook, and the outgoing mail (SMTP) of every e-mail sent."""
+
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+    smtp_url: str | None = None
+    mail_from: str = "privacy@soundops.example"
+
+    def _check_notifications(self) -> None:
+        if self.notify_webhook_url and self.notify_webhook_secret is None:
+            raise ValueError("DELETION_NOTIFY_WEBHOOK_URL needs DELETION_NOTIFY_WEBHOOK_SECRET")
+
+
+class MailboxSettings(EnvironmentSettings):
+    """Requests by e-mail: the privacy@ mailbox, confirmation links, trusted authentication."""
+
+    imap_url: SecretStr | None = None
+    imap_done_folder: str = "Processed"
+    imap_poll_seconds: float = Field(default=60.0, gt=0)
+    email_confirm_ttl: timedelta = timedelta(days=7)
+    email_authserv_id: str | None = None
+
+    @field_validator("email_confirm_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    def _check_mailbox(self) -> None:
+        if self.imap_url is not None:
+            where = ImapLocation.parse(self.imap_url.get_secret_value())  # ValueError says why
+            if not where.encrypted and self.environment is Environment.production:
+                raise ValueError(
+                    "DELETION_IMAP_URL asks for a plain-text connection (tls=none): the "
+                    "mailbox password would travel in clear; use imaps:// or imap:// "
+                    "(STARTTLS) in production"
+                )
+
+
+class IntakeSettings(EnvironmentSettings):
+    """Intake and deadlines: the legal deadline, the public status page, trusted proxies."""
+
+    deadline_days: int = 30
+    status_page_per_minute: int = Field(default=60, ge=1)
+    # Proxies whose X-Forwarded-For is trusted (IPs or CIDRs); none unless set.
+    forwarded_allow_ips: Annotated[tuple[IpNetwork, ...], NoDecode] = ()
+    deadline_warn_days: float = Field(default=3, ge=0)
+    deadline_check_seconds: float = Field(default=60, gt=0)
 
     @field_validator("forwarded_allow_ips", mode="before")
     @classmethod
@@ -213,58 +292,55 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError("expected IP addresses or CIDR ranges, separated by commas") from exc
 
+
+class ReceiptSettings(EnvironmentSettings):
+    """Receipts: the Ed25519 key that signs them."""
+
+    # Ed25519 seed (base64, 32 bytes) that signs receipts; required outside development.
+    receipt_signing_key: SecretStr | None = None
+
+
+class EngineSettings(EnvironmentSettings):
+    """The execution engine and its durable queue."""
+
+    run_worker: bool = True
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    lease_seconds: float = Field(default=60.0, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    purger_timeout_seconds: float = Field(default=900.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
+
+# pydantic collects fields along the reversed MRO: the concerns are listed last-first so
+# that the fields (and so the errors of a bad configuration) keep the order above.
+class Settings(
+    EngineSettings,
+    ReceiptSettings,
+    IntakeSettings,
+    MailboxSettings,
+    NotificationSettings,
+    ServiceSettings,
+    AuthSettings,
+    MetaSettings,
+    StoreSettings,
+    DatabaseSettings,
+):
+    """All of the service's configuration: every concern above, with the checks that
+    span several of them."""
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        allowed = {"HS256", "RS256", "ES256"}
-        bad = [alg for alg in self.jwt_algorithms if alg not in allowed]
-        if bad:
-            raise ValueError(f"DELETION_JWT_ALGORITHMS: unsupported {bad}; use {sorted(allowed)}")
-        if self.jwt_secret is not None and self.jwt_jwks_url:
-            raise ValueError("set DELETION_JWT_SECRET or DELETION_JWT_JWKS_URL, not both")
-        if self.testing_purgers is not None and self.environment is Environment.production:
-            raise ValueError("DELETION_TESTING_PURGERS replaces real purgers: never in production")
-        if self.testing_exit_after_handling and self.environment is Environment.production:
-            raise ValueError(
-                "DELETION_TESTING_EXIT_AFTER_HANDLING is for tests: never in production"
-            )
-        if self.imap_url is not None:
-            where = ImapLocation.parse(self.imap_url.get_secret_value())  # ValueError says why
-            if not where.encrypted and self.environment is Environment.production:
-                raise ValueError(
-                    "DELETION_IMAP_URL asks for a plain-text connection (tls=none): the "
-                    "mailbox password would travel in clear; use imaps:// or imap:// "
-                    "(STARTTLS) in production"
-                )
-        if self.notify_webhook_url and self.notify_webhook_secret is None:
-            raise ValueError("DELETION_NOTIFY_WEBHOOK_URL needs DELETION_NOTIFY_WEBHOOK_SECRET")
+        self._check_auth()
+        self._check_mailbox()
+        self._check_notifications()
         self._check_absent_stores()
         if self.environment is Environment.production:
             self._check_production()
         if self.environment is not Environment.development:
-            if self.receipt_signing_key is None:
-                raise ValueError(
-                    "DELETION_RECEIPT_SIGNING_KEY is required outside development "
-                    "(base64 of 32 random bytes: an Ed25519 private key)"
-                )
-            if (
-                self.receipt_signing_key.get_secret_value().strip()
-                == base64.b64encode(DEV_RECEIPT_SEED).decode()
-            ):
-                raise ValueError(
-                    "DELETION_RECEIPT_SIGNING_KEY is the public development key; "
-                    "it is refused outside development"
-                )
-            for name in ("jwt_secret", "hash_key"):
-                secret: SecretStr | None = getattr(self, name)
-                if name == "jwt_secret" and self.jwt_jwks_url:
-                    continue
-                if secret is None or secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
-                    raise ValueError(
-                        f"DELETION_{name.upper()} is missing or a placeholder; "
-                        f"it is required outside development"
-                    )
-                if len(secret.get_secret_value()) < 16:
-                    raise ValueError(f"DELETION_{name.upper()} must be at least 16 characters")
+            self._check_secrets()
         return self
 
     def _check_absent_stores(self) -> None:
@@ -293,35 +369,33 @@ class Settings(BaseSettings):
         if not self.public_base_url.startswith("https://"):
             raise ValueError("DELETION_PUBLIC_BASE_URL must be an https:// URL in production")
 
-    @property
-    def effective_jwt_algorithms(self) -> list[str]:
-        if self.jwt_algorithms:
-            return self.jwt_algorithms
-        return ["RS256", "ES256"] if self.jwt_jwks_url else ["HS256"]
-
-    @property
-    def effective_hash_key(self) -> bytes:
-        """The HMAC key for subject hashes; the fixed one only in development."""
-        if self.hash_key is not None:
-            return self.hash_key.get_secret_value().encode()
-        return self.development_only(DEV_HASH_KEY, "DELETION_HASH_KEY")
-
-    @property
-    def effective_jwt_secret(self) -> str:
-        """The HS256 secret of REST tokens; the fixed one only in development."""
-        if self.jwt_secret is not None:
-            return self.jwt_secret.get_secret_value()
-        return self.development_only(DEV_JWT_SECRET, "DELETION_JWT_SECRET")
-
-    def development_only(self, value: T, setting: str) -> T:
-        """A development constant, or an error naming the setting anywhere else."""
-        if self.environment is not Environment.development:
-            raise ValueError(f"{setting} is required outside development")
-        return value
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
+    def _check_secrets(self) -> None:
+        """Outside development: a receipt key, a JWT secret (or a JWKS) and a hash key of
+        its own, none of them a placeholder or the public development one."""
+        if self.receipt_signing_key is None:
+            raise ValueError(
+                "DELETION_RECEIPT_SIGNING_KEY is required outside development "
+                "(base64 of 32 random bytes: an Ed25519 private key)"
+            )
+        if (
+            self.receipt_signing_key.get_secret_value().strip()
+            == base64.b64encode(DEV_RECEIPT_SEED).decode()
+        ):
+            raise ValueError(
+                "DELETION_RECEIPT_SIGNING_KEY is the public development key; "
+                "it is refused outside development"
+            )
+        for name in ("jwt_secret", "hash_key"):
+            secret: SecretStr | None = getattr(self, name)
+            if name == "jwt_secret" and self.jwt_jwks_url:
+                continue
+            if secret is None or secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    f"DELETION_{name.upper()} is missing or a placeholder; "
+                    f"it is required outside development"
+                )
+            if len(secret.get_secret_value()) < 16:
+                raise ValueError(f"DELETION_{name.upper()} must be at least 16 characters")
 
 
 @lru_cache

@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from tests.harness.services import free_port, http_responds, run_dir
+from testsupport.harness.services import free_port, http_responds, run_dir
 
 BIN = Path(sys.executable).parent / "soundops-deletion"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef"

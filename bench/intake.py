@@ -41,7 +41,7 @@ from typing import Any
 from app.auth import Scope, mint_token
 from app.db import upgrade_sync
 from app.settings import Settings
-from tests.harness.services import (
+from testsupport.harness.services import (
     PostgresServer,
     free_port,
     http_responds,

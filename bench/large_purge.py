@@ -49,9 +49,9 @@ from pymongo import AsyncMongoClient
 
 from app.db import upgrade
 from bench.common import ServiceProcess, cpu_snapshot, cpu_used, service_env, token
-from tests.fake_graph import FakeGraph
-from tests.harness.services import start_ferretdb, start_moto, start_postgres
-from tests.seed import (
+from testsupport.fake_graph import FakeGraph
+from testsupport.harness.services import start_ferretdb, start_moto, start_postgres
+from testsupport.seed import (
     CACHE,
     FERNET,
     FERNET_KEY,

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,9 +32,9 @@ from app.schemas import CreateAccountDeletion
 from app.services.intake.rest import RequestService
 from app.settings import Settings
 from app.subjects import AccountSubject
-from tests.harness.services import PostgresServer, start_postgres
+from testsupport.cli import command, environment
+from testsupport.harness.services import PostgresServer, start_postgres
 
-BIN = Path(sys.executable).parent / "soundops-deletion"
 BENCH_RECEIPT_KEY = "YmVuY2gtcmVjZWlwdC1zaWduaW5nLWtleS0zMmJ5dGU="
 
 
@@ -92,7 +91,10 @@ def run_round(
         started = time.monotonic()
         processes = [
             subprocess.Popen(
-                [str(BIN), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                command("worker"),
+                env=environment(env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             for _ in range(workers)
         ]

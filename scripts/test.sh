@@ -4,7 +4,7 @@
 # 1. .venv with the project and its test extras (scripts/bootstrap.sh)
 # 2. PostgreSQL 15 server binaries and Dovecot (apt-get when missing and we are root)
 # 3. FerretDB built into .cache/bin/ferretdb (scripts/build_ferretdb.sh)
-# 4. ruff check, ruff format --check, mypy   (skipped with SKIP_LINT=1)
+# 4. ruff check, ruff format --check, mypy, lint-imports   (skipped with SKIP_LINT=1)
 # 5. pytest "$@"  (the tests start PostgreSQL, FerretDB, moto and Dovecot themselves)
 # Exits non-zero when any step fails; pytest collecting no test is a failure.
 # TEST_POSTGRES_URL / TEST_MONGODB_URL / TEST_S3_ENDPOINT_URL point the tests
@@ -81,7 +81,7 @@ fi
 
 failed=()
 if [[ "${SKIP_LINT:-0}" == 1 ]]; then
-    log "SKIP_LINT=1: skipping ruff and mypy"
+    log "SKIP_LINT=1: skipping ruff, mypy and lint-imports"
 else
     log "ruff check ."
     "$VENV/bin/ruff" check . || failed+=("ruff check")
@@ -89,6 +89,8 @@ else
     "$VENV/bin/ruff" format --check . || failed+=("ruff format")
     log "mypy"
     "$VENV/bin/mypy" || failed+=("mypy")
+    log "lint-imports (the layering contracts in pyproject.toml)"
+    "$VENV/bin/lint-imports" || failed+=("lint-imports")
 fi
 
 log "pytest $*"

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 
 from app import db
 from app.main import create_app
-from app.settings import Settings
 from app.state import AppState
+from testsupport.cli import SettingsForTests, doubles
 
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 HASH_KEY = "test-hash-key-0123456789abcdef"
@@ -63,7 +63,7 @@ def tracking_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pg_server.drop_database(name)
 
 
-def make_settings(tracking_url: str, **overrides: Any) -> Settings:
+def make_settings(tracking_url: str, **overrides: Any) -> SettingsForTests:
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": tracking_url,
@@ -76,7 +76,7 @@ def make_settings(tracking_url: str, **overrides: Any) -> Settings:
     # The session's fake AWS credentials (for moto) must not switch S3 on by themselves.
     values["s3_enabled_setting"] = "s3_endpoint_url" in overrides
     values.update(overrides)
-    return Settings(**values)
+    return SettingsForTests(**values)
 
 
 @pytest.fixture
@@ -87,13 +87,13 @@ def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(tracking_url: str, settings_overrides: dict[str, Any]) -> Settings:
+def settings(tracking_url: str, settings_overrides: dict[str, Any]) -> SettingsForTests:
     return make_settings(tracking_url, **settings_overrides)
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+async def app(settings: SettingsForTests) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, **doubles(settings))
     async with application.router.lifespan_context(application):
         yield application
 

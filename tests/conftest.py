@@ -3,7 +3,7 @@
 #
 # Session-scoped and lazy: a server starts only when a test asks for one of its
 # fixtures, on a free 127.0.0.1 port, and stops at the end of the session
-# (tests/harness/services.py). Environment overrides, to use an existing server:
+# (testsupport/harness/services.py). Environment overrides, to use an existing server:
 #   TEST_POSTGRES_URL     postgresql://user:pw@host:port/db (user may CREATE DATABASE)
 #   TEST_MONGODB_URL      mongodb://host:port/
 #   TEST_S3_ENDPOINT_URL  http://host:port (AWS credentials come from the environment)
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.services import (
+from testsupport.harness.services import (
     DovecotServer,
     FerretDBServer,
     FreshPgDatabase,

@@ -28,9 +28,16 @@ from app.main import create_app
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
 from tests.engine_support import run_until_settled
-from tests.fake_graph import FakeGraph
-from tests.receivers import SmtpSink, WebhookReceiver
-from tests.seed import FERNET_KEY, World, create_buckets, make_world, seed_mongo, seed_postgres
+from testsupport.fake_graph import FakeGraph
+from testsupport.receivers import SmtpSink, WebhookReceiver
+from testsupport.seed import (
+    FERNET_KEY,
+    World,
+    create_buckets,
+    make_world,
+    seed_mongo,
+    seed_postgres,
+)
 
 URL = "/v1/deletion-requests"
 ABSENT = "not part of this deployment"

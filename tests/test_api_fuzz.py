@@ -42,9 +42,9 @@ from app.services.intake.email import filing
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import ALL_SCOPES, PgServerLike, bearer, make_settings, mint
-from tests.receivers import SmtpSink, free_port
 from tests.services.intake.email.corpus import TRUSTED_AUTHSERV_ID
 from tests.services.intake.email.world import seed_email_world
+from testsupport.receivers import SmtpSink, free_port
 
 # A raw e-mail (POST /v1/inbound-email) travels as the bytes generated for it.
 schemathesis.serializer.alias("message/rfc822", "application/octet-stream")

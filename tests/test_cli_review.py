@@ -18,7 +18,8 @@ from app.settings import get_settings
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY
 from tests.engine_support import new_script
-from tests.seed import add_tenant
+from testsupport.cli import SettingsForTests, doubles_installed
+from testsupport.seed import add_tenant
 
 
 @pytest.fixture
@@ -30,14 +31,14 @@ def settings_overrides(tmp_path: Path, soundops_db: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cli_env(state: AppState) -> Iterator[dict[str, str]]:
+def cli_env(state: AppState, settings: SettingsForTests) -> Iterator[dict[str, str]]:
     env = {
         "DELETION_ENVIRONMENT": "test",
         "DELETION_DATABASE_URL": state.settings.database_url,
         "DELETION_JWT_SECRET": JWT_SECRET,
         "DELETION_HASH_KEY": HASH_KEY,
         "DELETION_RECEIPT_SIGNING_KEY": RECEIPT_KEY,
-        "DELETION_TESTING_PURGERS": str(state.settings.testing_purgers),
+        "DELETION_TESTING_PURGERS": str(settings.testing_purgers),
         "DELETION_TARGET_POSTGRES_URL": str(state.settings.target_postgres_url),
     }
     get_settings.cache_clear()
@@ -47,7 +48,8 @@ def cli_env(state: AppState) -> Iterator[dict[str, str]]:
 
 async def run(env: dict[str, str], *args: str) -> Result:
     def invoke() -> Result:
-        return CliRunner().invoke(cli, list(args), env=env)
+        with doubles_installed():  # the service's command line, with the scripted purgers
+            return CliRunner().invoke(cli, list(args), env=env)
 
     return await asyncio.to_thread(invoke)  # the CLI runs its own event loop
 

@@ -21,7 +21,7 @@ from app.purgers.base import Purger, PurgerName
 from app.purgers.registry import PURGERS
 from app.settings import get_settings
 from app.subjects import MetaDataSubject
-from tests.seed import create_buckets
+from testsupport.seed import create_buckets
 
 
 def test_every_purger_name_is_registered() -> None:
@@ -33,7 +33,7 @@ def test_every_purger_name_is_registered() -> None:
 
 
 def test_scripted_purgers_satisfy_the_protocol(tmp_path: Path) -> None:
-    from app.purgers.testing import scripted_purgers
+    from testsupport.scripted import scripted_purgers
 
     for purger in scripted_purgers(tmp_path / "x.json").values():
         assert isinstance(purger, Purger)

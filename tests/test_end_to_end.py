@@ -33,9 +33,9 @@ from app.services.intake.email.mailbox import MailboxPoller
 from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
-from tests.fake_graph import FakeGraph, graph_error
-from tests.receivers import SmtpSink, WebhookReceiver
-from tests.seed import (
+from testsupport.fake_graph import FakeGraph, graph_error
+from testsupport.receivers import SmtpSink, WebhookReceiver
+from testsupport.seed import (
     CACHE,
     FERNET_KEY,
     MEDIA,
@@ -51,7 +51,7 @@ from tests.seed import (
     snapshot_postgres,
     snapshot_s3,
 )
-from tests.seed import without as _without
+from testsupport.seed import without as _without
 
 FB_SECRET = "facebook-login-app-secret-for-e2e-0123"
 URL = "/v1/deletion-requests"
@@ -123,7 +123,7 @@ class Stack:
 @pytest.fixture
 def world(request: pytest.FixtureRequest) -> World:
     """The seeded world; ``parametrize("world", ["shared_instagram"], indirect=True)`` adds
-    tenant delta, with a connection of alpha's first Instagram account (tests/seed.py)."""
+    tenant delta, with a connection of alpha's first Instagram account (testsupport/seed.py)."""
     return make_world(shared_instagram=getattr(request, "param", None) == "shared_instagram")
 
 

@@ -16,7 +16,7 @@ import pytest
 from aiobotocore.session import get_session
 from pymongo import AsyncMongoClient
 
-from tests.harness.services import (
+from testsupport.harness.services import (
     FerretDBServer,
     FreshPgDatabase,
     PgDatabase,
@@ -27,7 +27,7 @@ from tests.harness.services import (
     start_moto,
     start_postgres,
 )
-from tests.seed import TABLES
+from testsupport.seed import TABLES
 
 SOUNDOPS_TABLES = set(TABLES)
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.names import normalise, normalise_as, normalise_username, prefilter
 from app.subjects import MetaDataSubject
-from tests.harness.services import FreshPgDatabase
+from testsupport.harness.services import FreshPgDatabase
 
 WORDS = st.lists(
     st.text(alphabet=string.ascii_letters + string.digits + "._-'&éüçñßÅ", min_size=1, max_size=8),

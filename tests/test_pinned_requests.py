@@ -27,8 +27,10 @@ from app.main import create_app
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
 from tests.engine_support import run_until_settled
-from tests.receivers import SmtpSink
-from tests.seed import (
+from tests.services.evidence.test_evidence import until_minimised
+from tests.test_end_to_end import _link
+from testsupport.receivers import SmtpSink
+from testsupport.seed import (
     Tenant,
     World,
     make_world,
@@ -38,8 +40,6 @@ from tests.seed import (
     snapshot_mongo,
     snapshot_postgres,
 )
-from tests.services.evidence.test_evidence import until_minimised
-from tests.test_end_to_end import _link
 
 URL = "/v1/deletion-requests"
 ADMIN = ("deletions:admin",)

@@ -15,9 +15,9 @@ import httpx
 import jwt
 import pytest
 
-from tests.seed import FERNET_KEY
 from tests.serve_process import PRODUCTION, start
 from tests.serve_process import clean_env as _env
+from testsupport.seed import FERNET_KEY
 
 DEV_JWT_SECRET = "development-only-jwt-secret-not-for-production"  # public, in the source
 NO_STORES = {"DELETION_ABSENT_STORES": "postgres,mongodb,s3,meta_graph"}

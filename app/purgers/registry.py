@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from app.datamap import DataMap
-from app.purgers.base import NotConfigured, Purger, PurgerName, PurgerSlot, RegisteredPurger
+from app.purgers.base import NotConfigured, PurgerName, PurgerSlot, RegisteredPurger
 from app.purgers.meta_graph import MetaGraphPurger
 from app.purgers.mongodb import MongoPurger
 from app.purgers.postgres import PostgresPurger
 from app.purgers.s3 import S3Purger
-from app.purgers.testing import scripted_purgers
 from app.settings import Environment, Settings
 from app.stores import StoreConfigError, Stores
 
@@ -40,9 +39,6 @@ def build_purgers(
     required: Collection[PurgerName],
 ) -> Mapping[PurgerName, PurgerSlot]:
     """One slot per store; ``required``: the stores that a plan uses."""
-    if settings.testing_purgers is not None:
-        scripted: Mapping[PurgerName, Purger] = scripted_purgers(settings.testing_purgers)
-        return scripted
     slots: dict[PurgerName, PurgerSlot] = {
         name: NotConfigured(name.value, absent=True)
         if name in settings.absent_stores

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 
 from app.deps import State
-from app.errors import PROBLEM_CONTENT_TYPE
+from app.http_errors import PROBLEM_CONTENT_TYPE
 from app.schemas import MetaDeauthorizeOut, MetaDeletionOut, Problem
 from app.services.intake.meta.callbacks import Family
 from app.services.intake.meta.signed_request import InvalidSignedRequest

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.deps import ClientAddress, State
-from app.errors import problem_response
+from app.http_errors import problem_response
 from app.routers.presenters import status_page
 from app.routers.requests import problems
 from app.schemas import Problem, StatusPageOut

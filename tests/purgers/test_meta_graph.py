@@ -1,6 +1,7 @@
-"""The Graph API purger against a fake Meta Graph API served over real HTTP (tests/fake_graph.py).
+"""The Graph API purger against a fake Meta Graph API served over real HTTP
+(testsupport/fake_graph.py).
 
-Each test seeds a SoundOps database of its own (tests/seed.py: tenant alpha with a
+Each test seeds a SoundOps database of its own (testsupport/seed.py: tenant alpha with a
 Facebook Login account and an Instagram Login account, tenant bravo with a Facebook
 Login account, tenant charlie with none); the fake knows the same accounts, tokens,
 Pages and subscriptions, and records every call with the token it carried.
@@ -29,7 +30,7 @@ from app.pii import Pii
 from app.purgers.base import PurgeFailed, PurgeRetriable, Subject
 from app.purgers.meta_graph import USAGE_HOLD, MetaGraphPurger
 from app.services.resolution import Resolver
-from tests.fake_graph import (
+from testsupport.fake_graph import (
     FakeGraph,
     Family,
     GraphCall,
@@ -39,8 +40,8 @@ from tests.fake_graph import (
     slow,
     usage,
 )
-from tests.harness.services import FreshPgDatabase
-from tests.seed import FERNET_KEY, Account, World, make_world, seed_postgres
+from testsupport.harness.services import FreshPgDatabase
+from testsupport.seed import FERNET_KEY, Account, World, make_world, seed_postgres
 
 DATAMAP: DataMap = load_datamap()
 VERSION = "v25.0"

@@ -46,7 +46,7 @@ from app.purgers.base import (
     Subject,
 )
 from app.purgers.mongodb import MongoPurger, mongo_errors
-from tests.harness.services import FerretDBServer
+from testsupport.harness.services import FerretDBServer
 
 Document = dict[str, Any]
 MESSAGES = "instagram_messages"

@@ -18,7 +18,7 @@ from app.pii import Pii
 from app.purgers.base import PurgeFailed, PurgeRetriable, Subject
 from app.purgers.postgres import PostgresPurger, transient_sqlstate
 from app.services.resolution import Resolver
-from tests.seed import World, make_world, owned_ids, seed_postgres, snapshot_postgres
+from testsupport.seed import World, make_world, owned_ids, seed_postgres, snapshot_postgres
 
 DATAMAP: DataMap = load_datamap()
 

@@ -24,7 +24,7 @@ from app.datamap import Bucket, Resolution, S3Map, load_datamap
 from app.models import RequestKind
 from app.purgers.base import PurgeFailed, Purger, PurgeResult, PurgeRetriable, Retained, Subject
 from app.purgers.s3 import S3Purger
-from tests.harness.services import MotoServer
+from testsupport.harness.services import MotoServer
 
 MEDIA = "soundops-media"
 CACHE = "soundops-ig-cache"

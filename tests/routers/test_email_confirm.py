@@ -18,7 +18,7 @@ from app.models import DeletionRequest, utcnow
 from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.state import AppState
 from tests.engine_support import Script, new_script
-from tests.seed import add_tenant
+from testsupport.seed import add_tenant
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/deletion-requests"

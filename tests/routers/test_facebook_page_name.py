@@ -17,7 +17,7 @@ from app.main import create_app
 from app.state import AppState
 from tests.app_fixtures import make_settings
 from tests.engine_support import run_until_settled
-from tests.seed import World, make_world, seed_postgres
+from testsupport.seed import World, make_world, seed_postgres
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/deletion-requests"

@@ -20,7 +20,7 @@ from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import PUBLIC_BASE_URL
 from tests.engine_support import run_until_settled
-from tests.seed import World, make_world, seed_postgres
+from testsupport.seed import World, make_world, seed_postgres
 
 FB_SECRET = b"facebook-login-app-secret-0123456789"
 IG_SECRET = b"instagram-login-app-secret-0123456789"

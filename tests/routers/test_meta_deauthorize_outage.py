@@ -24,8 +24,8 @@ from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import make_settings
 from tests.conftest import SOUNDOPS_SCHEMA
-from tests.harness import LocalPostgres, start_postgres
-from tests.seed import World, make_world, seed_postgres
+from testsupport.harness import LocalPostgres, start_postgres
+from testsupport.seed import World, make_world, seed_postgres
 
 FB_SECRET = "facebook-login-app-secret-0123456789"
 IG_SECRET = "instagram-login-app-secret-0123456789"

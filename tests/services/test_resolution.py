@@ -1,7 +1,7 @@
 """Selection by connection: whom a request reaches, in every store, when two tenants share
 an Instagram account.
 
-The world (tests/seed.py, ``shared_instagram=True``): tenant alpha's Facebook Login
+The world (testsupport/seed.py, ``shared_instagram=True``): tenant alpha's Facebook Login
 connection and tenant delta's connection of the *same* Instagram account (same
 ``ig_user_id``, same Page, different ``facebook_user_id`` and tokens), both with rows,
 messages, comments and cached media under the one ``instagram/{ig_user_id}/`` prefix; and
@@ -36,9 +36,9 @@ from app.purgers.mongodb import MongoPurger
 from app.purgers.postgres import PostgresPurger
 from app.purgers.s3 import S3Purger
 from app.services.resolution import Resolver
-from tests.fake_graph import FakeGraph
-from tests.harness.services import FreshPgDatabase, MotoServer
-from tests.seed import (
+from testsupport.fake_graph import FakeGraph
+from testsupport.harness.services import FreshPgDatabase, MotoServer
+from testsupport.seed import (
     CACHE,
     FERNET_KEY,
     Account,

@@ -23,7 +23,7 @@ from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
 from app.services.execution import email_target as _email_target
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
-from tests.receivers import SmtpSink, WebhookReceiver
+from testsupport.receivers import SmtpSink, WebhookReceiver
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/deletion-requests"

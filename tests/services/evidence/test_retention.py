@@ -35,7 +35,7 @@ from app.services.evidence.retention.mongodb import PROBE_COLLECTION, TtlRule, j
 from app.settings import Settings, get_settings
 from app.stores import Stores, open_stores
 from tests.app_fixtures import make_settings
-from tests.harness.services import FerretDBServer, MotoServer
+from testsupport.harness.services import FerretDBServer, MotoServer
 
 BUCKET = "soundops-ig-cache"
 OUR_RULE = "soundops-deletion-retention"

@@ -41,9 +41,9 @@ from app.services.execution import Engine, LeaseLost, TaskCounts, Worker, new_wo
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY
-from tests.harness.services import FerretDBServer
 from tests.purgers.test_mongodb import StopServerAfterDeletes
-from tests.seed import (
+from testsupport.harness.services import FerretDBServer
+from testsupport.seed import (
     CACHE,
     MEDIA,
     World,

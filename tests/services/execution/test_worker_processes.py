@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -26,8 +25,7 @@ from app.services.intake.rest import RequestService
 from app.subjects import AccountSubject
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY, make_settings
 from tests.engine_support import Script, new_script
-
-BIN = Path(sys.executable).parent / "soundops-deletion"
+from testsupport.cli import command, environment
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +57,7 @@ class Cluster:
     def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
         with (self.tmp / f"worker-{len(self.processes)}.log").open("wb") as log:
             process = subprocess.Popen(
-                [str(BIN), "worker"], env=self.env(**extra), stdout=log, stderr=log
+                command("worker"), env=environment(self.env(**extra)), stdout=log, stderr=log
             )
         self.processes.append(process)
         return process

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import imaplib
-import os
 import re
 import ssl
 from collections import Counter
@@ -173,8 +172,6 @@ class MailboxPoller:
                 if outcome is None:
                     continue
                 report.outcomes[outcome] += 1
-                if self._settings.testing_exit_after_handling:
-                    os._exit(75)  # tests: the poller dies between filing and moving
                 await asyncio.to_thread(client.move, uid, done)
                 report.moved += 1
         except (imaplib.IMAP4.error, OSError) as exc:

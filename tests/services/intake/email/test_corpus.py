@@ -14,8 +14,6 @@ import asyncpg
 import pytest
 
 from app.services.intake.email.parse import MailKind, ParsedMail, parse_message
-from tests.harness.services import FreshPgDatabase
-from tests.seed import FERNET
 from tests.services.intake.email.corpus import (
     OPTIONAL_KEYS,
     OUTCOMES,
@@ -26,6 +24,8 @@ from tests.services.intake.email.corpus import (
     load_corpus,
 )
 from tests.services.intake.email.world import EMAIL_WORLD, EmailWorld, seed_email_world, token_of
+from testsupport.harness.services import FreshPgDatabase
+from testsupport.seed import FERNET
 
 CORPUS = load_corpus()
 Outcome = tuple[str, str | None, bool]  # outcome, review_reason, reply

@@ -27,9 +27,9 @@ from app.services.intake.email.filing import FiledEmailRequest, file_email_reque
 from app.state import AppState
 from tests.app_fixtures import HASH_KEY, PUBLIC_BASE_URL
 from tests.engine_support import Script, new_script, run_until_settled
-from tests.receivers import SmtpSink, free_port
-from tests.seed import add_page, add_tenant
 from tests.services.evidence.test_evidence import dump_tracking_db, until_minimised
+from testsupport.receivers import SmtpSink, free_port
+from testsupport.seed import add_page, add_tenant
 
 Auth = Callable[..., dict[str, str]]
 SITE = "mailed-band"

@@ -9,7 +9,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from tests.harness.services import (
+from tests.services.intake.email.corpus import load_corpus
+from testsupport.harness.services import (
     DovecotServer,
     ServiceError,
     _processes_inside,
@@ -17,7 +18,6 @@ from tests.harness.services import (
     start_dovecot,
     wait_until,
 )
-from tests.services.intake.email.corpus import load_corpus
 
 MESSAGE = (
     b"From: Mara <mara@lunar-echoes.example>\r\n"

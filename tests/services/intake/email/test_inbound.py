@@ -13,13 +13,11 @@ import email
 import email.policy
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage, Message
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,7 +34,6 @@ from app.services.intake.email.parse import parse_message
 from app.settings import Settings
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
-from tests.receivers import SmtpSink
 from tests.services.intake.email.corpus import (
     TRUSTED_AUTHSERV_ID,
     CorpusCase,
@@ -45,10 +42,11 @@ from tests.services.intake.email.corpus import (
 )
 from tests.services.intake.email.test_parse import _many_parts
 from tests.services.intake.email.world import EmailWorld, seed_email_world
+from testsupport.cli import command, environment
+from testsupport.receivers import SmtpSink
 
 URL = "/v1/inbound-email"
 RAW = {"Content-Type": "message/rfc822"}
-BIN = Path(sys.executable).parent / "soundops-deletion"
 
 
 @dataclass
@@ -340,8 +338,8 @@ def _poll_process(intake: Intake, **extra: str) -> subprocess.CompletedProcess[s
         **extra,
     )
     return subprocess.run(
-        [str(BIN), "mailbox", "poll", "--once"],
-        env=env,
+        command("mailbox", "poll", "--once"),
+        env=environment(env),
         capture_output=True,
         text=True,
         timeout=120,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from tests.seed import FERNET
+from testsupport.seed import FERNET
 
 _NS = uuid.UUID("7b0f6c1e-5d1a-4c55-9a51-3c2f0e6d9b10")
 
@@ -188,7 +188,7 @@ async def seed_email_world(dsn: str) -> EmailWorld:
     """Insert EMAIL_WORLD's tenants and instagram_accounts into the SoundOps database at
     `dsn` (postgresql://, schema tests/data/soundops_schema.sql, no rows of these ids yet).
 
-    Tokens are Fernet-encrypted with tests.seed.FERNET_KEY (see token_of for the plain
+    Tokens are Fernet-encrypted with testsupport.seed.FERNET_KEY (see token_of for the plain
     values), so the Meta Graph step can revoke them like in the other tests.
     """
     conn = await asyncpg.connect(dsn)

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
-from tests.seed import World
+from testsupport.seed import World
 
 Family = Literal["facebook", "instagram"]
 PREFIXES: dict[str, Family] = {"fb": "facebook", "ig": "instagram"}

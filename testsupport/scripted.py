@@ -1,10 +1,11 @@
-"""Scripted purgers for testing the engine on its own. Never used in production.
+"""Test doubles of the service: scripted purgers and a resolver that finds nothing.
 
-Enabled by ``DELETION_TESTING_PURGERS=/path/script.json`` (refused when
-``DELETION_ENVIRONMENT=production``); every purger name is then served by a
-:class:`ScriptedPurger` that follows the script and appends what it did to a
-JSON-lines log, so tests can check concurrency, ordering and takeovers across
-worker processes. The script::
+Tests inject them through ``create_app(settings, **doubles(settings))`` (``doubles`` in
+:mod:`testsupport.cli`), and processes started by tests through
+``python -m testsupport.cli`` with ``DELETION_TESTING_PURGERS=/path/script.json``. Every
+purger name is then served by a :class:`ScriptedPurger` that follows the script and
+appends what it did to a JSON-lines log, so tests can check concurrency, ordering and
+takeovers across worker processes. The script::
 
     {"log": "/tmp/run/calls.jsonl",
      "default": ["ok"],
