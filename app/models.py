@@ -83,6 +83,16 @@ CANCELLABLE_STATUSES = frozenset(
     {RequestStatus.pending, RequestStatus.awaiting_confirmation, RequestStatus.needs_review}
 )
 
+# The reasons the service writes itself on a cancelled request (``status_reason``). Any
+# other reason was typed by an operator and gives way to the plain fact at minimisation.
+CANCELLED_REASON = "cancelled by an operator"
+REJECTED_REASON = "rejected by an operator"
+EXPIRED_REASON = "confirmation link expired"
+REVIEW_EXPIRED_REASON = "not reviewed within 30 days"
+SERVICE_REASONS = frozenset(
+    {CANCELLED_REASON, REJECTED_REASON, EXPIRED_REASON, REVIEW_EXPIRED_REASON}
+)
+
 
 class RequestSource(StrEnum):
     email = "email"

@@ -9,17 +9,16 @@ may name the person) gives way to the plain fact.
 
 from __future__ import annotations
 
-from app.models import DeletionRequest, RequestStatus, utcnow
+from app.models import (
+    CANCELLED_REASON,
+    REJECTED_REASON,
+    SERVICE_REASONS,
+    DeletionRequest,
+    RequestStatus,
+    utcnow,
+)
 from app.repository import RequestChanges
 from app.services.identities import identity_hash
-from app.services.intake.email import EXPIRED_REASON, REJECTED_REASON, REVIEW_EXPIRED_REASON
-from app.services.intake.rest import CANCELLED_REASON
-
-# The status reasons the service writes itself. Any other was typed by an operator who
-# cancelled or rejected the request, and gives way to the plain fact at minimisation.
-SERVICE_REASONS = frozenset(
-    {CANCELLED_REASON, EXPIRED_REASON, REJECTED_REASON, REVIEW_EXPIRED_REASON}
-)
 
 
 def minimised(request: DeletionRequest, hash_key: bytes, *, rejected: bool) -> RequestChanges:

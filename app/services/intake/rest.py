@@ -16,6 +16,7 @@ from app import repository
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from app.models import (
     CANCELLABLE_STATUSES,
+    CANCELLED_REASON,
     OPEN_STATUSES,
     DeletionRequest,
     RequestKind,
@@ -28,8 +29,6 @@ from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-CANCELLED_REASON = "cancelled by an operator"
 
 
 @dataclass(frozen=True)

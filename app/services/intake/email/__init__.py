@@ -5,14 +5,7 @@ service sends), ``mailbox`` (the IMAP poller) and ``service`` (for the routers a
 
 What the worker does for e-mail intake is named here, for the execution package."""
 
-from app.services.intake.email.links import EXPIRED_REASON, expire_confirmations, mail_unsent_links
-from app.services.intake.email.review import REJECTED_REASON, REVIEW_EXPIRED_REASON, expire_reviews
+from app.services.intake.email.links import expire_confirmations, mail_unsent_links
+from app.services.intake.email.review import expire_reviews
 
-__all__ = [
-    "EXPIRED_REASON",
-    "REJECTED_REASON",
-    "REVIEW_EXPIRED_REASON",
-    "expire_confirmations",
-    "expire_reviews",
-    "mail_unsent_links",
-]
+__all__ = ["expire_confirmations", "expire_reviews", "mail_unsent_links"]

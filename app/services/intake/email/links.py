@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics, repository
 from app.errors import Conflict
-from app.models import DeletionRequest, RequestKind, RequestStatus, utcnow
+from app.models import EXPIRED_REASON, DeletionRequest, RequestKind, RequestStatus, utcnow
 from app.services.evidence.notices import DeliveryFailed
 from app.services.intake.email.filing import REQUESTED_BY, close_as_duplicate, confirm_token_hash
 from app.services.intake.email.replies import send_confirmation_link
@@ -32,7 +32,6 @@ from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-EXPIRED_REASON = "confirmation link expired"
 CONFIRM_PATH = "/deletion-confirm/"
 # secrets.token_urlsafe(32) gives 43 characters; anything else is not one of ours.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")

@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import repository
 from app.datamap import Selection
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
-from app.models import DeletionRequest, RequestKind, RequestStatus, utcnow
+from app.models import (
+    REJECTED_REASON,
+    REVIEW_EXPIRED_REASON,
+    DeletionRequest,
+    RequestKind,
+    RequestStatus,
+    utcnow,
+)
 from app.services.identities import hashes as identity_hashes
 from app.services.intake.command import subject_key
 from app.services.intake.email.filing import close_as_duplicate
@@ -28,11 +35,9 @@ log = structlog.get_logger(__name__)
 
 # Reviews whose approval needs the operator's choice of one tenant (a subject).
 NEEDS_CHOICE = frozenset({"several_tenants", "several_pages", "no_match"})
-REJECTED_REASON = "rejected by an operator"
 # A request in review that no operator decided in this time is cancelled (and minimised):
 # it must not keep what the message named for ever.
 REVIEW_TTL = timedelta(days=30)
-REVIEW_EXPIRED_REASON = "not reviewed within 30 days"
 
 
 async def approve(
