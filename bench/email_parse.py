@@ -19,6 +19,7 @@ from email import policy
 from functools import partial
 
 from app.services.intake.email.parse import parse_message
+from testsupport.mail import many_parts
 
 MIB = 1_048_576
 
@@ -53,21 +54,6 @@ def _attachment() -> bytes:
     return raw.replace("\n", "\r\n").encode()
 
 
-def _many_parts(shape: str, count: int = 20_000) -> bytes:
-    """20,000 MIME parts in under 1 MiB, nested or side by side (#14: 0.8-0.9 s of CPU each
-    before the parser was handed only the first 64 boundary lines)."""
-    head = "From: a@b.example\nSubject: Account Deletion Request\nMessage-ID: <p@x>\n"
-    if shape == "nested":
-        body = "".join(
-            f"Content-Type:multipart/x;boundary={i:x}\n\n--{i:x}\n" for i in range(count)
-        )
-        body += "Content-Type: text/plain\n\nSite: lunar-echoes\n"
-    else:
-        body = "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
-        body += "Site: lunar-echoes\n" + "--b\n\nx\n" * count
-    return (head + body).replace("\n", "\r\n").encode()
-
-
 def _best(fn: Callable[[], object], runs: int = 5) -> float:
     best = float("inf")
     for _ in range(runs):
@@ -80,8 +66,8 @@ def _best(fn: Callable[[], object], runs: int = 5) -> float:
 def run() -> list[dict[str, object]]:
     messages = {name: _message(*spec) for name, spec in HOSTILE_BODIES.items()}
     messages["attachment"] = _attachment()
-    messages["parts-nested"] = _many_parts("nested")
-    messages["parts-side-by-side"] = _many_parts("side-by-side")
+    messages["parts-nested"] = many_parts("nested")
+    messages["parts-side-by-side"] = many_parts("side-by-side")
     rows: list[dict[str, object]] = []
     for name, raw in messages.items():
         service = _best(partial(parse_message, raw, authserv_id=None))

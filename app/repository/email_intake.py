@@ -91,42 +91,50 @@ async def expire_confirmations(
     session: AsyncSession, now: datetime, reason: str
 ) -> Sequence[uuid.UUID]:
     """Cancel every request whose confirmation link has expired unused; their ids."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(
+    return await _cancel_unverified(
+        session,
+        sa.and_(
             DeletionRequest.status == RequestStatus.awaiting_confirmation,
             DeletionRequest.confirm_expires_at <= now,
-        )
-        .values(
-            status=RequestStatus.cancelled,
-            status_reason=reason,
-            confirm_recipients=None,
-            # A worker then minimises what the request keeps.
-            run_after=now,
-            updated_at=now,
-        )
-        .returning(DeletionRequest.id)
-        .execution_options(synchronize_session=False)
+        ),
+        now,
+        reason,
+        confirm_recipients=None,
     )
-    return result.scalars().all()
 
 
 async def expire_reviews(
     session: AsyncSession, filed_before: datetime, now: datetime, reason: str
 ) -> Sequence[uuid.UUID]:
     """Cancel every request still in review that was filed before ``filed_before``; ids."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(
+    return await _cancel_unverified(
+        session,
+        sa.and_(
             DeletionRequest.status == RequestStatus.needs_review,
             DeletionRequest.created_at <= filed_before,
-        )
+        ),
+        now,
+        reason,
+    )
+
+
+async def _cancel_unverified(
+    session: AsyncSession,
+    which: sa.ColumnElement[bool],
+    now: datetime,
+    reason: str,
+    **also: None,
+) -> Sequence[uuid.UUID]:
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(which)
         .values(
             status=RequestStatus.cancelled,
             status_reason=reason,
             # A worker then minimises what the request keeps.
             run_after=now,
             updated_at=now,
+            **also,
         )
         .returning(DeletionRequest.id)
         .execution_options(synchronize_session=False)

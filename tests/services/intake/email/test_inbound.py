@@ -40,9 +40,9 @@ from tests.services.intake.email.corpus import (
     corpus_case,
     load_corpus,
 )
-from tests.services.intake.email.test_parse import _many_parts
 from tests.services.intake.email.world import EmailWorld, seed_email_world
 from testsupport.cli import command, environment
+from testsupport.mail import many_parts
 from testsupport.receivers import SmtpSink
 
 URL = "/v1/inbound-email"
@@ -505,7 +505,7 @@ async def test_a_message_of_twenty_thousand_mime_parts_is_handled_like_any_other
     """Only its first parts are read: the owner's request is filed and the link mailed to
     the address on file (side by side: the site named in the text part; nested: the text
     is out of reach, so by the sender on file), never a crash or a timeout."""
-    raw = _many_parts(shape)
+    raw = many_parts(shape)
     answer = await intake.post(raw)
     assert answer.status_code == 202, answer.text
     assert answer.json()["outcome"] == "awaiting_confirmation"

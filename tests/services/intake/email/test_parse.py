@@ -18,6 +18,7 @@ from app.services.intake.email.parse import (
     parse_message,
 )
 from tests.services.intake.email.corpus import TRUSTED_AUTHSERV_ID, CorpusCase, load_corpus, to_crlf
+from testsupport.mail import many_parts
 
 CORPUS = load_corpus()
 MIB = 1_048_576
@@ -729,30 +730,12 @@ def test_hostile_one_mib_bodies_parse_to_few_candidates(content_type: str, body:
     assert len(parsed.candidates) <= 50
 
 
-def _many_parts(shape: str, count: int = 20_000) -> bytes:
-    """A message of at most 1 MiB with `count` MIME parts: each nested in the one before,
-    or side by side after the text part (short boundaries, no closing lines: the parser
-    accepts unclosed multiparts)."""
-    head = "From: mara@lunar-echoes.example\nSubject: Account Deletion Request\nMessage-ID: <p@x>\n"
-    if shape == "nested":
-        body = "".join(
-            f"Content-Type:multipart/x;boundary={i:x}\n\n--{i:x}\n" for i in range(count)
-        )
-        body += "Content-Type: text/plain\n\nSite: lunar-echoes\n"
-    else:
-        body = "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
-        body += "Site: lunar-echoes\n" + "--b\n\nx\n" * count
-    raw = to_crlf((head + body).encode())
-    assert len(raw) <= MIB, len(raw)
-    return raw
-
-
 @pytest.mark.parametrize("shape", ["nested", "side-by-side"])
 def test_twenty_thousand_mime_parts_are_bounded(shape: str) -> None:
     # Before MAX_BOUNDARY_LINES the stdlib parser built every part within the first
     # 128 KiB: 0.83 s of CPU nested, 0.90 s side by side; now 30 ms and 11 ms
     # (bench/email_parse.py measures it; what is asserted here is what the parse finds).
-    raw = _many_parts(shape)
+    raw = many_parts(shape)
     parsed = parse_message(raw, authserv_id=TRUSTED_AUTHSERV_ID)
     assert parsed.kind is MailKind.account
     assert parsed.sender == "mara@lunar-echoes.example"
@@ -765,7 +748,7 @@ def test_twenty_thousand_mime_parts_are_bounded(shape: str) -> None:
 
 @pytest.mark.parametrize("shape", ["nested", "side-by-side"])
 def test_the_stdlib_parser_is_handed_at_most_the_bounded_number_of_parts(shape: str) -> None:
-    body = _many_parts(shape).split(b"\r\n\r\n", 1)[1]
+    body = many_parts(shape).split(b"\r\n\r\n", 1)[1]
     handed = _first_boundaries(body)
     boundary_lines = [line for line in handed.split(b"\r\n") if line.startswith(b"--")]
     assert len(boundary_lines) == MAX_BOUNDARY_LINES < 20_000
