@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -70,22 +71,17 @@ class Worker:
         if time.monotonic() - self._last_deadline_check < self.settings.deadline_check_seconds:
             return
         self._last_deadline_check = time.monotonic()
-        try:
-            await self.engine.check_deadlines()
-        except Exception as exc:  # tracking DB down: try again next time
-            log.warning("deadline_check_failed", error_type=type(exc).__name__)
-        try:
-            await self.engine.expire_confirmations()
-        except Exception as exc:  # tracking DB down: try again next time
-            log.warning("confirmation_expiry_failed", error_type=type(exc).__name__)
-        try:
-            await self.engine.expire_reviews()
-        except Exception as exc:  # tracking DB down: try again next time
-            log.warning("review_expiry_failed", error_type=type(exc).__name__)
-        try:
-            await self.engine.mail_unsent_links()
-        except Exception as exc:  # tracking DB down: try again next time
-            log.warning("confirmation_resend_failed", error_type=type(exc).__name__)
+        sweeps: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
+            ("deadline_check_failed", self.engine.check_deadlines),
+            ("confirmation_expiry_failed", self.engine.expire_confirmations),
+            ("review_expiry_failed", self.engine.expire_reviews),
+            ("confirmation_resend_failed", self.engine.mail_unsent_links),
+        )
+        for failure, sweep in sweeps:
+            try:
+                await sweep()
+            except Exception as exc:  # tracking DB down: try again next time
+                log.warning(failure, error_type=type(exc).__name__)
 
     def _deauthorizations(self) -> None:
         """Once per poll interval: deauthorizations waiting for the SoundOps database
