@@ -147,6 +147,11 @@ class DeletionRequest(Base):
     resolution_digest: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The data map the request was carried out with (named in its receipt).
     datamap_version: Mapped[str | None] = mapped_column(sa.String(64))
+    # The signed receipt ({"receipt", "signature"}), made when the request settled to a
+    # final status and again when it was minimised; GET returns it as issued. Counts and
+    # facts only, no personal data: minimisation keeps it. Plain JSON (not JSONB): kept as
+    # it was signed.
+    receipt: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
     # Confirmations after completion: none | pending | sent | given_up.
     webhook_status: Mapped[str | None] = mapped_column(sa.String(16))
     email_status: Mapped[str | None] = mapped_column(sa.String(16))

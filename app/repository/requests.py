@@ -47,6 +47,7 @@ class RequestChanges(TypedDict, total=False):
     resolution: dict[str, Any] | None
     resolution_digest: dict[str, Any] | None
     datamap_version: str | None
+    receipt: dict[str, Any] | None
     webhook_status: str | None
     email_status: str | None
     notify_attempts: int

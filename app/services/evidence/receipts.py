@@ -5,6 +5,12 @@ auditor, the main backend, a court) can check a receipt, and nobody but the
 service can make one. ``DELETION_RECEIPT_SIGNING_KEY`` is the private key's
 32-byte seed, base64. The signature covers the ``receipt`` object serialised
 canonically (sorted keys, no spaces, UTF-8).
+
+A receipt is made once its facts are final and stored on the request (:func:`issue`):
+when the request settles to ``completed`` or ``failed``, and again when it is minimised
+(its ``subject_minimised`` turns true). ``GET .../receipt`` returns the stored one as it
+was issued; only a request that has none stored (cancelled and not yet minimised, or
+finished before receipts were stored) gets one made for the answer.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import repository
 from app.models import DeletionRequest, DeletionTask, utcnow
 from app.services.claims import SKIP_TEXT, store_claim
 from app.settings import DEV_RECEIPT_SEED, Settings
@@ -92,6 +101,19 @@ def sign(receipt: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
             "value": base64.b64encode(signature).decode(),
         },
     }
+
+
+async def issue(
+    session: AsyncSession, request_id: uuid.UUID, key: Ed25519PrivateKey
+) -> dict[str, Any]:
+    """Make the request's signed receipt from what ``session`` sees now (the transaction
+    that settles or minimises it), and store it on the request."""
+    request = await repository.get_request_fresh(session, request_id)
+    assert request is not None
+    tasks = list(await repository.get_tasks(session, request_id))
+    document = sign(build(request, tasks), key)
+    await repository.set_values(session, request_id, receipt=document)
+    return document
 
 
 def verify(document: dict[str, Any], trusted_public_key_b64: str) -> bool:

@@ -1,9 +1,10 @@
 """After a request is finished: its confirmations (webhook, e-mail), then minimisation.
 
-A request that completed (or was cancelled) stays in the queue until this is done: a
-worker claims it again, sends what confirmations are pending, retries them with backoff
-up to ``max_attempts``, and then minimises the request (its raw identifiers replaced by
-keyed hashes, or gone) and releases it for good.
+A request that completed goes on to this step under the claim that ran it; a cancelled
+request is claimed for it. The step sends what confirmations are pending; one that
+failed releases the request to be claimed again after a backoff, up to ``max_attempts``.
+Then it minimises the request (its raw identifiers replaced by keyed hashes, or gone),
+stores its receipt anew (now saying the subject is minimised), and releases it for good.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from app import repository
 from app.models import DeletionRequest, DeletionTask, utcnow
 from app.repository import RequestChanges
 from app.services.claims import completion_sentence, store_claim
+from app.services.evidence import receipts
 from app.services.evidence.minimisation import minimised
 from app.services.evidence.notices import (
     DeliveryFailed,
@@ -47,10 +49,12 @@ class Completion:
         self._sessions = sessionmaker
         self._leases = leases
         self._http = http
+        self._receipt_key = receipts.private_key(settings)
 
     async def notify_and_minimise(self, request_id: uuid.UUID) -> None:
         """Send the pending confirmations of a claimed, finished request; release it to try
-        again later if one failed, else minimise it and release it for good."""
+        again later if one failed, else minimise it (its receipt made anew) and release it
+        for good."""
         async with self._sessions() as session:
             request = await repository.get_request(session, request_id)
             assert request is not None
@@ -103,6 +107,8 @@ class Completion:
                 )
                 tx.record("minimised")
             await tx.release(**changes)
+            if not retrying:
+                await receipts.issue(tx.session, request_id, self._receipt_key)
 
 
 def email_target(request: DeletionRequest) -> str | None:

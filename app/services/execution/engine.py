@@ -1,9 +1,12 @@
 """The engine: one worker's executor, from claim to release, wired from the package's parts.
 
-It claims a due request under a lease (:mod:`.lease`) and, holding it, either carries it
-out (:mod:`.runner`: resolve, run its tasks, settle) or, once it is finished, sends its
-confirmations and minimises it (:mod:`.completion`). Its sweeps (:mod:`.sweeps`) are run
-by the :class:`~app.services.execution.worker.Worker` now and then.
+It claims a due request under a lease (:mod:`.lease`) and, holding it, carries it out
+(:mod:`.runner`: resolve, run its tasks, settle); a request that completed goes straight
+on, under the same claim, to its confirmations and minimisation (:mod:`.completion`). A
+request claimed when its run is already over (cancelled; completed, with a confirmation
+to retry or a worker that died before it was done) gets only that completion step. Its
+sweeps (:mod:`.sweeps`) are run by the :class:`~app.services.execution.worker.Worker`
+now and then.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from app.services.intake.meta.callbacks import MetaCallbacks
 from app.services.resolution import ResolverLike
 from app.settings import Settings
 
-# Nothing left to run: such a request is claimed for its confirmations and minimisation.
+# Nothing left to run: such a request is claimed only for its confirmations and
+# minimisation (a cancelled one; a completed one whose confirmation is retried later, or
+# whose worker died before it was done).
 RUN_OVER = (RequestStatus.completed, RequestStatus.cancelled)
 
 
@@ -75,10 +80,8 @@ class Engine:
                 return
             run_over = request.status in RUN_OVER
             tasks = [] if run_over else list(await repository.get_tasks(session, request_id))
-        if run_over:
+        if run_over or await self._runner.run(request, tasks) is RequestStatus.completed:
             await self._completion.notify_and_minimise(request_id)
-        else:
-            await self._runner.run(request, tasks)
 
     # --- the sweeps, as the worker runs them --------------------------------------------
 

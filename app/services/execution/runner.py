@@ -14,10 +14,15 @@
   that is cut off still counts what it deleted and GET shows the counts moving. A worker
   that lost its lease adds nothing.
 - A request is ``completed`` only when every task succeeded or was skipped with a reason,
-  and every succeeded purger's ``verify`` found nothing left.
+  and every succeeded purger's ``verify`` found nothing left. A request that settles to
+  ``completed`` or ``failed`` gets its signed receipt in the same transaction
+  (:func:`~app.services.evidence.receipts.issue`).
+- A completed request keeps its claim: the engine goes straight on to its confirmations
+  and minimisation (:mod:`.completion`) under the same lease.
 
 The verbs: a task's outcome is *recorded* (:meth:`Runner._record`); the request is then
-*settled* (:meth:`Runner._settle`: its status decided from its tasks, its claim released).
+*settled* (:meth:`Runner._settle`: its status decided from its tasks; its claim released,
+or kept for the completion step when it completed).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from app.purgers.base import (
     Subject,
 )
 from app.repository import RequestChanges, TaskChanges
+from app.services.evidence import receipts
 from app.services.execution.completion import email_target
 from app.services.execution.lease import LeaseLost, Leases, backoff
 from app.services.identities import hashes as identity_hashes
@@ -155,10 +161,15 @@ class Runner:
         self._purgers = purgers
         self._resolver = resolver
         self._datamap_version = datamap_version
+        self._receipt_key = receipts.private_key(settings)
 
-    async def run(self, request: DeletionRequest, tasks: list[DeletionTask]) -> None:
-        """Run a claimed request's tasks (resolving its subject first, once), then settle it.
-        Raises :class:`LeaseLost` when another worker took the request over meanwhile."""
+    async def run(
+        self, request: DeletionRequest, tasks: list[DeletionTask]
+    ) -> RequestStatus | None:
+        """Run a claimed request's tasks (resolving its subject first, once), then settle it:
+        the status it settled to (None when it was released before, to resolve later). A
+        ``completed`` request is still claimed: the caller completes it. Raises
+        :class:`LeaseLost` when another worker took the request over meanwhile."""
         request_id = request.id
         kind = RequestKind(request.kind)
         identities = {k: str(v) for k, v in request.subject.items()}
@@ -174,7 +185,7 @@ class Runner:
         else:
             resolution = await self._resolve(request_id, kind, identities, pinned)
         if resolution is None:
-            return
+            return None
         subject = Subject(
             request_id=request_id,
             kind=kind,
@@ -188,7 +199,7 @@ class Runner:
                 group.create_task(self._guarded(run, task))
         if run.lost:
             raise LeaseLost
-        await self._settle(request_id)
+        return await self._settle(request_id)
 
     async def _resolve(
         self,
@@ -213,6 +224,7 @@ class Runner:
                     status=RequestStatus.failed, run_after=None, status_reason=error_text(exc)
                 )
                 tx.record("failed", {"error": error_text(exc), "step": "resolution"})
+                await receipts.issue(tx.session, request_id, self._receipt_key)
             return None
         key = self.settings.effective_hash_key
         async with self._leases.transition(request_id) as tx:
@@ -430,21 +442,26 @@ class Runner:
         if detail and "seconds" in detail:
             metrics.TASK_SECONDS.labels(purger=task.purger).observe(detail["seconds"])
 
-    async def _settle(self, request_id: uuid.UUID) -> None:
-        """Decide the request's status from its tasks, and release the claim."""
+    async def _settle(self, request_id: uuid.UUID) -> RequestStatus:
+        """Decide the request's status from its tasks, and release the claim; a completed
+        request keeps it, for its confirmations and minimisation next. A final status
+        (completed, failed) comes with the request's signed receipt."""
         async with self._leases.transition(request_id) as tx:
             tasks = await repository.get_tasks(tx.session, request_id)
             statuses = {t.purger: TaskStatus(t.status) for t in tasks}
             now = utcnow()
             changes: RequestChanges
             detail: dict[str, Any]
+            status: RequestStatus
             if all(s in DONE for s in statuses.values()):
                 request = await repository.get_request(tx.session, request_id)
                 assert request is not None
+                status = RequestStatus.completed
                 changes = {
-                    "status": RequestStatus.completed,
+                    "status": status,
                     "completed_at": now,
-                    # Next: confirmations, then minimisation.
+                    # Next, under this claim: confirmations, then minimisation. Due now, so
+                    # that another worker completes it if this one dies first.
                     "run_after": now,
                     "webhook_status": "pending" if self.settings.notify_webhook_url else None,
                     "email_status": (
@@ -459,19 +476,28 @@ class Runner:
                     (t.next_attempt_at for t in tasks if t.next_attempt_at is not None),
                     default=now,
                 )
-                changes = {"status": RequestStatus.running, "run_after": next_at}
+                status = RequestStatus.running
+                changes = {"status": status, "run_after": next_at}
                 event, detail = "waiting_for_retry", {"run_after": next_at.isoformat()}
             elif any(s is TaskStatus.failed for s in statuses.values()):
                 failed = sorted(p for p, s in statuses.items() if s is TaskStatus.failed)
+                status = RequestStatus.failed
                 changes = {
-                    "status": RequestStatus.failed,
+                    "status": status,
                     "run_after": None,
                     "status_reason": "failed in: " + ", ".join(failed),
                 }
                 event, detail = "failed", {"failed": failed}
             else:  # interrupted tasks: run again soon
-                changes = {"status": RequestStatus.running, "run_after": now}
+                status = RequestStatus.running
+                changes = {"status": status, "run_after": now}
                 event, detail = "requeued", {}
-            await tx.release(**changes)
+            if status is RequestStatus.completed:
+                await tx.update(**changes)
+            else:
+                await tx.release(**changes)
             tx.record(event, detail)
+            if status in (RequestStatus.completed, RequestStatus.failed):
+                await receipts.issue(tx.session, request_id, self._receipt_key)
         log.info("request_" + event, request_id=str(request_id))
+        return status

@@ -213,7 +213,13 @@ class RequestService:
                 request_id,
                 from_statuses=frozenset({RequestStatus.failed}),
                 to_status=RequestStatus.pending,
-                values={"status_reason": None, "run_after": now, "completed_at": None},
+                # The failed run's receipt goes; a run to the end makes a new one.
+                values={
+                    "status_reason": None,
+                    "run_after": now,
+                    "completed_at": None,
+                    "receipt": None,
+                },
             )
             if not changed:
                 await session.rollback()
@@ -226,13 +232,17 @@ class RequestService:
         return await self.get(request_id)
 
     async def receipt(self, request_id: uuid.UUID) -> dict[str, Any]:
-        """The signed receipt of a finished request."""
+        """The signed receipt of a finished request, as it was issued when the request
+        settled or was minimised. Only one that has none stored (cancelled and not yet
+        minimised, or finished before receipts were stored) gets one made now."""
         async with self._sessions() as session:
             request = await repository.get_request(session, request_id)
             if request is None:
                 raise NotFound("No deletion request with this id.")
             if request.status in OPEN_STATUSES:
                 raise Conflict(f"A {request.status} request has no receipt yet.")
+            if request.receipt is not None:
+                return request.receipt
             tasks = list(await repository.get_tasks(session, request_id))
         return receipts.sign(receipts.build(request, tasks), self._receipt_key)
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.main import new_engine
-from app.models import Base, DeletionRequest, utcnow
+from app.models import Base, DeletionRequest, DeletionTask, utcnow
 from app.repository import list_events
 from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
 from app.services.execution import email_target as _email_target
@@ -287,3 +287,122 @@ def test_the_completion_email_of_a_request_from_email_goes_to_the_address_that_c
     resolved = DeletionRequest(resolution={"owner_emails": ["resolved@example.com"]})
     assert _email_target(resolved) == "resolved@example.com"
     assert _email_target(DeletionRequest(resolution={})) is None
+
+
+# --- completion under the claim that ran the request; receipts made once, stored --------
+
+
+async def test_a_completed_request_is_confirmed_and_minimised_by_the_claim_that_ran_it(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, receiver: WebhookReceiver
+) -> None:
+    request_id = await file(client, auth)
+    await until_minimised(state, request_id)
+    async with state.sessionmaker() as session:
+        events = await list_events(session, uuid.UUID(request_id))
+    kinds = [e.type for e in events]
+    assert kinds.count("claimed") == 1, kinds
+    after = events[kinds.index("completed") :]
+    assert [e.type for e in after] == ["completed", "webhook_sent", "email_sent", "minimised"]
+    assert len({e.actor for e in after}) == 1
+    assert receiver.attempts == 1
+
+
+@pytest.mark.settings(max_attempts=2)
+async def test_a_confirmation_that_failed_is_retried_by_a_later_claim(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, receiver: WebhookReceiver
+) -> None:
+    receiver.status = 503
+    request_id = await file(client, auth)
+    await until_minimised(state, request_id)
+    async with state.sessionmaker() as session:
+        kinds = [e.type for e in await list_events(session, uuid.UUID(request_id))]
+    after = kinds[kinds.index("completed") :]
+    # The claim that ran it tried once; a later claim tried again, gave up, minimised.
+    assert kinds.count("claimed") == 2, kinds
+    assert after.index("confirmation_retrying") < after.index("claimed"), after
+    assert after[-2:] == ["webhook_given_up", "minimised"], after
+
+
+async def stored_receipt(state: AppState, request_id: str) -> dict[str, Any] | None:
+    async with state.sessionmaker() as session:
+        request = await session.get(DeletionRequest, uuid.UUID(request_id))
+        assert request is not None
+        return request.receipt
+
+
+@pytest.mark.settings(max_attempts=50, retry_base_seconds=60)
+async def test_the_receipt_is_made_when_the_request_completes_and_returned_as_issued(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, receiver: WebhookReceiver
+) -> None:
+    receiver.status = 503  # the confirmations wait: the request stays completed, unminimised
+    request_id = await file(client, auth)
+    assert await stored_receipt(state, request_id) is None
+    assert await run_until_settled(state, [request_id]) == {request_id: "completed"}
+    stored = await stored_receipt(state, request_id)
+    assert stored is not None
+    assert stored["receipt"]["status"] == "completed"
+    assert stored["receipt"]["subject_minimised"] is False
+    assert {s["store"] for s in stored["receipt"]["stores"]} == {
+        "meta_graph",
+        "postgres",
+        "mongodb",
+        "s3",
+    }
+    key = (await client.get("/v1/receipts/public-key", headers=auth())).json()["public_key"]
+    from app.services.evidence import receipts
+
+    assert receipts.verify(stored, key)
+
+    first = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    # What the receipt states changes in the tracking store: the GET still says what was
+    # signed when the request completed.
+    async with state.sessionmaker() as session:
+        await session.execute(
+            sa.update(DeletionTask)
+            .where(DeletionTask.request_id == uuid.UUID(request_id))
+            .values(deleted={"rows": 999})
+        )
+        await session.commit()
+    second = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert first.json() == stored
+
+
+async def test_the_receipt_is_made_anew_when_the_request_is_minimised_and_then_kept(
+    client: httpx.AsyncClient, auth: Auth, state: AppState
+) -> None:
+    request_id = await file(client, auth)
+    await until_minimised(state, request_id)
+    stored = await stored_receipt(state, request_id)
+    assert stored is not None and stored["receipt"]["subject_minimised"] is True
+    first = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    await asyncio.sleep(0.01)  # a receipt made again would carry a later issued_at
+    second = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    assert first.content == second.content and first.json() == stored
+    # Counts and facts only: nothing of the subject in it.
+    text = json.dumps(stored)
+    assert SITE not in text and EMAIL.lower() not in text.lower()
+
+
+async def test_a_failed_request_has_its_receipt_and_a_retry_to_completion_a_new_one(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, script: Script
+) -> None:
+    script.write(purgers={"s3": {"default": ["permanent"]}})
+    request_id = await file(client, auth)
+    assert await run_until_settled(state, [request_id]) == {request_id: "failed"}
+    failed = await stored_receipt(state, request_id)
+    assert failed is not None and failed["receipt"]["status"] == "failed"
+    answer = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    assert answer.json() == failed
+
+    script.write(default=["ok"])
+    retried = await client.post(f"{URL}/{request_id}/retry", headers=auth("deletions:admin"))
+    assert retried.status_code == 200
+    assert await stored_receipt(state, request_id) is None
+    assert (await client.get(f"{URL}/{request_id}/receipt", headers=auth())).status_code == 409
+    await until_minimised(state, request_id)
+    completed = await stored_receipt(state, request_id)
+    assert completed is not None and completed["receipt"]["status"] == "completed"
+    answer = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
+    assert answer.json() == completed
