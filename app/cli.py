@@ -256,12 +256,12 @@ def requests_list(
         except ValueError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
-        rows, _ = await state.deletions.list(
+        rows, _ = await state.requests.list(
             RequestFilter(status=status, kind=kind, overdue=overdue, subject_hash=subject_hash),
             limit=limit,
             cursor=None,
         )
-        return [request_out(r, state.deletions.status_url(r)).model_dump(mode="json") for r in rows]
+        return [request_out(r, state.requests.status_url(r)).model_dump(mode="json") for r in rows]
 
     items = _with_state(work)
     if as_json:
@@ -291,7 +291,7 @@ def requests_retry(
     """Run a failed request's failed tasks again."""
 
     async def work(state: AppState) -> str:
-        request = await state.deletions.retry(request_id, actor=actor)
+        request = await state.requests.retry(request_id, actor=actor)
         return request.status
 
     console.print(f"{request_id}: {_with_state(work)}")
@@ -306,7 +306,7 @@ def requests_cancel(
     """Cancel a pending (or unconfirmed) request."""
 
     async def work(state: AppState) -> str:
-        request = await state.deletions.cancel(request_id, actor=actor, reason=reason)
+        request = await state.requests.cancel(request_id, actor=actor, reason=reason)
         return request.status
 
     console.print(f"{request_id}: {_with_state(work)}")
@@ -465,8 +465,8 @@ def requests_watch(
         deadline = asyncio.get_running_loop().time() + timeout
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                request = await state.deletions.get(request_id)
-                data = request_out(request, state.deletions.status_url(request)).model_dump(
+                request = await state.requests.get(request_id)
+                data = request_out(request, state.requests.status_url(request)).model_dump(
                     mode="json"
                 )
                 live.update(render(data), refresh=True)
@@ -490,10 +490,10 @@ def requests_show(
     """Show one request: its tasks and its event log."""
 
     async def work(state: AppState) -> dict[str, Any]:
-        request = await state.deletions.get(request_id)
+        request = await state.requests.get(request_id)
         async with state.sessionmaker() as session:
             events = await list_events(session, request_id)
-        out = request_out(request, state.deletions.status_url(request)).model_dump(mode="json")
+        out = request_out(request, state.requests.status_url(request)).model_dump(mode="json")
         out["events"] = [
             {
                 "at": e.at.isoformat(),
