@@ -98,16 +98,16 @@ async def build_state(
     """Every client and service of the app. ``purgers`` and ``resolver`` replace the ones
     the settings describe (the tests' doubles); a deployment passes neither."""
     datamap = load_datamap(settings.data_map)
-    engine = create_engine(settings.database_url)
+    tracking_db = create_engine(settings.database_url)
     stores = await open_stores(settings)
     try:
         if purgers is None:
             purgers = build_purgers(settings, datamap, stores, required=planned_purgers())
     except BaseException:
         await stores.aclose()
-        await engine.dispose()
+        await tracking_db.dispose()
         raise
-    sessionmaker = create_sessionmaker(engine)
+    sessionmaker = create_sessionmaker(tracking_db)
     directory = (
         TargetDirectory(stores.target_engine, datamap) if stores.target_engine is not None else None
     )
@@ -121,12 +121,12 @@ async def build_state(
     preview = PreviewService(purgers, resolver)
     return AppState(
         settings=settings,
-        engine=engine,
+        tracking_db=tracking_db,
         sessionmaker=sessionmaker,
         stores=stores,
         datamap=datamap,
         verifier=TokenVerifier(settings, stores.http),
-        deletions=request_service,
+        requests=request_service,
         purgers=purgers,
         resolver=resolver,
         preview=preview,
@@ -139,10 +139,11 @@ async def build_state(
 
 async def close_state(state: AppState) -> None:
     await state.stores.aclose()
-    await state.engine.dispose()
+    await state.tracking_db.dispose()
 
 
 def new_engine(state: AppState, worker_id: str | None = None) -> Engine:
+    """One worker's executor (:class:`Engine`), wired from the state."""
     return Engine(
         state.settings,
         state.sessionmaker,

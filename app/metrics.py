@@ -67,10 +67,10 @@ INBOUND_REPLIES = Counter(
 )
 
 
-async def refresh(engine: AsyncEngine, now: datetime | None = None) -> None:
+async def refresh(tracking_db: AsyncEngine, now: datetime | None = None) -> None:
     """Read the queue gauges from the tracking database."""
     now = now or utcnow()
-    async with engine.connect() as conn:
+    async with tracking_db.connect() as conn:
         stats = await queue_stats(conn, now)
     open_statuses = {s.value for s in OPEN_STATUSES}
     REQUESTS.clear()

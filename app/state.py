@@ -26,12 +26,12 @@ from app.stores import Stores
 @dataclass
 class AppState:
     settings: Settings
-    engine: AsyncEngine
+    tracking_db: AsyncEngine  # the service's own tables (SQLAlchemy); not the executor
     sessionmaker: async_sessionmaker[AsyncSession]
     stores: Stores
     datamap: DataMap
     verifier: TokenVerifier
-    deletions: RequestService
+    requests: RequestService  # file, read, cancel, retry requests; receipts
     purgers: Mapping[PurgerName, PurgerSlot]
     resolver: ResolverLike
     preview: PreviewService

@@ -102,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    # The same call as `soundops-deletion serve` (app/cli.py), so the same uvicorn options.
+    # The same call as `soundops-deletion serve` (app/cli/service.py), so the same uvicorn options.
     uvicorn.run(
         "bench.floor_app:create_app", factory=True, host=args.host, port=args.port, log_level="info"
     )

@@ -61,7 +61,7 @@ async def run_until_settled(
         deadline = time.monotonic() + timeout
         while True:
             statuses = {
-                rid: (await state.deletions.get(uuid.UUID(rid))).status for rid in request_ids
+                rid: (await state.requests.get(uuid.UUID(rid))).status for rid in request_ids
             }
             if all(s in TERMINAL for s in statuses.values()):
                 return statuses

@@ -67,7 +67,7 @@ class Deployment:
 
     async def completed_and_confirmed(self, request_id: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while (await self.state.deletions.get(uuid.UUID(request_id))).minimised_at is None:
+        while (await self.state.requests.get(uuid.UUID(request_id))).minimised_at is None:
             assert time.monotonic() < deadline, "not completed and confirmed in time"
             await asyncio.sleep(0.1)
 

@@ -104,13 +104,13 @@ class Stack:
 
     async def minimised(self, request_id: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while (await self.state.deletions.get(uuid.UUID(request_id))).minimised_at is None:
+        while (await self.state.requests.get(uuid.UUID(request_id))).minimised_at is None:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
 
     async def tracking_dump(self) -> str:
         chunks = []
-        async with self.state.engine.connect() as conn:
+        async with self.state.tracking_db.connect() as conn:
             for table in Base.metadata.sorted_tables:
                 chunks += [repr(tuple(r)) for r in (await conn.execute(sa.select(table))).all()]
         return "\n".join(chunks)

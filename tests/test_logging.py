@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_cli import served  # noqa: F401  (the fixture: `serve` in a fresh folder)
+from tests.cli.test_commands import served  # noqa: F401  (the fixture: `serve` in a fresh folder)
 
 
 def test_link_tokens_and_status_codes_are_masked_in_the_access_log(

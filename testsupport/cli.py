@@ -16,7 +16,6 @@ the service itself never reads, choose them (both refused in production):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -29,6 +28,7 @@ from pydantic import model_validator
 
 from app import cli as app_cli
 from app import main as app_main
+from app.cli.common import assembly
 from app.purgers.base import PurgerName, PurgerSlot
 from app.services.intake.email.mailbox import MailboxClient
 from app.services.resolution import ResolverLike
@@ -91,16 +91,14 @@ def _exit_before_moving(client: MailboxClient, uid: str, folder: str) -> None:
 @contextlib.contextmanager
 def doubles_installed(*, exit_after_handling: bool = False) -> Iterator[None]:
     """:mod:`app.cli`'s commands build the service with the doubles until the block ends."""
-    saved = dataclasses.replace(app_cli.assembly)
-    app_cli.assembly.build_state = build_state
-    app_cli.assembly.app_factory = "testsupport.cli:create_app"
-    try:
-        with contextlib.ExitStack() as stack:
-            if exit_after_handling:
-                stack.enter_context(mock.patch.object(MailboxClient, "move", _exit_before_moving))
-            yield
-    finally:
-        app_cli.assembly = saved
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(assembly, "build_state", build_state))
+        stack.enter_context(
+            mock.patch.object(assembly, "app_factory", "testsupport.cli:create_app")
+        )
+        if exit_after_handling:
+            stack.enter_context(mock.patch.object(MailboxClient, "move", _exit_before_moving))
+        yield
 
 
 def command(*args: str) -> list[str]:

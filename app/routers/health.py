@@ -61,7 +61,7 @@ async def healthz() -> Health:
 async def readyz(state: State) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        async with state.engine.connect() as connection:
+        async with state.tracking_db.connect() as connection:
             await connection.execute(sa.text("SELECT 1"))
         checks["tracking_db"] = "ok"
     except Exception as exc:  # any failure means "not ready"; the type says which

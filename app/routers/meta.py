@@ -73,7 +73,7 @@ async def _deletion(state: State, request: Request, family: Family) -> MetaDelet
     if state.worker is not None:
         state.worker.wake()
     return MetaDeletionOut(
-        url=state.deletions.status_url(filed), confirmation_code=filed.confirmation_code
+        url=state.requests.status_url(filed), confirmation_code=filed.confirmation_code
     )
 
 

@@ -19,6 +19,6 @@ router = APIRouter(tags=["operations"])
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
 async def prometheus(state: State) -> Response:
-    await metrics.refresh(state.engine)
+    await metrics.refresh(state.tracking_db)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

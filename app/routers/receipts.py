@@ -26,7 +26,7 @@ class PublicKeyOut(BaseModel):
     responses=problems(401, 403),
 )
 async def public_key(state: State, _principal: Reader) -> PublicKeyOut:
-    public = state.deletions.receipt_public_key()
+    public = state.requests.receipt_public_key()
     return PublicKeyOut(
         algorithm=receipts.ALGORITHM, key_id=receipts.key_id(public), public_key=public
     )

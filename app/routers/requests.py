@@ -98,14 +98,14 @@ async def create_request(
     body: Annotated[CreateDeletionRequest, Body(openapi_examples=CREATE_EXAMPLES)],
     idempotency_key: IdempotencyKey = None,
 ) -> DeletionRequestOut:
-    intake = await state.deletions.create(
+    intake = await state.requests.create(
         new_deletion(body, requested_by=principal.subject, idempotency_key=idempotency_key)
     )
     if intake.created and state.worker is not None:
         state.worker.wake()
     if not intake.created:
         response.status_code = status.HTTP_200_OK
-    return request_out(intake.request, state.deletions.status_url(intake.request))
+    return request_out(intake.request, state.requests.status_url(intake.request))
 
 
 @router.post(
@@ -176,13 +176,13 @@ async def list_requests(
             subject_hash = lookup_hash(state.settings.effective_hash_key, subject)
         except ValueError as exc:
             raise Unprocessable(str(exc)) from exc
-    rows, next_cursor = await state.deletions.list(
+    rows, next_cursor = await state.requests.list(
         RequestFilter(status=status_, kind=kind, overdue=overdue, subject_hash=subject_hash),
         limit=limit,
         cursor=cursor,
     )
     return DeletionRequestPage(
-        items=[request_out(row, state.deletions.status_url(row)) for row in rows],
+        items=[request_out(row, state.requests.status_url(row)) for row in rows],
         next_cursor=next_cursor,
     )
 
@@ -199,9 +199,9 @@ async def list_requests(
     responses=problems(401, 403, 404, 422),
 )
 async def get_request(state: State, principal: Reader, request_id: uuid.UUID) -> DeletionRequestOut:
-    request = await state.deletions.get(request_id)
+    request = await state.requests.get(request_id)
     return request_out(
-        request, state.deletions.status_url(request), admin=principal.allows(Scope.admin)
+        request, state.requests.status_url(request), admin=principal.allows(Scope.admin)
     )
 
 
@@ -220,10 +220,10 @@ async def cancel_request(
     request_id: uuid.UUID,
     body: Annotated[CancelBody | None, Body()] = None,
 ) -> DeletionRequestOut:
-    request = await state.deletions.cancel(
+    request = await state.requests.cancel(
         request_id, actor=principal.subject, reason=body.reason if body else None
     )
-    return request_out(request, state.deletions.status_url(request))
+    return request_out(request, state.requests.status_url(request))
 
 
 @router.post(
@@ -239,10 +239,10 @@ async def cancel_request(
 async def retry_request(
     state: State, principal: Admin, request_id: uuid.UUID
 ) -> DeletionRequestOut:
-    request = await state.deletions.retry(request_id, actor=principal.subject)
+    request = await state.requests.retry(request_id, actor=principal.subject)
     if state.worker is not None:
         state.worker.wake()
-    return request_out(request, state.deletions.status_url(request))
+    return request_out(request, state.requests.status_url(request))
 
 
 @router.get(
@@ -256,4 +256,4 @@ async def retry_request(
     responses=problems(401, 403, 404, 409, 422),
 )
 async def get_receipt(state: State, _principal: Reader, request_id: uuid.UUID) -> dict[str, Any]:
-    return await state.deletions.receipt(request_id)
+    return await state.requests.receipt(request_id)

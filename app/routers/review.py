@@ -38,7 +38,7 @@ async def approve_request(
     )
     if state.worker is not None:
         state.worker.wake()
-    return request_out(request, state.deletions.status_url(request))
+    return request_out(request, state.requests.status_url(request))
 
 
 @router.post(
@@ -63,4 +63,4 @@ async def reject_request(
     )
     if state.worker is not None:
         state.worker.wake()  # to minimise it
-    return request_out(request, state.deletions.status_url(request))
+    return request_out(request, state.requests.status_url(request))

@@ -139,9 +139,7 @@ async def deletion_status(
             )
         return HTMLResponse(TOO_MANY_HTML, status_code=429, headers={"Retry-After": "60"})
     found = (
-        await state.deletions.get_by_code(confirmation_code)
-        if confirmation_code.isalnum()
-        else None
+        await state.requests.get_by_code(confirmation_code) if confirmation_code.isalnum() else None
     )
     if found is None:
         if _wants_json(accept):

@@ -84,7 +84,7 @@ async def until_minimised(state: AppState, request_id: str, timeout: float = 15)
         claim = await engine.claim()
         if claim is not None:
             await engine.run_claimed(claim.request_id)
-        request = await state.deletions.get(uuid.UUID(request_id))
+        request = await state.requests.get(uuid.UUID(request_id))
         if request.minimised_at is not None:
             return request
         assert asyncio.get_running_loop().time() < deadline, request.status
@@ -94,7 +94,7 @@ async def until_minimised(state: AppState, request_id: str, timeout: float = 15)
 async def dump_tracking_db(state: AppState) -> str:
     """Every row of every table of the tracking store, as text."""
     chunks = []
-    async with state.engine.connect() as conn:
+    async with state.tracking_db.connect() as conn:
         for table in Base.metadata.sorted_tables:
             rows = (await conn.execute(sa.select(table))).all()
             chunks += [repr(tuple(row)) for row in rows]

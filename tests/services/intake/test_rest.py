@@ -40,7 +40,7 @@ async def create(
     requested_by: str,
     idempotency_key: str | None = None,
 ) -> Intake:
-    return await state.deletions.create(
+    return await state.requests.create(
         new_deletion(body, requested_by=requested_by, idempotency_key=idempotency_key)
     )
 
@@ -67,8 +67,8 @@ async def counts(state: AppState, request_id: uuid.UUID) -> dict[str, int]:
 async def test_what_create_returns_is_what_is_stored(state: AppState) -> None:
     intake = await create(state, account(site_name="the-band"), requested_by="backend")
     assert intake.created
-    stored = await state.deletions.get(intake.request.id)
-    url = state.deletions.status_url(stored)
+    stored = await state.requests.get(intake.request.id)
+    url = state.requests.status_url(stored)
     assert request_out(intake.request, url) == request_out(stored, url)
     assert columns(intake.request) == columns(stored)
     assert [columns(t) for t in intake.request.tasks] == [columns(t) for t in stored.tasks]

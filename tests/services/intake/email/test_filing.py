@@ -441,13 +441,13 @@ async def test_approve_with_a_corrected_subject(state: AppState, soundops_db: st
     assert approved.subject == {"facebook_page_name": "lunar échoes"}
     assert approved.pinned == {"tenant_ids": [str(tenant_id)], "account_ids": [str(account_id)]}
     key = state.settings.effective_hash_key
-    page, _ = await state.deletions.list(
+    page, _ = await state.requests.list(
         repository.RequestFilter(subject_hash=lookup_hash(key, "facebook_page_name=lunar échoes")),
         limit=5,
         cursor=None,
     )
     assert [r.id for r in page] == [filed.request.id]
-    old, _ = await state.deletions.list(
+    old, _ = await state.requests.list(
         repository.RequestFilter(subject_hash=lookup_hash(key, "facebook_page_name=Lunar Echos")),
         limit=5,
         cursor=None,

@@ -377,7 +377,7 @@ async def test_nothing_of_an_ignored_message_is_kept(intake: Intake) -> None:
     assert (await intake.post(raw)).json()["outcome"] == "ignored"
     assert (await intake.poll(raw)) == {"duplicate": 1}
     chunks = []
-    async with intake.state.engine.connect() as conn:
+    async with intake.state.tracking_db.connect() as conn:
         for table in Base.metadata.sorted_tables:
             chunks += [repr(tuple(r)) for r in (await conn.execute(sa.select(table))).all()]
     dump = "\n".join(chunks)

@@ -93,7 +93,7 @@ async def test_approve_and_reject_from_the_command_line(
     )
     assert approved.exit_code == 0, approved.output
     assert f"{first.request.id}: pending" in approved.output
-    request = await state.deletions.get(first.request.id)
+    request = await state.requests.get(first.request.id)
     assert request.status == "pending" and request.subject == {"site_name": "cli-real-band"}
     assert request.pinned == {"tenant_ids": [str(tenant_id)], "account_ids": []}
     again = await run(cli_env, "requests", "approve", str(first.request.id))
@@ -103,7 +103,7 @@ async def test_approve_and_reject_from_the_command_line(
         cli_env, "requests", "reject", str(second.request.id), "--reason", "forged sender"
     )
     assert rejected.exit_code == 0, rejected.output
-    request = await state.deletions.get(second.request.id)
+    request = await state.requests.get(second.request.id)
     assert request.status == "cancelled" and request.status_reason == "forged sender"
     shown = await run(cli_env, "requests", "show", str(second.request.id), "--json")
     events = json.loads(shown.output)["events"]

@@ -258,7 +258,7 @@ def test_preview_on_the_embedded_default_says_every_store_is_skipped(
 def test_make_run_asks_for_development_explicitly() -> None:
     """The README's first command works on a fresh machine although production is the
     default: `make run` is what asks for development."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     shown = subprocess.run(
         ["make", "-n", "run"], cwd=root, capture_output=True, text=True, timeout=30, check=True
     ).stdout
