@@ -559,3 +559,36 @@ def test_a_receipt_stored_before_rfc8785_still_verifies() -> None:
     assert receipts.verify(old, public)
     old["receipt"]["status"] = "failed"
     assert not receipts.verify(old, public)
+
+
+async def test_the_readmes_node_snippet_verifies_a_receipt(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, tmp_path: Path
+) -> None:
+    """The README's verification in another language (Node.js, its own crypto), run as is."""
+    import shutil
+    import subprocess
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```js\n// verify-receipt.mjs\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "verify-receipt.mjs"
+    script.write_text(snippet, encoding="utf-8")
+    node = shutil.which("node")
+    assert node is not None, "Node.js runs the README's verification"
+
+    request_id = await file(client, auth)
+    await run_until_settled(state, [request_id])
+    document = (await client.get(f"{URL}/{request_id}/receipt", headers=auth())).json()
+    key = (await client.get("/v1/receipts/public-key", headers=auth())).json()["public_key"]
+
+    def node_says(doc: dict[str, Any]) -> tuple[int, str]:
+        path = tmp_path / "receipt.json"
+        path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        done = subprocess.run(
+            [node, str(script), str(path), key], capture_output=True, text=True, check=False
+        )
+        return done.returncode, done.stdout.strip()
+
+    assert await asyncio.to_thread(node_says, document) == (0, "valid")
+    changed = json.loads(json.dumps(document))
+    changed["receipt"]["stores"][0]["deleted"] = {"rows": 0}
+    assert await asyncio.to_thread(node_says, changed) == (1, "INVALID")
