@@ -555,7 +555,10 @@ def test_a_receipt_stored_before_rfc8785_still_verifies() -> None:
     receipt = {"deleted": {"\ue000": 1, "\U0001f600": 2}, "status": "completed"}
     legacy = json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     signature = base64.b64encode(key.sign(legacy.encode())).decode()
-    old = {"receipt": receipt, "signature": {"algorithm": "Ed25519", "value": signature}}
+    old: dict[str, Any] = {
+        "receipt": receipt,
+        "signature": {"algorithm": "Ed25519", "value": signature},
+    }
     assert receipts.verify(old, public)
     old["receipt"]["status"] = "failed"
     assert not receipts.verify(old, public)
