@@ -168,6 +168,21 @@ class StatusPageStore(BaseModel):
     retained: dict[str, RetainedOut]
 
 
+class BackupHorizonOut(BaseModel):
+    retention_days: int | None = Field(
+        description="How long backups of the SoundOps stores are kept; null: not stated here."
+    )
+    expire_by: datetime | None = Field(
+        description=(
+            "Once completed: the date by which backup copies of the deleted data expire "
+            "(completed_at + retention_days)."
+        )
+    )
+    statement: str = Field(
+        description="The same in words, or that backups are outside this service."
+    )
+
+
 class StatusPageOut(BaseModel):
     """The public status of a request: no identifiers, no personal data."""
 
@@ -180,6 +195,7 @@ class StatusPageOut(BaseModel):
         description="For a completed request: what it may claim as a whole."
     )
     stores: list[StatusPageStore]
+    backups: BackupHorizonOut
 
 
 class Health(BaseModel):

@@ -298,6 +298,10 @@ class ReceiptSettings(EnvironmentSettings):
 
     # Ed25519 seed (base64, 32 bytes) that signs receipts; required outside development.
     receipt_signing_key: SecretStr | None = None
+    # How long backups of the SoundOps stores are kept: receipts and the status page give
+    # ``completed_at`` + this many days as the date by which backup copies expire. Unset:
+    # they say that backups are outside this service.
+    backup_retention_days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class EngineSettings(EnvironmentSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, TaskStatus
 from app.purgers.base import PurgerName
 from app.schemas import (
+    BackupHorizonOut,
     DeletionRequestOut,
     RetainedOut,
     ReviewOut,
@@ -13,6 +14,7 @@ from app.schemas import (
     TaskOut,
 )
 from app.services.claims import completion_sentence, store_claim
+from app.services.evidence.receipts import BackupHorizon
 from app.subjects import Review
 
 
@@ -60,7 +62,7 @@ def request_out(
     )
 
 
-def status_page(request: DeletionRequest) -> StatusPageOut:
+def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageOut:
     claims = [store_claim(task) for task in request.tasks]
     status = RequestStatus(request.status)
     return StatusPageOut(
@@ -81,4 +83,9 @@ def status_page(request: DeletionRequest) -> StatusPageOut:
             )
             for task, claim in zip(request.tasks, claims, strict=True)
         ],
+        backups=BackupHorizonOut(
+            retention_days=backups.retention_days,
+            expire_by=backups.expire_by,
+            statement=backups.statement,
+        ),
     )

@@ -83,6 +83,7 @@ def render_html(page: StatusPageOut) -> str:
         f"<dt>Received</dt><dd>{_date(page.received_at)}</dd>"
         f"<dt>Due by</dt><dd>{_date(page.due_at)}</dd>"
         f"<dt>Completed</dt><dd>{_date(page.completed_at)}</dd>"
+        f"<dt>Backup copies</dt><dd>{html.escape(page.backups.statement)}</dd>"
         "</dl>"
         "<h2>Where your data was</h2>"
         "<table><caption>Per store: what happened, and what was kept and why</caption>"
@@ -145,7 +146,7 @@ async def deletion_status(
         if _wants_json(accept):
             return problem_response(404, "Not found", "No deletion request has this code.")
         return HTMLResponse(NOT_FOUND_HTML, status_code=404)
-    page = status_page(found)
+    page = status_page(found, state.requests.backup_horizon(found))
     if _wants_json(accept):
         return JSONResponse(page.model_dump(mode="json"))
     return HTMLResponse(render_html(page))

@@ -3,8 +3,15 @@
 Signed with **Ed25519** rather than an HMAC: anyone holding the public key (an
 auditor, the main backend, a court) can check a receipt, and nobody but the
 service can make one. ``DELETION_RECEIPT_SIGNING_KEY`` is the private key's
-32-byte seed, base64. The signature covers the ``receipt`` object serialised
-canonically (sorted keys, no spaces, UTF-8).
+32-byte seed, base64. The signature covers the ``receipt`` object serialised by
+**RFC 8785** (the JSON Canonicalization Scheme, through the ``rfc8785`` package), which
+any language can reproduce; the envelope names it (``signature.canonicalization``).
+Receipts stored before that have no such field: they were signed over ``json.dumps``
+with sorted keys and no spaces, and :func:`verify` still checks them that way.
+
+A receipt states the **backup horizon** (:func:`backup_horizon`): the date by which
+backup copies of what was deleted expire, ``completed_at`` +
+``DELETION_BACKUP_RETENTION_DAYS``; unset, it says that backups are outside this service.
 
 A receipt is made once its facts are final and stored on the request (:func:`issue`):
 when the request settles to ``completed`` or ``failed``, and again when it is minimised
@@ -19,8 +26,11 @@ import base64
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,6 +42,38 @@ from app.services.claims import SKIP_TEXT, store_claim
 from app.settings import DEV_RECEIPT_SEED, Settings
 
 ALGORITHM = "Ed25519"
+CANONICALIZATION = "RFC8785"
+BACKUPS_OUTSIDE = (
+    "Backups of SoundOps' stores are outside this service: it states no date by which "
+    "backup copies expire."
+)
+
+
+@dataclass(frozen=True)
+class BackupHorizon:
+    """By when backup copies of what a request deleted are gone, as far as this service
+    can say: ``expire_by`` is ``completed_at`` + the retention, once the request completed."""
+
+    retention_days: int | None
+    expire_by: datetime | None
+    statement: str
+
+
+def backup_horizon(completed_at: datetime | None, retention_days: int | None) -> BackupHorizon:
+    if retention_days is None:
+        return BackupHorizon(None, None, BACKUPS_OUTSIDE)
+    if completed_at is None:
+        return BackupHorizon(
+            retention_days,
+            None,
+            f"Backup copies expire {retention_days} days after the deletion completes.",
+        )
+    expire_by = completed_at + timedelta(days=retention_days)
+    return BackupHorizon(
+        retention_days,
+        expire_by,
+        f"Backup copies of the deleted data expire by {expire_by:%d %B %Y, %H:%M} UTC.",
+    )
 
 
 def private_key(settings: Settings) -> Ed25519PrivateKey:
@@ -55,6 +97,12 @@ def key_id(public_b64: str) -> str:
 
 
 def canonical(data: Any) -> bytes:
+    """RFC 8785 bytes of ``data``: what a receipt's signature covers."""
+    return rfc8785.dumps(data)
+
+
+def _legacy_canonical(data: Any) -> bytes:
+    """How receipts were serialised for signing before RFC 8785 (no ``canonicalization``)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -62,7 +110,10 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def build(request: DeletionRequest, tasks: list[DeletionTask]) -> dict[str, Any]:
+def build(
+    request: DeletionRequest, tasks: list[DeletionTask], backup_retention_days: int | None
+) -> dict[str, Any]:
+    horizon = backup_horizon(request.completed_at, backup_retention_days)
     return {
         "version": 1,
         "request_id": str(request.id),
@@ -85,6 +136,11 @@ def build(request: DeletionRequest, tasks: list[DeletionTask]) -> dict[str, Any]
             }
             for task, claim in ((task, store_claim(task)) for task in tasks)
         ],
+        "backups": {
+            "retention_days": horizon.retention_days,
+            "expire_by": _iso(horizon.expire_by),
+            "statement": horizon.statement,
+        },
         "issued_at": utcnow().isoformat(),
     }
 
@@ -96,6 +152,7 @@ def sign(receipt: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
         "receipt": receipt,
         "signature": {
             "algorithm": ALGORITHM,
+            "canonicalization": CANONICALIZATION,
             "key_id": key_id(public),
             "public_key": public,
             "value": base64.b64encode(signature).decode(),
@@ -104,26 +161,39 @@ def sign(receipt: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
 
 
 async def issue(
-    session: AsyncSession, request_id: uuid.UUID, key: Ed25519PrivateKey
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    key: Ed25519PrivateKey,
+    backup_retention_days: int | None,
 ) -> dict[str, Any]:
     """Make the request's signed receipt from what ``session`` sees now (the transaction
     that settles or minimises it), and store it on the request."""
     request = await repository.get_request_fresh(session, request_id)
     assert request is not None
     tasks = list(await repository.get_tasks(session, request_id))
-    document = sign(build(request, tasks), key)
+    document = sign(build(request, tasks, backup_retention_days), key)
     await repository.set_values(session, request_id, receipt=document)
     return document
 
 
 def verify(document: dict[str, Any], trusted_public_key_b64: str) -> bool:
-    """True when the receipt is unchanged and signed by the trusted key (not the embedded one)."""
+    """True when the receipt is unchanged and signed by the trusted key (not the embedded one).
+
+    Over RFC 8785 bytes when the envelope says so; an envelope without ``canonicalization``
+    (stored before RFC 8785) over the sorted ``json.dumps`` it was signed over then."""
     try:
         signature = document["signature"]
         if signature.get("algorithm") != ALGORITHM:
             return False
+        method = signature.get("canonicalization")
+        if method == CANONICALIZATION:
+            signed = canonical(document["receipt"])
+        elif method is None:
+            signed = _legacy_canonical(document["receipt"])
+        else:
+            return False
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(trusted_public_key_b64))
-        public.verify(base64.b64decode(signature["value"]), canonical(document["receipt"]))
-    except (InvalidSignature, KeyError, TypeError, ValueError):
+        public.verify(base64.b64decode(signature["value"]), signed)
+    except (InvalidSignature, KeyError, TypeError, ValueError, rfc8785.CanonicalizationError):
         return False
     return True

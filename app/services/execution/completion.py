@@ -108,7 +108,9 @@ class Completion:
                 tx.record("minimised")
             await tx.release(**changes)
             if not retrying:
-                await receipts.issue(tx.session, request_id, self._receipt_key)
+                await receipts.issue(
+                    tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
+                )
 
 
 def email_target(request: DeletionRequest) -> str | None:

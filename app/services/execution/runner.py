@@ -224,7 +224,9 @@ class Runner:
                     status=RequestStatus.failed, run_after=None, status_reason=error_text(exc)
                 )
                 tx.record("failed", {"error": error_text(exc), "step": "resolution"})
-                await receipts.issue(tx.session, request_id, self._receipt_key)
+                await receipts.issue(
+                    tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
+                )
             return None
         key = self.settings.effective_hash_key
         async with self._leases.transition(request_id) as tx:
@@ -498,6 +500,8 @@ class Runner:
                 await tx.release(**changes)
             tx.record(event, detail)
             if status in (RequestStatus.completed, RequestStatus.failed):
-                await receipts.issue(tx.session, request_id, self._receipt_key)
+                await receipts.issue(
+                    tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
+                )
         log.info("request_" + event, request_id=str(request_id))
         return status

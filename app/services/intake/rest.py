@@ -244,7 +244,12 @@ class RequestService:
             if request.receipt is not None:
                 return request.receipt
             tasks = list(await repository.get_tasks(session, request_id))
-        return receipts.sign(receipts.build(request, tasks), self._receipt_key)
+        receipt = receipts.build(request, tasks, self._settings.backup_retention_days)
+        return receipts.sign(receipt, self._receipt_key)
+
+    def backup_horizon(self, request: DeletionRequest) -> receipts.BackupHorizon:
+        """The backup horizon that the request's receipt states, for the status page."""
+        return receipts.backup_horizon(request.completed_at, self._settings.backup_retention_days)
 
     def receipt_public_key(self) -> str:
         return receipts.public_key_b64(self._receipt_key.public_key())

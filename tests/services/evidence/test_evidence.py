@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,7 @@ async def test_receipt_verifies_and_any_tampering_breaks_it(
         ("kind", "meta_data"),
         ("completed_at", "2020-01-01T00:00:00+00:00"),
         ("data_map_version", "other"),
+        ("backups", {"retention_days": 1, "expire_by": None, "statement": "soon"}),
     ]
     for field_name, value in tampered_cases:
         changed = json.loads(json.dumps(document))
@@ -406,3 +407,191 @@ async def test_a_failed_request_has_its_receipt_and_a_retry_to_completion_a_new_
     assert completed is not None and completed["receipt"]["status"] == "completed"
     answer = await client.get(f"{URL}/{request_id}/receipt", headers=auth())
     assert answer.json() == completed
+
+
+# --- backup horizon; receipts anyone can verify (issue 16, item 6) -----------------------
+
+
+async def status_page_of(client: httpx.AsyncClient, auth: Auth, request_id: str) -> Any:
+    code = (await client.get(f"{URL}/{request_id}", headers=auth())).json()["confirmation_code"]
+    as_json = await client.get(f"/deletion-status/{code}", headers={"Accept": "application/json"})
+    as_html = await client.get(f"/deletion-status/{code}")
+    assert as_json.status_code == as_html.status_code == 200
+    return as_json.json(), as_html.text
+
+
+@pytest.mark.settings(backup_retention_days=35)
+async def test_receipt_and_status_page_state_when_backup_copies_expire(
+    client: httpx.AsyncClient, auth: Auth, state: AppState
+) -> None:
+    request_id = await file(client, auth)
+    page, text = await status_page_of(client, auth, request_id)
+    assert page["backups"] == {
+        "retention_days": 35,
+        "expire_by": None,
+        "statement": "Backup copies expire 35 days after the deletion completes.",
+    }
+    assert "Backup copies expire 35 days after the deletion completes." in text
+
+    await run_until_settled(state, [request_id])
+    receipt = (await client.get(f"{URL}/{request_id}/receipt", headers=auth())).json()["receipt"]
+    completed_at = datetime.fromisoformat(receipt["completed_at"])
+    expire_by = completed_at + timedelta(days=35)
+    assert receipt["backups"]["retention_days"] == 35
+    assert datetime.fromisoformat(receipt["backups"]["expire_by"]) == expire_by
+    assert receipt["backups"]["statement"] == (
+        f"Backup copies of the deleted data expire by {expire_by:%d %B %Y, %H:%M} UTC."
+    )
+    page, text = await status_page_of(client, auth, request_id)
+    assert datetime.fromisoformat(page["backups"]["expire_by"]) == expire_by
+    assert page["backups"]["statement"] == receipt["backups"]["statement"]
+    assert f"{expire_by:%d %B %Y, %H:%M} UTC" in text
+    assert SITE not in text and EMAIL.lower() not in text.lower()
+
+
+async def test_without_a_backup_retention_receipts_say_backups_are_outside_this_service(
+    client: httpx.AsyncClient, auth: Auth, state: AppState
+) -> None:
+    request_id = await file(client, auth)
+    await run_until_settled(state, [request_id])
+    receipt = (await client.get(f"{URL}/{request_id}/receipt", headers=auth())).json()["receipt"]
+    outside = "Backups of SoundOps' stores are outside this service"
+    assert receipt["backups"]["retention_days"] is None
+    assert receipt["backups"]["expire_by"] is None
+    assert receipt["backups"]["statement"].startswith(outside)
+    page, text = await status_page_of(client, auth, request_id)
+    assert page["backups"] == receipt["backups"]
+    assert outside in text.replace("&#x27;", "'")
+
+
+def jcs(value: Any) -> str:
+    """RFC 8785 for the value types of a receipt (strings, integers, booleans, null, arrays,
+    objects), written here apart from the ``rfc8785`` package the service signs with: keys
+    ordered by their UTF-16 code units, strings escaped as JSON.stringify does."""
+    if isinstance(value, dict):
+        ordered = sorted(value, key=lambda k: k.encode("utf-16-be"))
+        return "{" + ",".join(f"{jcs(k)}:{jcs(value[k])}" for k in ordered) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(jcs(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+        return json.dumps(value, ensure_ascii=False)
+    raise TypeError(type(value).__name__)
+
+
+def nacl_verifies(document: dict[str, Any], public_key_b64: str) -> bool:
+    """PyNaCl (libsodium), not ``cryptography``, over independently canonicalised bytes."""
+    import base64
+
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    key = VerifyKey(base64.b64decode(public_key_b64))
+    try:
+        key.verify(
+            jcs(document["receipt"]).encode(), base64.b64decode(document["signature"]["value"])
+        )
+    except BadSignatureError:
+        return False
+    return True
+
+
+async def test_a_receipt_verifies_with_another_ed25519_over_rfc8785_bytes(
+    client: httpx.AsyncClient, auth: Auth, state: AppState
+) -> None:
+    import rfc8785
+
+    request_id = await file(client, auth)
+    await run_until_settled(state, [request_id])
+    document = (await client.get(f"{URL}/{request_id}/receipt", headers=auth())).json()
+    assert document["signature"]["canonicalization"] == "RFC8785"
+    assert jcs(document["receipt"]).encode() == rfc8785.dumps(document["receipt"])
+    key = (await client.get("/v1/receipts/public-key", headers=auth())).json()["public_key"]
+    assert nacl_verifies(document, key)
+    for path, value in [
+        (("status",), "failed"),
+        (("backups", "retention_days"), 3650),
+        (("stores", 0, "verified"), False),
+    ]:
+        changed = json.loads(json.dumps(document))
+        target = changed["receipt"]
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+        assert not nacl_verifies(changed, key), path
+
+
+def test_receipts_are_signed_over_rfc8785_where_sorted_json_dumps_differs() -> None:
+    """Keys outside the Basic Multilingual Plane sort by UTF-16 in RFC 8785, by code point
+    in ``json.dumps(sort_keys=True)``: only RFC 8785 bytes verify in another language."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from app.services.evidence import receipts
+
+    key = Ed25519PrivateKey.generate()
+    receipt = {"deleted": {"\ue000": 1, "\U0001f600": 2}, "status": "completed"}
+    document = receipts.sign(receipt, key)
+    public = receipts.public_key_b64(key.public_key())
+    assert jcs(receipt) == '{"deleted":{"\U0001f600":2,"\ue000":1},"status":"completed"}'
+    assert nacl_verifies(document, public)
+    assert receipts.verify(document, public)
+    changed = json.loads(json.dumps(document))
+    changed["receipt"]["deleted"]["\ue000"] = 0
+    assert not receipts.verify(changed, public) and not nacl_verifies(changed, public)
+    changed = json.loads(json.dumps(document))
+    changed["signature"]["canonicalization"] = "something-else"
+    assert not receipts.verify(changed, public)
+
+
+def test_a_receipt_stored_before_rfc8785_still_verifies() -> None:
+    """Stored receipts without ``canonicalization`` were signed over sorted ``json.dumps``."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from app.services.evidence import receipts
+
+    key = Ed25519PrivateKey.generate()
+    public = receipts.public_key_b64(key.public_key())
+    receipt = {"deleted": {"\ue000": 1, "\U0001f600": 2}, "status": "completed"}
+    legacy = json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    signature = base64.b64encode(key.sign(legacy.encode())).decode()
+    old: dict[str, Any] = {
+        "receipt": receipt,
+        "signature": {"algorithm": "Ed25519", "value": signature},
+    }
+    assert receipts.verify(old, public)
+    old["receipt"]["status"] = "failed"
+    assert not receipts.verify(old, public)
+
+
+async def test_the_readmes_node_snippet_verifies_a_receipt(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, tmp_path: Path
+) -> None:
+    """The README's verification in another language (Node.js, its own crypto), run as is."""
+    import shutil
+    import subprocess
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```js\n// verify-receipt.mjs\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "verify-receipt.mjs"
+    script.write_text(snippet, encoding="utf-8")
+    node = shutil.which("node")
+    assert node is not None, "Node.js runs the README's verification"
+
+    request_id = await file(client, auth)
+    await run_until_settled(state, [request_id])
+    document = (await client.get(f"{URL}/{request_id}/receipt", headers=auth())).json()
+    key = (await client.get("/v1/receipts/public-key", headers=auth())).json()["public_key"]
+
+    def node_says(doc: dict[str, Any]) -> tuple[int, str]:
+        path = tmp_path / "receipt.json"
+        path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        done = subprocess.run(
+            [node, str(script), str(path), key], capture_output=True, text=True, check=False
+        )
+        return done.returncode, done.stdout.strip()
+
+    assert await asyncio.to_thread(node_says, document) == (0, "valid")
+    changed = json.loads(json.dumps(document))
+    changed["receipt"]["stores"][0]["deleted"] = {"rows": 0}
+    assert await asyncio.to_thread(node_says, changed) == (1, "INVALID")
