@@ -68,6 +68,17 @@ fi
 export DOVECOT_BIN
 log "Dovecot: $("$DOVECOT_BIN" --version)"
 
+# Node.js runs the README's receipt verification in another language (a test runs it as is).
+if ! command -v node >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "Node.js missing: installing nodejs with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq nodejs >/dev/null
+    fi
+    command -v node >/dev/null 2>&1 || die "Node.js not found (install the 'nodejs' package)"
+fi
+log "Node.js: $(node --version)"
+
 if [[ -z "${TEST_MONGODB_URL:-}" ]]; then
     if [[ -n "${FERRETDB_BIN:-}" ]]; then
         [[ -x "$FERRETDB_BIN" ]] || die "FERRETDB_BIN=$FERRETDB_BIN is not an executable file"
