@@ -271,7 +271,11 @@ class MongoPurger:
         """
         results: dict[str, int] = {}
         for name, groups in filters.items():
-            results[name] = await work(name, groups) if groups else 0
+            count = await work(name, groups) if groups else 0
+            if count or _collection_of(name) == name:
+                # A third-party count is named only when there is some: most requests
+                # have none, and their counts keep their form.
+                results[name] = count
         return results
 
     async def _count(self, name: str, groups: list[list[Filter]]) -> int:
