@@ -477,9 +477,7 @@ async def test_a_fans_request_deletes_what_they_wrote_counted_apart_end_to_end(
     deleted, and the preview, the task, the receipt and the status page count it apart."""
     body = {"kind": "meta_data", "subject": {"ig_username": "fan0"}}
     before = await stack.snapshots()
-    written = [
-        d for d in before["mongodb"]["instagram_comments"] if '"from_username": "fan0"' in d
-    ]
+    written = [d for d in before["mongodb"]["instagram_comments"] if '"from_username": "fan0"' in d]
     assert len(written) >= 3
     expected = {
         "instagram_messages": 0,

@@ -8,6 +8,12 @@ reached only when the identity is the Instagram account itself (the data map's
 the request still has are resolved as ``shared_ig_user_ids``, so that what is keyed
 only by the Instagram account is kept for them.
 
+Third-party data subjects: a ``meta_data`` request by ``ig_username`` also reaches what
+that person wrote to any tenant (documents whose ``from_username`` is the username,
+``third_party_usernames``; see :func:`writer_usernames`), whether or not they have a
+connection, and also when pinned. No other identity reaches it: only the username names
+the writer of a comment or message.
+
 Every purger selects by the resolution (tenant ids, account ids, Instagram user
 ids), not by the identities as given: the PostgreSQL purger deletes the rows
 that identities are looked up in, and the other stores must still find their

@@ -389,3 +389,22 @@ async def test_only_the_username_reaches_what_someone_wrote(shared: Shared, iden
     assert subject.resolution.account_ids
     assert subject.resolution.third_party_usernames == []
     assert "instagram_comments.as_third_party" not in shared.purgers()["mongodb"].filters(subject)
+
+
+async def test_an_approved_request_by_a_fans_username_reaches_what_they_wrote(
+    shared: Shared,
+) -> None:
+    """An e-mailed request naming a username that nobody on file has goes to review; once
+    approved, its pin holds no connection, yet what the named person wrote is reached:
+    the pin limits connections, not the writer's own data."""
+    before = await shared.snapshots()
+    fan_comments = written_by(before, "fan1")["instagram_comments"]
+
+    subject = await shared.resolve(RequestKind.meta_data, Selection(), ig_username="fan1")
+    results = await shared.run(subject)
+
+    assert (subject.resolution.account_ids, subject.resolution.tenant_ids) == ([], [])
+    assert results["mongodb"].deleted["instagram_comments.as_third_party"] == len(fan_comments)
+    after = await shared.snapshots()
+    assert written_by(after, "fan1") == {name: [] for name in COLLECTIONS}
+    assert (after["postgres"], after["s3"]) == (before["postgres"], before["s3"])
