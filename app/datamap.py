@@ -43,7 +43,9 @@ from app.models import RequestKind
 BUNDLED_MAP = Path(__file__).with_name("soundops_datamap.yaml")
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
-ResolvedSet = Literal["tenant_ids", "account_ids", "ig_user_ids", "subject_ig_user_ids"]
+ResolvedSet = Literal[
+    "tenant_ids", "account_ids", "ig_user_ids", "subject_ig_user_ids", "third_party_usernames"
+]
 Reach = Literal["connections", "instagram_account"]
 SHARED_REASON = (
     "shared with another SoundOps connection of this Instagram account that the request "
@@ -123,6 +125,9 @@ class Match(_Strict):
 
     field: Ident
     within: ResolvedSet
+    # Documents this match selects are about the subject as a third party (what that
+    # person wrote to someone else's account): counted apart, as ``as_third_party``.
+    third_party: bool = False
 
 
 class Collection(_Strict):
@@ -296,13 +301,20 @@ class Resolution(BaseModel):
     # The Instagram accounts that ARE the subject (an identity that ``reaches`` the
     # Instagram account): their data is reached by this id wherever it is.
     subject_ig_user_ids: list[str] = Field(default_factory=list)
+    # Usernames (normalised, and as given when that differs) whose writings the request
+    # reaches in every tenant: only a ``meta_data`` request by ``ig_username``.
+    third_party_usernames: list[str] = Field(default_factory=list)
     # Where the confirmation goes after an account's deletion (read before it is deleted).
     owner_emails: list[str] = Field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (
-            self.tenant_ids or self.account_ids or self.ig_user_ids or self.subject_ig_user_ids
+            self.tenant_ids
+            or self.account_ids
+            or self.ig_user_ids
+            or self.subject_ig_user_ids
+            or self.third_party_usernames
         )
 
 

@@ -89,6 +89,13 @@ class TaskOut(BaseModel):
     status: TaskStatus
     attempts: int
     deleted: dict[str, int]
+    as_third_party: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Of `deleted`, what the subject wrote to other people's accounts (a "
+            "`meta_data` request by `ig_username`), by collection."
+        ),
+    )
     retained: dict[str, RetainedOut]
     error: str | None
     started_at: datetime | None
@@ -165,6 +172,13 @@ class StatusPageStore(BaseModel):
         )
     )
     deleted: dict[str, int]
+    as_third_party: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Of `deleted`, what the subject wrote to other people's accounts (a "
+            "`meta_data` request by `ig_username`), by collection."
+        ),
+    )
     retained: dict[str, RetainedOut]
 
 

@@ -64,10 +64,14 @@ def test_the_map_says_whom_each_meta_data_identity_reaches() -> None:
     assert identities["instagram_account_id"].reaches == "connections"
     # Mongo reaches documents by Instagram user id only through such identities.
     for collection in load_datamap().mongodb.collections.values():
-        by_field = {m.field: m.within for m in collection.kinds[RequestKind.meta_data]}
+        by_field = {
+            m.field: (m.within, m.third_party) for m in collection.kinds[RequestKind.meta_data]
+        }
         assert by_field == {
-            "instagram_account_id": "account_ids",
-            "ig_user_id": "subject_ig_user_ids",
+            "instagram_account_id": ("account_ids", False),
+            "ig_user_id": ("subject_ig_user_ids", False),
+            # What a person wrote: only by username, and counted apart as third-party data.
+            "from_username": ("third_party_usernames", True),
         }
 
 

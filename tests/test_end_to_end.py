@@ -470,6 +470,51 @@ async def test_preview_matches_what_the_request_then_deletes(stack: Stack) -> No
         assert task["retained"] == would[task["purger"]]["would_retain"]
 
 
+async def test_a_fans_request_deletes_what_they_wrote_counted_apart_end_to_end(
+    stack: Stack,
+) -> None:
+    """A fan who was never a customer asks by username: what they wrote in every tenant is
+    deleted, and the preview, the task, the receipt and the status page count it apart."""
+    body = {"kind": "meta_data", "subject": {"ig_username": "fan0"}}
+    before = await stack.snapshots()
+    written = [d for d in before["mongodb"]["instagram_comments"] if '"from_username": "fan0"' in d]
+    assert len(written) >= 3
+    expected = {
+        "instagram_messages": 0,
+        "instagram_comments": 0,
+        "instagram_comments.as_third_party": len(written),
+    }
+    preview = await stack.client.post(f"{URL}/preview", json=body, headers=bearer(mint()))
+    assert preview.status_code == 200, preview.text
+    would = {t["purger"]: t for t in preview.json()["tasks"]}
+    assert would["mongodb"]["would_delete"] == expected
+
+    created = await stack.client.post(URL, json=body, headers=bearer(mint()))
+    data = await stack.wait(created.json()["id"])
+
+    assert data["status"] == "completed", data
+    (mongo,) = [t for t in data["tasks"] if t["purger"] == "mongodb"]
+    assert mongo["deleted"] == expected
+    assert mongo["as_third_party"] == {"instagram_comments": len(written)}
+    after = await stack.snapshots()
+    assert after["mongodb"]["instagram_comments"] == [
+        d for d in before["mongodb"]["instagram_comments"] if d not in written
+    ]
+    assert after["mongodb"]["instagram_messages"] == before["mongodb"]["instagram_messages"]
+    assert after["postgres"] == before["postgres"]
+    receipt = await stack.client.get(f"{URL}/{data['id']}/receipt", headers=bearer(mint()))
+    assert receipt.status_code == 200, receipt.text
+    (stored,) = [s for s in receipt.json()["receipt"]["stores"] if s["store"] == "mongodb"]
+    assert stored["as_third_party"] == {"instagram_comments": len(written)}
+    page = await stack.client.get(
+        f"/deletion-status/{data['confirmation_code']}", headers={"Accept": "application/json"}
+    )
+    (shown,) = [s for s in page.json()["stores"] if s["store"] == "mongodb"]
+    assert shown["as_third_party"] == {"instagram_comments": len(written)}
+    html = await _status_page(stack, data)
+    assert f"of which {len(written)} item(s) you wrote to other accounts" in html
+
+
 async def test_failures_and_retries_log_no_personal_data_and_move_the_metrics(
     stack: Stack, capfd: pytest.CaptureFixture[str]
 ) -> None:

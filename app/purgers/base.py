@@ -107,6 +107,22 @@ class PurgeResult:
     retained: dict[str, Retained] = field(default_factory=dict)
 
 
+# Counts of data about the subject as a third party (what the person wrote to someone
+# else's account) are kept under "<collection>.as_third_party" keys of ``deleted``, so
+# that the totals stay what was deleted and the third-party part can be told apart.
+AS_THIRD_PARTY = "as_third_party"
+
+
+def third_party_key(name: str) -> str:
+    return f"{name}.{AS_THIRD_PARTY}"
+
+
+def third_party_counts(deleted: Mapping[str, int]) -> dict[str, int]:
+    """Of a store's counts, those of data about the subject as a third party, by collection."""
+    suffix = f".{AS_THIRD_PARTY}"
+    return {k.removesuffix(suffix): v for k, v in deleted.items() if k.endswith(suffix)}
+
+
 ABSENT_REASON = "not part of this deployment"
 NOT_CONFIGURED_REASON = "not configured"
 

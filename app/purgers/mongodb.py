@@ -16,6 +16,13 @@ the SoundOps map that is
   of the same Instagram account;
 - ``instagram_disconnect``: those of the one disconnected account.
 
+A ``Match`` marked ``third_party`` (SoundOps: ``from_username`` within
+``third_party_usernames``, only for a ``meta_data`` request by ``ig_username``) selects
+what the person wrote to any tenant. Its documents are counted apart, under
+``<collection>.as_third_party``: each is deleted after the subject's own documents, so a
+document that is both (the person commenting on their own post) counts once, as their own;
+the preview counts the union minus the own documents, by the same inclusion-exclusion.
+
 What it keeps, and why: everything else. Other tenants' and other accounts' documents are
 not the subject's; a collection the map does not name for the kind is never read or
 written; collections and indexes (on MongoDB, the TTL index that removes anything 30 days
@@ -66,6 +73,7 @@ from pymongo.errors import (
 
 from app.datamap import DataMap, MongoMap
 from app.purgers.base import (
+    AS_THIRD_PARTY,
     NO_PROGRESS,
     NotConfigured,
     Progress,
@@ -75,6 +83,7 @@ from app.purgers.base import (
     PurgeRetriable,
     PurgerName,
     Subject,
+    third_party_key,
 )
 from app.settings import Settings
 from app.stores import Stores
@@ -116,6 +125,11 @@ def _together(filters: tuple[Filter, ...]) -> Filter | None:
             if merged.setdefault(field, value) != value:
                 return None
     return merged
+
+
+def _collection_of(key: str) -> str:
+    """The collection of a key of ``filters`` (a collection, or its third-party key)."""
+    return key.removesuffix(f".{AS_THIRD_PARTY}")
 
 
 def _unreachable(exc: PyMongoError) -> PurgeRetriable:
@@ -177,8 +191,11 @@ class MongoPurger:
     def filters(self, subject: Subject) -> dict[str, list[list[Filter]]]:
         """Each collection mapped for the subject's kind, with its selection: per ``Match``
         that has values, one equality filter per value. A collection with nothing to select
-        has an empty list; collections without the kind are absent."""
+        has an empty list; collections without the kind are absent. The selection of
+        ``third_party`` matches follows, under ``<collection>.as_third_party``, when it
+        has values."""
         selected: dict[str, list[list[Filter]]] = {}
+        third: dict[str, list[list[Filter]]] = {}
         for name, collection in self._map.collections.items():
             matches = collection.kinds.get(subject.kind)
             if matches is None:
@@ -187,9 +204,13 @@ class MongoPurger:
             for match in matches:
                 values: list[str] = getattr(subject.resolution, match.within)
                 if values:
-                    groups.append([{match.field: value} for value in sorted(set(values))])
+                    group = [{match.field: value} for value in sorted(set(values))]
+                    if match.third_party:
+                        third.setdefault(third_party_key(name), []).append(group)
+                    else:
+                        groups.append(group)
             selected[name] = groups
-        return selected
+        return selected | third
 
     # --- the Purger protocol ----------------------------------------------------------
 
@@ -222,7 +243,17 @@ class MongoPurger:
     # --- internals ---------------------------------------------------------------------
 
     async def _counts(self, subject: Subject) -> dict[str, int]:
-        return await self._per_collection(self.filters(subject), self._count)
+        filters = self.filters(subject)
+
+        async def count(key: str, groups: list[list[Filter]]) -> int:
+            name = _collection_of(key)
+            if name == key:
+                return await self._count(name, groups)
+            # What only the third-party matches select: the union less the own documents.
+            own = filters.get(name, [])
+            return await self._count(name, own + groups) - await self._count(name, own)
+
+        return await self._per_collection(filters, count)
 
     async def _per_collection(
         self,
@@ -240,7 +271,11 @@ class MongoPurger:
         """
         results: dict[str, int] = {}
         for name, groups in filters.items():
-            results[name] = await work(name, groups) if groups else 0
+            count = await work(name, groups) if groups else 0
+            if count or _collection_of(name) == name:
+                # A third-party count is named only when there is some: most requests
+                # have none, and their counts keep their form.
+                results[name] = count
         return results
 
     async def _count(self, name: str, groups: list[list[Filter]]) -> int:
@@ -265,18 +300,21 @@ class MongoPurger:
         return total
 
     async def _purge(
-        self, name: str, groups: list[list[Filter]], progress: Progress = NO_PROGRESS
+        self, key: str, groups: list[list[Filter]], progress: Progress = NO_PROGRESS
     ) -> int:
         deleted = 0
         with mongo_errors():
             for group in groups:
                 for one in group:
-                    deleted += await self._purge_batches(name, one, progress)
+                    deleted += await self._purge_batches(key, one, progress)
         return deleted
 
     async def _purge_batches(
-        self, name: str, selection: Filter, progress: Progress = NO_PROGRESS
+        self, key: str, selection: Filter, progress: Progress = NO_PROGRESS
     ) -> int:
+        """Delete in ``_id``-range batches; counts are reported under ``key`` (the
+        collection, or its ``.as_third_party`` key)."""
+        name = _collection_of(key)
         collection = self._db[name]
         deleted = 0
         previous: Any = None
@@ -295,7 +333,7 @@ class MongoPurger:
             result = await collection.delete_many({**selection, "_id": {"$lte": last}})
             deleted += result.deleted_count
             if result.deleted_count:
-                await progress.deleted({name: result.deleted_count})
+                await progress.deleted({key: result.deleted_count})
             if len(batch) < self.batch_size and result.deleted_count >= len(batch):
                 # A short batch was the rest: no need to read again (on FerretDB every read
                 # scans the collection). What arrives meanwhile, verify finds: retried.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, TaskStatus
-from app.purgers.base import PurgerName
+from app.purgers.base import PurgerName, third_party_counts
 from app.schemas import (
     BackupHorizonOut,
     DeletionRequestOut,
@@ -52,6 +52,7 @@ def request_out(
                 status=TaskStatus(task.status),
                 attempts=task.attempts,
                 deleted=dict(task.deleted),
+                as_third_party=third_party_counts(task.deleted),
                 retained=_retained(task.retained),
                 error=task.error,
                 started_at=task.started_at,
@@ -79,6 +80,7 @@ def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageO
                 verified=claim.verified,
                 outcome=claim.text,
                 deleted=dict(task.deleted),
+                as_third_party=third_party_counts(task.deleted),
                 retained=_retained(task.retained),
             )
             for task, claim in zip(request.tasks, claims, strict=True)

@@ -68,10 +68,13 @@ def render_html(page: StatusPageOut) -> str:
         retained = "; ".join(
             f"{item.count} kept: {item.reason}" for item in store.retained.values()
         )
+        outcome = store.outcome or TASK_TEXT.get(store.status, store.status)
+        if written := sum(store.as_third_party.values()):
+            outcome += f" (of which {written} item(s) you wrote to other accounts)"
         rows.append(
             '<tr><th scope="row">{}</th><td>{}</td><td>{}</td></tr>'.format(
                 html.escape(STORE_TEXT.get(store.store, store.store)),
-                html.escape(store.outcome or TASK_TEXT.get(store.status, store.status)),
+                html.escape(outcome),
                 html.escape(retained or "nothing"),
             )
         )

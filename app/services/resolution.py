@@ -8,6 +8,12 @@ reached only when the identity is the Instagram account itself (the data map's
 the request still has are resolved as ``shared_ig_user_ids``, so that what is keyed
 only by the Instagram account is kept for them.
 
+Third-party data subjects: a ``meta_data`` request by ``ig_username`` also reaches what
+that person wrote to any tenant (documents whose ``from_username`` is the username,
+``third_party_usernames``; see :func:`writer_usernames`), whether or not they have a
+connection, and also when pinned. No other identity reaches it: only the username names
+the writer of a comment or message.
+
 Every purger selects by the resolution (tenant ids, account ids, Instagram user
 ids), not by the identities as given: the PostgreSQL purger deletes the rows
 that identities are looked up in, and the other stores must still find their
@@ -26,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.datamap import Identity, PostgresMap, Reach, Resolution, Selection
 from app.models import RequestKind
-from app.names import normalise_as, prefilter
+from app.names import normalise_as, normalise_username, prefilter
 from app.pii import keyed_hash
 from app.purgers.base import PurgeFailed, PurgeRetriable
 from app.purgers.postgres import transient_sqlstate
@@ -94,6 +100,9 @@ class Resolver:
             )
         if kind is RequestKind.account and "tenant_id" in identities:
             return Resolution(tenant_ids=[identities["tenant_id"]])
+        if kind is RequestKind.meta_data and "ig_username" in identities:
+            # No connection can be looked up; what the person wrote is still found.
+            return Resolution(third_party_usernames=writer_usernames(kind, identities))
         if kind is RequestKind.meta_data and "ig_user_id" in identities:
             named = [identities["ig_user_id"]]
             return Resolution(ig_user_ids=named, subject_ig_user_ids=named)
@@ -230,6 +239,7 @@ class Resolver:
             ig_user_ids=sorted(ig_user_ids),
             shared_ig_user_ids=shared,
             subject_ig_user_ids=sorted(subject_ig_user_ids),
+            third_party_usernames=writer_usernames(kind, identities),
             owner_emails=owner_emails,
         )
 
@@ -264,6 +274,32 @@ class Resolver:
             .distinct()
         )
         return sorted(str(row[0]) for row in (await conn.execute(query)).all())
+
+
+def writer_usernames(kind: RequestKind, identities: dict[str, str]) -> list[str]:
+    """The ``from_username`` values that a request reaches as a third-party data subject:
+    only a ``meta_data`` request by ``ig_username`` (only the username identifies the
+    writer of a comment or message; a Facebook id, a Page name or an ``ig_user_id`` never
+    reaches what someone wrote).
+
+    Documents keep ``from_username`` as Instagram gave it. Instagram usernames are
+    lower-case ASCII (``[a-z0-9._]``), so the one normalisation leaves them unchanged and
+    an equality on the normalised value finds them, pushed down on FerretDB and served by
+    an index on MongoDB. A value stored in another case (not seen from Instagram) is
+    found when it is spelled as in the request: the value as given (without its ``@``) is
+    matched too when it differs but normalises to the same name. Any other spelling would
+    need a scan of every document, which this service does not do; such a document stays
+    until the 30-day retention removes it.
+
+    A pinned request (confirmed or approved) reaches them as well: the pin limits the
+    connections, and what the named person wrote is the request's own subject."""
+    if kind is not RequestKind.meta_data or "ig_username" not in identities:
+        return []
+    given = identities["ig_username"].strip().lstrip("@").strip()
+    wanted = normalise_username(given)
+    if not wanted:
+        return []
+    return sorted({wanted, given} if normalise_username(given) == wanted and given else {wanted})
 
 
 def _pinned_keys(

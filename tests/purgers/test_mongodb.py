@@ -697,3 +697,107 @@ def test_other_server_errors_fail_with_the_code_only() -> None:
     assert str(raised.value) == "MongoDB error code 11000"
     assert raised.value.__cause__ is None
     assert secret not in str(raised.value)
+
+
+# --- third-party data subjects: what a person wrote to other accounts ------------------
+
+FAN = "fan_1"  # wrote a comment on every account of the seeded world (three tenants)
+MESSAGES_TP, COMMENTS_TP = f"{MESSAGES}.as_third_party", f"{COMMENTS}.as_third_party"
+
+
+async def seed_fan_messages(db: AsyncDatabase[Document], world: World) -> None:
+    """Messages the fan wrote to three tenants, and messages of other fans (one whose name
+    only starts like it, one that differs only in case)."""
+    base = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    docs = []
+    for n, (account, writer) in enumerate(
+        [
+            (world.band_main, FAN),
+            (world.label_main, FAN),
+            (world.venue_main, FAN),
+            (world.venue_main, "fan_11"),
+            (world.band_side, "fan_2"),
+            (world.label_main, "Fan_1x"),
+        ]
+    ):
+        docs.append(message(account, 100 + n, base) | {"from_username": writer})
+    await insert(db, MESSAGES, docs)
+
+
+def written_by(docs: dict[str, list[Document]], username: str) -> dict[str, list[Document]]:
+    return {n: [d for d in ds if d.get("from_username") == username] for n, ds in docs.items()}
+
+
+def not_written_by(docs: dict[str, list[Document]], username: str) -> dict[str, list[Document]]:
+    return {n: [d for d in ds if d.get("from_username") != username] for n, ds in docs.items()}
+
+
+async def test_meta_data_by_username_deletes_what_the_fan_wrote_in_every_tenant_only(
+    db: AsyncDatabase[Document], world: World, purger: MongoPurger
+) -> None:
+    # A fan who was never a customer: no connection, only what they wrote.
+    await seed_fan_messages(db, world)
+    fan = subject(RequestKind.meta_data, third_party_usernames=[FAN])
+    before = await snapshot(db)
+    assert {d["tenant_id"] for d in written_by(before, FAN)[COMMENTS]} == {
+        world.band,
+        world.label,
+        world.venue,
+    }
+    expected = {MESSAGES: 0, COMMENTS: 0, MESSAGES_TP: 3, COMMENTS_TP: 4}
+
+    assert (await purger.preview(fan)).deleted == expected
+    assert_unchanged(before, await snapshot(db))
+
+    result = await purger.purge(fan)
+
+    assert result.deleted == expected
+    after = await snapshot(db)
+    assert written_by(after, FAN) == {MESSAGES: [], COMMENTS: []}
+    # Every other document of those tenants, other fans' included, is untouched.
+    assert_unchanged(not_written_by(before, FAN), after)
+    assert await purger.verify(fan) == ZERO
+
+
+async def test_third_party_documents_are_counted_apart_and_once(
+    db: AsyncDatabase[Document], world: World, purger: MongoPurger
+) -> None:
+    # The fan also has a connection of their own (band_main): what they wrote there is
+    # their own data, counted once, not as third-party data.
+    await seed_fan_messages(db, world)
+    person = subject(
+        RequestKind.meta_data,
+        account_ids=[world.band_main.account_id],
+        third_party_usernames=[FAN],
+    )
+    expected = {MESSAGES: 7 + 1, COMMENTS: 3, MESSAGES_TP: 2, COMMENTS_TP: 3}
+
+    assert (await purger.preview(person)).deleted == expected
+    assert (await purger.purge(person)).deleted == expected
+    assert (await purger.preview(person)).deleted == ZERO
+
+
+async def test_a_third_party_document_left_fails_verification(
+    db: AsyncDatabase[Document], world: World, purger: MongoPurger
+) -> None:
+    fan = subject(RequestKind.meta_data, third_party_usernames=[FAN])
+    await purger.purge(fan)
+    # Written while the purge ran (or missed): verify finds it, so the task is retried.
+    await insert(db, COMMENTS, [comment(world.venue_main, 1, datetime.now(UTC))])
+
+    assert await purger.verify(fan) == {MESSAGES: 0, COMMENTS: 0, COMMENTS_TP: 1}
+
+
+async def test_without_usernames_no_third_party_document_is_read_or_reached(
+    db: AsyncDatabase[Document], world: World, purger: MongoPurger
+) -> None:
+    # A request by the Instagram user id (or a Facebook id, a Page name): no usernames.
+    await seed_fan_messages(db, world)
+    ig = world.venue_main.ig_user_id
+    person = subject(RequestKind.meta_data, ig_user_ids=[ig], subject_ig_user_ids=[ig])
+    before = await snapshot(db)
+
+    assert set(purger.filters(person)) == {MESSAGES, COMMENTS}
+    await purger.purge(person)
+
+    assert_unchanged(except_accounts(before, world.venue_main), await snapshot(db))

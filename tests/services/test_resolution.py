@@ -13,6 +13,7 @@ the same selection, and compares snapshots of every store.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -340,4 +341,70 @@ async def test_a_pinned_request_by_the_instagram_account_stays_within_its_pin(
     assert former_documents(after) == former_documents(before)
     assert cache_of(after, alpha.ig_user_id) == cache_of(before, alpha.ig_user_id)
     assert mentioning(after, [str(alpha.id)]) == {}
+    # The pin limits connections; what the named person wrote stays reached (none here).
+    assert subject.resolution.third_party_usernames == [alpha.ig_username]
     assert results["mongodb"].deleted == {"instagram_messages": 3, "instagram_comments": 3}
+
+
+def written_by(snapshot: dict[str, Any], username: str) -> dict[str, list[str]]:
+    marker = f'"from_username": "{username}"'
+    return {name: [d for d in snapshot["mongodb"][name] if marker in d] for name in COLLECTIONS}
+
+
+async def test_meta_data_by_username_reaches_what_a_fan_wrote_in_every_tenant_only(
+    shared: Shared,
+) -> None:
+    """A fan who was never a customer: their comments in every tenant are deleted, counted
+    as third-party data; nothing else of those tenants, in any store, is touched."""
+    before = await shared.snapshots()
+    fan_comments = written_by(before, "fan0")["instagram_comments"]
+    tenants = {json.loads(d)["tenant_id"] for d in fan_comments}
+    assert len(tenants) >= 3
+
+    subject = await shared.resolve(RequestKind.meta_data, ig_username=" @Fan0 ")
+    results = await shared.run(subject)
+
+    after = await shared.snapshots()
+    assert subject.resolution.account_ids == []
+    assert subject.resolution.third_party_usernames == ["Fan0", "fan0"]
+    assert results["mongodb"].deleted == {
+        "instagram_messages": 0,
+        "instagram_comments": 0,
+        "instagram_comments.as_third_party": len(fan_comments),
+    }
+    assert written_by(after, "fan0") == {name: [] for name in COLLECTIONS}
+    kept = {
+        name: [d for d in before["mongodb"][name] if d not in fan_comments] for name in COLLECTIONS
+    }
+    assert after["mongodb"] == kept
+    assert (after["postgres"], after["s3"]) == (before["postgres"], before["s3"])
+
+
+@pytest.mark.parametrize("identity", ["facebook_user_id", "facebook_page_name", "ig_user_id"])
+async def test_only_the_username_reaches_what_someone_wrote(shared: Shared, identity: str) -> None:
+    """A Facebook id, a Page name or an Instagram user id never identifies the writer of a
+    comment: the request reaches connections only, even where the account's username wrote."""
+    alpha = shared.alpha
+    subject = await shared.resolve(RequestKind.meta_data, **{identity: getattr(alpha, identity)})
+    assert subject.resolution.account_ids
+    assert subject.resolution.third_party_usernames == []
+    assert "instagram_comments.as_third_party" not in shared.purgers()["mongodb"].filters(subject)
+
+
+async def test_an_approved_request_by_a_fans_username_reaches_what_they_wrote(
+    shared: Shared,
+) -> None:
+    """An e-mailed request naming a username that nobody on file has goes to review; once
+    approved, its pin holds no connection, yet what the named person wrote is reached:
+    the pin limits connections, not the writer's own data."""
+    before = await shared.snapshots()
+    fan_comments = written_by(before, "fan1")["instagram_comments"]
+
+    subject = await shared.resolve(RequestKind.meta_data, Selection(), ig_username="fan1")
+    results = await shared.run(subject)
+
+    assert (subject.resolution.account_ids, subject.resolution.tenant_ids) == ([], [])
+    assert results["mongodb"].deleted["instagram_comments.as_third_party"] == len(fan_comments)
+    after = await shared.snapshots()
+    assert written_by(after, "fan1") == {name: [] for name in COLLECTIONS}
+    assert (after["postgres"], after["s3"]) == (before["postgres"], before["s3"])

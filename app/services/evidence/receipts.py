@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import repository
 from app.models import DeletionRequest, DeletionTask, utcnow
+from app.purgers.base import third_party_counts
 from app.services.claims import SKIP_TEXT, store_claim
 from app.settings import DEV_RECEIPT_SEED, Settings
 
@@ -114,6 +115,22 @@ def build(
     request: DeletionRequest, tasks: list[DeletionTask], backup_retention_days: int | None
 ) -> dict[str, Any]:
     horizon = backup_horizon(request.completed_at, backup_retention_days)
+
+    def store(task: DeletionTask) -> dict[str, Any]:
+        claim = store_claim(task)
+        entry = {
+            "store": task.purger,
+            "status": task.status,
+            "verified": claim.verified,
+            "deleted": dict(task.deleted),
+            "retained": dict(task.retained),
+            "skipped_reason": SKIP_TEXT[claim.skipped] if claim.skipped else None,
+        }
+        # Added only where there is some: receipts without third-party data keep their form.
+        if written := third_party_counts(task.deleted):
+            entry["as_third_party"] = written
+        return entry
+
     return {
         "version": 1,
         "request_id": str(request.id),
@@ -125,17 +142,7 @@ def build(
         "completed_at": _iso(request.completed_at),
         "data_map_version": request.datamap_version,
         "subject_minimised": request.minimised_at is not None,
-        "stores": [
-            {
-                "store": task.purger,
-                "status": task.status,
-                "verified": claim.verified,
-                "deleted": dict(task.deleted),
-                "retained": dict(task.retained),
-                "skipped_reason": SKIP_TEXT[claim.skipped] if claim.skipped else None,
-            }
-            for task, claim in ((task, store_claim(task)) for task in tasks)
-        ],
+        "stores": [store(task) for task in tasks],
         "backups": {
             "retention_days": horizon.retention_days,
             "expire_by": _iso(horizon.expire_by),

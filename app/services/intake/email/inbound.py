@@ -10,6 +10,10 @@ The same handling serves both ways in (``POST /v1/inbound-email`` and ``mailbox 
 4. otherwise the names in the message are matched against the SoundOps database, and the
    request is filed ``awaiting_confirmation`` (a one-time link goes to the address on
    file, never to the sender's ``Reply-To``) or ``needs_review`` with a reason code.
+   A ``meta_data`` request naming a username that no connection has (a fan, whose only
+   data is what they wrote to others: nobody is on file to confirm) is ``no_match``,
+   reviewed; the reviewer's preview counts that data as ``as_third_party``, and once
+   approved the request reaches it (the pin limits connections only).
 
 Raises ``ServiceUnavailable`` when the tracking or SoundOps database, or the SMTP server
 for a link, cannot be reached: the caller retries the same message later, and the
