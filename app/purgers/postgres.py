@@ -7,8 +7,8 @@ statements (one transaction per batch, so a crash leaves a consistent, resumable
 state). Updates rows where the map says so (a disconnect clears tokens, cancels
 scheduled posts, disables automations; an update ``held_for_revoke`` (the
 tokens) only when the Meta step does not run, see ``Subject.revoke_deadline``).
-Keeps what the map retains or keeps, and reports it with the reason (invoices, for tax law: their link to the
-tenant is set to NULL).
+Keeps what the map retains or keeps, and reports it with the reason (invoices,
+for tax law: their link to the tenant is set to NULL).
 
 Rows are selected by the request's resolution (tenant ids, account ids), so a
 re-run after a crash, or after everything is gone, selects what is left and
