@@ -720,7 +720,9 @@ async def test_a_disconnect_cuts_at_once_while_meta_is_down_and_destroys_tokens_
     request_id = created.json()["id"]
 
     # One worker run: the cut is done while the Meta step is retrying.
+    give_up = time.monotonic() + 30  # before this change the cut waited for Meta: forever
     while (await _task(stack, request_id, "postgres"))["status"] != "succeeded":
+        assert time.monotonic() < give_up, "the cut waits for Meta"
         await asyncio.sleep(0.05)
     graph_task = await _task(stack, request_id, "meta_graph")
     assert graph_task["status"] in ("running", "retrying"), graph_task
