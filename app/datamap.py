@@ -74,6 +74,9 @@ class Retain(_Strict):
 class Update(_Strict):
     set: dict[Ident, Scalar | Literal["now()"]]
     where: dict[Ident, Scalar] = Field(default_factory=dict)
+    # Tokens the Meta step still needs: left to it (it destroys them after the revoke, or
+    # at DELETION_REVOKE_DEADLINE) whenever it runs; made here only when it does not.
+    held_for_revoke: bool = False
 
 
 class TableAction(_Strict):

@@ -316,6 +316,14 @@ class EngineSettings(EnvironmentSettings):
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     purger_timeout_seconds: float = Field(default=900.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # How long a disconnect keeps the encrypted tokens to revoke them at Meta: past it, from
+    # the request's creation, they are destroyed anyway (the Meta step ends ``skipped``).
+    revoke_deadline: timedelta = timedelta(hours=1)
+
+    @field_validator("revoke_deadline", mode="before")
+    @classmethod
+    def _revoke_duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
 
 
 # pydantic collects fields along the reversed MRO: the concerns are listed last-first so

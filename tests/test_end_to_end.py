@@ -19,6 +19,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from app.services.intake.email.mailbox import MailboxPoller
 from app.services.intake.meta.signed_request import sign
 from app.state import AppState
 from tests.app_fixtures import bearer, make_settings, mint
-from testsupport.fake_graph import FakeGraph, graph_error
+from testsupport.fake_graph import FakeGraph, graph_error, http_error
 from testsupport.receivers import SmtpSink, WebhookReceiver
 from testsupport.seed import (
     CACHE,
@@ -128,8 +129,15 @@ def world(request: pytest.FixtureRequest) -> World:
 
 
 @pytest.fixture
+def extra_settings() -> dict[str, Any]:
+    """Settings a test adds (``parametrize("extra_settings", [{...}])`` overrides it)."""
+    return {}
+
+
+@pytest.fixture
 async def stack(
     world: World,
+    extra_settings: dict[str, Any],
     tracking_url: str,
     fresh_pg_database: Any,
     soundops_template_database: str,
@@ -148,6 +156,7 @@ async def stack(
     receiver, smtp = WebhookReceiver(), SmtpSink()
     settings = make_settings(
         tracking_url,
+        **{"worker_poll_seconds": 0.05, "retry_base_seconds": 0.05, **extra_settings},
         target_postgres_url=database.url,
         mongodb_url=mongodb_url,
         mongodb_database=mongo_name,
@@ -160,8 +169,6 @@ async def stack(
         notify_webhook_secret="e2e-webhook-secret-0123456789",
         smtp_url=smtp.url,
         run_worker=True,
-        worker_poll_seconds=0.05,
-        retry_base_seconds=0.05,
     )
     app = create_app(settings)
     try:
@@ -682,3 +689,142 @@ async def test_a_forged_email_never_captures_the_backends_deletion(stack: Stack)
     assert {t["status"] for t in data["tasks"]} == {"succeeded"}
     assert _mentions(await stack.snapshots(), needles) == {}
     assert await stack.wait_status(spam_id) == "cancelled"
+
+
+# Meta down for good: every Graph call answers 503. The deadline is short, the retries fast.
+META_DOWN = pytest.mark.parametrize(
+    "extra_settings",
+    [
+        {
+            "revoke_deadline": "4s",
+            "retry_max_seconds": 0.2,
+            "max_attempts": 2,
+        }
+    ],
+)
+
+
+def _meta_down(graph: FakeGraph) -> None:
+    for method in ("DELETE", "GET"):
+        graph.script(method, "*", *[http_error(503)] * 10_000)
+
+
+async def _account_rows(stack: Stack, account_id: uuid.UUID) -> dict[str, Any]:
+    conn = await asyncpg.connect(stack.pg_dsn)
+    try:
+        account = await conn.fetchrow(
+            "SELECT status, access_token_encrypted, page_token_encrypted"
+            " FROM instagram_accounts WHERE id = $1",
+            account_id,
+        )
+        posts = await conn.fetch(
+            "SELECT status FROM instagram_scheduled_posts WHERE instagram_account_id = $1",
+            account_id,
+        )
+        rules = await conn.fetch(
+            "SELECT enabled FROM automation_rules WHERE instagram_account_id = $1", account_id
+        )
+    finally:
+        await conn.close()
+    return {
+        "status": account["status"],
+        "tokens": [account["access_token_encrypted"], account["page_token_encrypted"]],
+        "scheduled": sum(1 for r in posts if r["status"] == "scheduled"),
+        "enabled_rules": sum(1 for r in rules if r["enabled"]),
+    }
+
+
+async def _task(stack: Stack, request_id: str, purger: str) -> dict[str, Any]:
+    data = (await stack.client.get(f"{URL}/{request_id}", headers=bearer(mint()))).json()
+    (task,) = [t for t in data["tasks"] if t["purger"] == purger]
+    return dict(task)
+
+
+@SHARED
+@META_DOWN
+async def test_a_disconnect_cuts_at_once_while_meta_is_down_and_destroys_tokens_at_deadline(
+    stack: Stack,
+) -> None:
+    """Every Graph call fails: posts, automations and the status are cut in the first run;
+    the tokens stay for the revoke until the deadline, then go; nobody claims Meta's side."""
+    _meta_down(stack.graph)
+    alpha = stack.world.tenants["alpha"]
+    account = alpha.accounts[0]
+    delta = stack.world.tenants["delta"].accounts[0]  # the same Instagram account elsewhere
+    delta_before = await _account_rows(stack, delta.id)
+    before = await _account_rows(stack, account.id)
+    assert before["scheduled"] and before["enabled_rules"] and all(before["tokens"])
+    created = await stack.client.post(
+        URL,
+        json={
+            "kind": "instagram_disconnect",
+            "subject": {"tenant_id": str(alpha.id), "instagram_account_id": str(account.id)},
+        },
+        headers=bearer(mint()),
+    )
+    request_id = created.json()["id"]
+
+    # One worker run: the cut is done while the Meta step is retrying.
+    give_up = time.monotonic() + 30  # before this change the cut waited for Meta: forever
+    while (await _task(stack, request_id, "postgres"))["status"] != "succeeded":
+        assert time.monotonic() < give_up, "the cut waits for Meta"
+        await asyncio.sleep(0.05)
+    graph_task = await _task(stack, request_id, "meta_graph")
+    assert graph_task["status"] in ("running", "retrying"), graph_task
+    assert (await stack.client.get(f"{URL}/{request_id}", headers=bearer(mint()))).json()[
+        "status"
+    ] == "running"
+    cut = await _account_rows(stack, account.id)
+    assert cut["status"] == "disconnected"
+    assert cut["scheduled"] == 0 and cut["enabled_rules"] == 0
+    assert all(cut["tokens"]), "the tokens are held for the revoke until the deadline"
+
+    data = await stack.wait(request_id, timeout=60)
+    assert data["status"] == "completed", data
+    graph_task = {t["purger"]: t for t in data["tasks"]}["meta_graph"]
+    assert graph_task["status"] == "skipped"
+    assert graph_task["error"].startswith("revoke not confirmed by Meta before the deadline")
+    assert graph_task["attempts"] > 2, "retried past max_attempts, until the deadline"
+    assert (await _account_rows(stack, account.id))["tokens"] == [None, None]
+    # The other tenant's connection of the same Instagram account is untouched.
+    assert await _account_rows(stack, delta.id) == delta_before
+
+    # Nobody is told Meta's side was deleted and verified.
+    page = await _status_page(stack, data)
+    assert "revoke not confirmed by Meta before the deadline" in page
+    receipt = (await stack.client.get(f"{URL}/{request_id}/receipt", headers=bearer(mint()))).text
+    assert "revoke not confirmed by Meta before the deadline" in receipt
+    await stack.minimised(request_id)
+    (delivery,) = stack.receiver.deliveries
+    body = json.loads(delivery.body)
+    (store,) = [s for s in body["stores"] if s["store"] == "meta_graph"]
+    assert store["verified"] is False and store["skipped"] == "revoke_unconfirmed"
+    assert "revoke not confirmed by Meta" in store["outcome"]
+    assert "Meta did not confirm the revoke" in body["summary"]
+
+
+@META_DOWN
+async def test_a_disconnect_revokes_at_meta_before_destroying_the_tokens(stack: Stack) -> None:
+    """Meta answers: the revoke is made with the tokens, then they are destroyed."""
+    bravo = stack.world.tenants["bravo"]
+    (account,) = bravo.accounts
+    created = await stack.client.post(
+        URL,
+        json={
+            "kind": "instagram_disconnect",
+            "subject": {"tenant_id": str(bravo.id), "instagram_account_id": str(account.id)},
+        },
+        headers=bearer(mint()),
+    )
+    data = await stack.wait(created.json()["id"])
+    assert data["status"] == "completed", data
+    tasks = {t["purger"]: t for t in data["tasks"]}
+    assert {t["status"] for t in tasks.values()} == {"succeeded"}
+    assert tasks["meta_graph"]["deleted"]["access tokens destroyed"] == 1
+    deletes = [
+        (c.path.split("/", 2)[-1], c.token) for c in stack.graph.calls if c.method == "DELETE"
+    ]
+    assert (f"{account.facebook_user_id}/permissions", account.user_token) in deletes
+    assert not stack.graph.granted("facebook", account.facebook_user_id or "")
+    assert (await _account_rows(stack, account.id))["tokens"] == [None, None]
+    assert "revoke not confirmed" not in await _status_page(stack, data)

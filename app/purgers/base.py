@@ -25,7 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
@@ -86,6 +86,9 @@ class Subject:
     resolution: Resolution = field(default_factory=Resolution)
     # Meta told us the person removed the app: its permissions are already gone there.
     revoked_at_meta: bool = False
+    # A disconnect: the Meta step owns the tokens. It destroys them once Meta confirmed the
+    # revoke, or at this moment anyway (``DELETION_REVOKE_DEADLINE`` after the request).
+    revoke_deadline: datetime | None = None
     progress: Progress = field(default=NO_PROGRESS, compare=False, repr=False)
 
     def get(self, name: str) -> str | None:
@@ -124,6 +127,7 @@ def third_party_counts(deleted: Mapping[str, int]) -> dict[str, int]:
 
 
 ABSENT_REASON = "not part of this deployment"
+REVOKE_UNCONFIRMED_REASON = "revoke not confirmed by Meta before the deadline"
 NOT_CONFIGURED_REASON = "not configured"
 
 
@@ -149,6 +153,9 @@ class SkipKind(StrEnum):
     absent = "absent"  # declared not part of this deployment
     not_configured = "not_configured"  # no settings (development and test only)
     not_applicable = "not_applicable"  # the store holds nothing for this kind of request
+    # A disconnect's Meta step: Meta never confirmed the revoke before the deadline; the
+    # tokens were destroyed anyway, nothing is claimed about Meta.
+    revoke_unconfirmed = "revoke_unconfirmed"
 
     @classmethod
     def of(cls, reason: str | None) -> SkipKind:
@@ -156,6 +163,8 @@ class SkipKind(StrEnum):
         text = (reason or "").lower()
         if text.startswith(ABSENT_REASON):
             return cls.absent
+        if text.startswith(REVOKE_UNCONFIRMED_REASON.lower()):
+            return cls.revoke_unconfirmed
         if NOT_CONFIGURED_REASON in text or "is not set" in text:
             return cls.not_configured
         return cls.not_applicable
@@ -163,7 +172,7 @@ class SkipKind(StrEnum):
     @property
     def untouched(self) -> bool:
         """The store was not looked at: nothing may be claimed about it."""
-        return self is not SkipKind.not_applicable
+        return self in (SkipKind.absent, SkipKind.not_configured)
 
 
 class PurgeRetriable(Exception):
@@ -176,6 +185,15 @@ class PurgeRetriable(Exception):
 
 class PurgeNotApplicable(Exception):
     """Nothing to do in this store for this subject or kind; the message is the reason."""
+
+
+class RevokeNotConfirmed(PurgeNotApplicable):
+    """A disconnect's deadline passed before Meta confirmed the revoke: the tokens are
+    destroyed, the Meta step is ``skipped`` with :data:`REVOKE_UNCONFIRMED_REASON`."""
+
+    def __init__(self, last_error: str | None = None) -> None:
+        detail = f" (last answer: {last_error})" if last_error else ""
+        super().__init__(f"{REVOKE_UNCONFIRMED_REASON}; the tokens were destroyed{detail}")
 
 
 class PurgeFailed(Exception):

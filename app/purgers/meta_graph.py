@@ -11,8 +11,15 @@ decrypts them (Fernet, ``DELETION_TOKEN_ENCRYPTION_KEY``) and:
   ``DELETE /me/permissions`` (undocumented by Meta: best effort), on the
   Instagram Graph host.
 
-It deletes nothing in SoundOps' stores: the PostgreSQL step, which waits for
-this one, deletes the tokens. It never calls the app-wide
+For ``account`` and ``meta_data`` it deletes nothing in SoundOps' stores: the
+PostgreSQL step, which waits for this one, deletes the tokens. For a disconnect
+(``Subject.revoke_deadline`` set) the PostgreSQL step has already cut the account
+(posts, automations, status) without waiting, and this step owns the tokens: once
+Meta confirms (the same check as ``verify``) it sets the token columns of the
+request's accounts to NULL; when the deadline passes first, it sets them to NULL
+anyway and raises :class:`RevokeNotConfirmed` (``skipped``, "revoke not confirmed
+by Meta before the deadline"). Before the deadline, every failure, permanent ones
+included, is retried; ``verify`` then also counts tokens left. It never calls the app-wide
 ``/{app-id}/subscriptions``. Errors are classified per ``meta.md``:
 "already gone" counts as done, transient ones raise ``PurgeRetriable``
 (respecting the usage headers), others ``PurgeFailed`` with Meta's error code
@@ -41,12 +48,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
 from app.datamap import DataMap
+from app.models import utcnow
 from app.purgers.base import (
     NotConfigured,
     PurgeFailed,
     PurgeResult,
     PurgeRetriable,
     PurgerName,
+    RevokeNotConfirmed,
     Subject,
 )
 from app.settings import Settings
@@ -60,6 +69,8 @@ SLOW_DOWN_AT = 75.0
 STOP_AT = 95.0
 # How long a usage reading counts: past it, the next response tells the current usage.
 USAGE_HOLD = timedelta(minutes=5)
+# What a disconnect's Meta step counts for the token columns it cleared (per account row).
+_TOKENS = "access tokens destroyed"
 DEFAULT_TIMEOUT = 15.0
 
 
@@ -364,8 +375,32 @@ class MetaGraphPurger:
         return PurgeResult(deleted=_count(calls))
 
     async def purge(self, subject: Subject) -> PurgeResult:
+        if subject.revoke_deadline is None:
+            return await self._revoke(subject)
+        deadline = subject.revoke_deadline
+        try:
+            result = await self._revoke(subject)
+            left = {k: v for k, v in (await self._at_meta(subject)).items() if v}
+            if left:
+                raise PurgeRetriable("Meta still shows: " + ", ".join(sorted(left)))
+        except (PurgeRetriable, PurgeFailed) as exc:
+            now = utcnow()
+            if now < deadline:
+                # Retried until the deadline (the engine's backoff, never past it); a
+                # permanent failure waits for the deadline itself: the tokens go then.
+                wait = deadline - now
+                after = exc.after if isinstance(exc, PurgeRetriable) else wait
+                raise PurgeRetriable(str(exc), after=min(after, wait) if after else None) from exc
+            await self._destroy_tokens(subject)
+            raise RevokeNotConfirmed(str(exc)[:300]) from exc
+        destroyed = await self._destroy_tokens(subject)
+        return PurgeResult(
+            deleted={**result.deleted, **({_TOKENS: destroyed} if destroyed else {})}
+        )
+
+    async def _revoke(self, subject: Subject) -> PurgeResult:
         # No progress reports: every attempt makes all of its calls again (the tokens stay
-        # until the PostgreSQL step), so only an attempt that ends counts them, once.
+        # until they are destroyed), so only an attempt that ends counts them, once.
         done: dict[str, int] = {}
         for call in await self._plan(subject):
             outcome = self._classify(call, await self._request("DELETE", call))
@@ -373,8 +408,52 @@ class MetaGraphPurger:
             done[key] = done.get(key, 0) + 1
         return PurgeResult(deleted=done)
 
+    def _tokens_left(self, subject: Subject) -> sa.ColumnElement[bool]:
+        """The request's accounts (and no other) that still hold a token."""
+        c = self._map.meta_graph.columns
+        key = self._map.postgres.tables[self._map.postgres.account_table].key
+        return sa.and_(
+            sa.literal_column(f'"{self._map.postgres.account_table}"."{key}"', sa.Uuid).in_(
+                [uuid.UUID(a) for a in subject.resolution.account_ids]
+            ),
+            sa.or_(self._col(c.user_token).is_not(None), self._col(c.page_token).is_not(None)),
+        )
+
+    async def _destroy_tokens(self, subject: Subject) -> int:
+        """Set the token columns of the request's accounts to NULL: how many rows held one."""
+        if not subject.resolution.account_ids:
+            return 0
+        c = self._map.meta_graph.columns
+        table = sa.table(
+            self._map.postgres.account_table, sa.column(c.user_token), sa.column(c.page_token)
+        )
+        statement = (
+            sa.update(table)
+            .where(self._tokens_left(subject))
+            .values({c.user_token: None, c.page_token: None})
+        )
+        try:
+            async with self._engine.begin() as conn:
+                return int((await conn.execute(statement)).rowcount)
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+            raise PurgeRetriable(f"PostgreSQL unreachable ({type(exc).__name__})") from exc
+        except DBAPIError as exc:
+            raise PurgeFailed(f"clearing tokens failed ({type(exc.orig).__name__})") from exc
+
     async def verify(self, subject: Subject) -> dict[str, int]:
-        """Ask Meta: is the app still subscribed, are permissions still granted?"""
+        """Ask Meta: is the app still subscribed, are permissions still granted? For a
+        disconnect also: is a token of the request's accounts left?"""
+        left = await self._at_meta(subject)
+        if subject.revoke_deadline is not None and subject.resolution.account_ids:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(sa.table(self._map.postgres.account_table))
+                .where(self._tokens_left(subject))
+            )
+            left["access tokens"] = int((await self._query(query))[0][0])
+        return left
+
+    async def _at_meta(self, subject: Subject) -> dict[str, int]:
         left: dict[str, int] = {}
         for call in await self._plan(subject):
             if call.best_effort:

@@ -5,9 +5,10 @@ kind reaches from its root (the tenant for ``account``, the matched Instagram
 accounts otherwise), children before parents, in bounded batches of set-based
 statements (one transaction per batch, so a crash leaves a consistent, resumable
 state). Updates rows where the map says so (a disconnect clears tokens, cancels
-scheduled posts, disables automations). Keeps what the map retains or keeps,
-and reports it with the reason (invoices, for tax law: their link to the
-tenant is set to NULL).
+scheduled posts, disables automations; an update ``held_for_revoke`` (the
+tokens) only when the Meta step does not run, see ``Subject.revoke_deadline``).
+Keeps what the map retains or keeps, and reports it with the reason (invoices,
+for tax law: their link to the tenant is set to NULL).
 
 Rows are selected by the request's resolution (tenant ids, account ids), so a
 re-run after a crash, or after everything is gone, selects what is left and
@@ -181,6 +182,9 @@ class PostgresPurger:
         for name in self._map.reached(subject.kind):
             table = self._map.tables[name]
             action = table.kinds[subject.kind]
+            if subject.revoke_deadline is not None:  # the Meta step holds the tokens
+                kept = [u for u in action.update if not u.held_for_revoke]
+                action = action.model_copy(update={"update": kept})
             steps.append((name, table, action, self._predicate(subject.kind, name, root_ids)))
         return steps
 

@@ -20,11 +20,20 @@ SKIP_TEXT = {
     SkipKind.absent: ABSENT_REASON,
     SkipKind.not_configured: "not configured: nothing was deleted there",
     SkipKind.not_applicable: "nothing to delete there for this kind of request",
+    SkipKind.revoke_unconfirmed: (
+        "revoke not confirmed by Meta before the deadline: the access tokens were "
+        "destroyed anyway, Meta's side is not verified"
+    ),
 }
 COMPLETED_EVERYWHERE = "the data has been deleted and the deletion verified"
 COMPLETED_WHERE_RAN = (
     "the data has been deleted and the deletion verified in the stores marked as such; "
     "the stores marked otherwise were not touched, for the reason given"
+)
+COMPLETED_REVOKE_UNCONFIRMED = (
+    "the data has been deleted and the deletion verified in the stores marked as such; "
+    "Meta did not confirm the revoke before the deadline: the access tokens were destroyed "
+    "anyway, and the revoke at Meta is not verified"
 )
 
 
@@ -57,6 +66,9 @@ def store_claim(task: DeletionTask) -> StoreClaim:
 
 def completion_sentence(claims: Iterable[StoreClaim]) -> str:
     """What a completed request may say as a whole."""
+    claims = list(claims)
     if any(claim.skipped is not None and claim.skipped.untouched for claim in claims):
         return COMPLETED_WHERE_RAN
+    if any(claim.skipped is SkipKind.revoke_unconfirmed for claim in claims):
+        return COMPLETED_REVOKE_UNCONFIRMED
     return COMPLETED_EVERYWHERE

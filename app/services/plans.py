@@ -26,11 +26,21 @@ _WITH_GRAPH_FIRST = (
     PlannedTask(PurgerName.mongodb),
 )
 
+# A disconnect cuts at once: the PostgreSQL step (cancel scheduled posts, disable
+# automations, mark the account disconnected) waits for nothing. It leaves the token
+# columns alone: the Meta step keeps the tokens only to revoke at Meta and destroys them
+# itself, after the revoke or at DELETION_REVOKE_DEADLINE anyway.
+_CUT_AT_ONCE = (
+    PlannedTask(PurgerName.postgres),
+    PlannedTask(PurgerName.meta_graph),
+    PlannedTask(PurgerName.mongodb),
+)
+
 PLANS: dict[RequestKind, tuple[PlannedTask, ...]] = {
     RequestKind.account: (*_WITH_GRAPH_FIRST, PlannedTask(PurgerName.s3)),
     RequestKind.meta_data: (*_WITH_GRAPH_FIRST, PlannedTask(PurgerName.s3)),
     # A disconnect keeps cached media (it expires by the bucket's 30-day rule).
-    RequestKind.instagram_disconnect: _WITH_GRAPH_FIRST,
+    RequestKind.instagram_disconnect: _CUT_AT_ONCE,
 }
 
 

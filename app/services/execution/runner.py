@@ -192,6 +192,7 @@ class Runner:
             identities={k: Pii(v) for k, v in identities.items()},
             resolution=resolution,
             revoked_at_meta=revoked_at_meta,
+            revoke_deadline=self._revoke_deadline(request, kind),
         )
         run = _Run(request_id, subject, done={t.purger: asyncio.Event() for t in tasks})
         async with asyncio.TaskGroup() as group:
@@ -243,6 +244,15 @@ class Runner:
                 {name: len(values) for name, values in resolution.model_dump().items()},
             )
         return resolution
+
+    def _revoke_deadline(self, request: DeletionRequest, kind: RequestKind) -> datetime | None:
+        """A disconnect whose Meta step runs here: the tokens are held for it until this
+        moment at most (``DELETION_REVOKE_DEADLINE`` from the request's creation)."""
+        if kind is not RequestKind.instagram_disconnect:
+            return None
+        if self._slot(PurgerName.meta_graph) is None:
+            return None  # no Meta step: the PostgreSQL step destroys the tokens at once
+        return request.created_at + self.settings.revoke_deadline
 
     def _slot(self, name: str) -> Purger | None:
         """The purger of a store, or None when the store is not configured."""
@@ -368,7 +378,10 @@ class Runner:
         after: timedelta | None,
         deleted: dict[str, int] | None = None,
     ) -> TaskStatus:
-        if attempt >= self.settings.max_attempts:
+        # A disconnect's Meta step ends at its deadline (tokens destroyed, skipped), not by
+        # running out of attempts: it is tried again at the deadline at the latest.
+        deadline = run.subject.revoke_deadline if task.purger == PurgerName.meta_graph else None
+        if deadline is None and attempt >= self.settings.max_attempts:
             await self._record(
                 run,
                 task,
@@ -378,6 +391,8 @@ class Runner:
             )
             return TaskStatus.failed
         next_at = utcnow() + backoff(self.settings, attempt, after)
+        if deadline is not None and utcnow() < deadline:
+            next_at = min(next_at, deadline)
         await self._record(
             run,
             task,
