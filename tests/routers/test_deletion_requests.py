@@ -230,7 +230,8 @@ async def test_disconnect_plan_does_not_touch_s3(client: httpx.AsyncClient, auth
         "subject": {"tenant_id": str(uuid.uuid4()), "instagram_account_id": str(uuid.uuid4())},
     }
     data = (await client.post(URL, json=body, headers=auth())).json()
-    assert [t["purger"] for t in data["tasks"]] == ["meta_graph", "postgres", "mongodb"]
+    # The PostgreSQL step first: a disconnect cuts at once, whatever Meta answers (#16).
+    assert [t["purger"] for t in data["tasks"]] == ["postgres", "meta_graph", "mongodb"]
 
 
 async def test_unknown_and_malformed_ids(client: httpx.AsyncClient, auth: Auth) -> None:
