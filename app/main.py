@@ -34,6 +34,7 @@ from app.routers import (
     review,
     status_page,
 )
+from app.routers.docs import install_docs
 from app.services.execution import Engine, Worker, new_worker_id
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
@@ -195,6 +196,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by app.routers.docs
+        redoc_url=None,
         openapi_tags=[
             {"name": "deletion requests", "description": "File, follow and manage requests."},
             {"name": "meta callbacks", "description": "Meta's signed-request callbacks."},
@@ -221,4 +224,5 @@ def create_app(
     app.include_router(email_confirm.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    install_docs(app)
     return app
