@@ -17,6 +17,7 @@ from app.auth import TokenVerifier
 from app.datamap import load_datamap
 from app.db import create_engine, create_sessionmaker
 from app.http_errors import install_error_handlers
+from app.http_metrics import HttpMetricsMiddleware
 from app.logging import configure_logging, correlation_id
 from app.purgers.base import PurgerName, PurgerSlot
 from app.purgers.registry import build_purgers
@@ -213,6 +214,7 @@ def create_app(
     own_limits = [*_paths(inbound_email.router), *_paths(meta.router)]
     app.add_middleware(RequestGuardMiddleware, own_limit_paths=own_limits)
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)  # outermost: it times all of the above
 
     app.include_router(requests.router)
     app.include_router(receipts.router)

@@ -26,7 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A newcomer's environment, as `make run` sets it: development, no other DELETION_
     settings, no AWS credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DELETION_", "AWS_"))}
-    env.update(DELETION_ENVIRONMENT="development", **extra)
+    env.update({"DELETION_ENVIRONMENT": "development", **extra})
     return env
 
 
