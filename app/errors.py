@@ -7,6 +7,7 @@ The FastAPI handlers that render them as RFC 9457 problem documents are in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,11 +86,31 @@ def _safe_message(error_type: str, message: str) -> str:
     return message
 
 
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _union_tag(error: Mapping[str, Any], loc: list[str]) -> tuple[list[str], str]:
+    """A discriminated union's bad or missing tag (``kind``): name the field and the values
+    it allows (from the schema), never the value that was sent."""
+    ctx = error.get("ctx") or {}
+    field = "".join(_QUOTED.findall(str(ctx.get("discriminator", "")))) or "kind"
+    allowed = ", ".join(f"'{tag}'" for tag in _QUOTED.findall(str(ctx.get("expected_tags", ""))))
+    if error.get("type") == "union_tag_not_found":
+        msg = f"Field required: {field}" + (f" (one of {allowed})" if allowed else "")
+    else:
+        msg = f"{field} must be one of {allowed}" if allowed else f"{field} is not allowed"
+    return [*loc, field], msg
+
+
 def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic errors without their ``input`` and ``ctx`` values: those may be personal data."""
     cleaned = []
     for error in errors:
         loc = [str(part) for part in error.get("loc", ())]
-        msg = _safe_message(str(error.get("type")), str(error.get("msg", "")))
+        error_type = str(error.get("type"))
+        if error_type in ("union_tag_invalid", "union_tag_not_found"):
+            loc, msg = _union_tag(error, loc)
+        else:
+            msg = _safe_message(error_type, str(error.get("msg", "")))
         cleaned.append({"loc": loc, "msg": msg, "type": error.get("type")})
     return cleaned

@@ -37,16 +37,26 @@ def mask_secret_paths(text: str) -> str:
 
 class SecretPathFilter(logging.Filter):
     """Masks link tokens, status codes and subjects in access-log lines (uvicorn logs
-    every path with its query)."""
+    every path with its query), and the client's address: an IP address is personal data,
+    and the people who open the status page are the data subjects."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = mask_secret_paths(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                mask_secret_paths(a) if isinstance(a, str) else a for a in record.args
-            )
+            args = [mask_secret_paths(a) if isinstance(a, str) else a for a in record.args]
+            if record.name == "uvicorn.access" and len(args) == 5:
+                args[0] = "-"  # (client_addr, method, full_path, http_version, status_code)
+            record.args = tuple(args)
         return True
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler on whatever ``sys.stderr`` is when a record is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _mask_access_logs() -> None:
@@ -56,16 +66,48 @@ def _mask_access_logs() -> None:
             logger.addFilter(SecretPathFilter())
 
 
+def _route_stdlib_logs(renderer: structlog.types.Processor, level: int) -> None:
+    """Lines of the standard library's loggers (uvicorn's server and access logs, Alembic)
+    go through the same renderer as ours: one JSON object per line in production."""
+    handler = _CurrentStderr()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _CurrentStderr)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()  # uvicorn's own plain-text handlers, if it installed them
+        logger.propagate = True
+        logger.setLevel(level)
+
+
 def configure_logging(settings: Settings) -> None:
+    """Our logs and the standard library's (uvicorn) at ``DELETION_LOG_LEVEL``: JSON lines
+    outside development, readable lines in development."""
     _mask_access_logs()
+    level = logging.getLevelNamesMapping()[settings.log_level.value.upper()]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
         if settings.environment is Environment.development
         else structlog.processors.JSONRenderer()
     )
+    _route_stdlib_logs(renderer, level)
     # httpx logs every request URL at INFO; Graph API URLs carry Page and user ids.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    logging.getLogger("httpcore").setLevel(max(level, logging.WARNING))
+    # Alembic narrates every start on SQLite ("Context impl ..."); `migrate` says what it did.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -73,7 +115,7 @@ def configure_logging(settings: Settings) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_StderrLogger.factory,
         cache_logger_on_first_use=False,
     )

@@ -17,6 +17,7 @@ from app.auth import TokenVerifier
 from app.datamap import load_datamap
 from app.db import create_engine, create_sessionmaker
 from app.http_errors import install_error_handlers
+from app.http_metrics import HttpMetricsMiddleware
 from app.logging import configure_logging, correlation_id
 from app.purgers.base import PurgerName, PurgerSlot
 from app.purgers.registry import build_purgers
@@ -34,6 +35,7 @@ from app.routers import (
     review,
     status_page,
 )
+from app.routers.docs import install_docs
 from app.services.execution import Engine, Worker, new_worker_id
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
@@ -195,6 +197,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by app.routers.docs
+        redoc_url=None,
         openapi_tags=[
             {"name": "deletion requests", "description": "File, follow and manage requests."},
             {"name": "meta callbacks", "description": "Meta's signed-request callbacks."},
@@ -210,6 +214,7 @@ def create_app(
     own_limits = [*_paths(inbound_email.router), *_paths(meta.router)]
     app.add_middleware(RequestGuardMiddleware, own_limit_paths=own_limits)
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)  # outermost: it times all of the above
 
     app.include_router(requests.router)
     app.include_router(receipts.router)
@@ -221,4 +226,5 @@ def create_app(
     app.include_router(email_confirm.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    install_docs(app)
     return app

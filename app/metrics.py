@@ -9,11 +9,49 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import OPEN_STATUSES, utcnow
 from app.repository.stats import queue_stats
+
+# No `*_created` series: one per labelled counter and histogram, useless for alerting, and
+# they double what a scrape carries.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# HTTP requests, by route template (`/v1/deletion-requests/{request_id}`), never by path:
+# paths carry ids and status-page codes.
+HTTP_REQUESTS = Counter(
+    "deletion_http_requests_total",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "deletion_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route template.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+# Liveness of the background processes, for alerts: a worker that stopped turning, a
+# mailbox that cannot be read.
+WORKER_HEARTBEAT = Gauge(
+    "deletion_worker_heartbeat_timestamp_seconds",
+    "When this process's worker loop last turned (Unix time).",
+)
+MAILBOX_POLLS = Counter(
+    "deletion_email_polls_total", "Polls of the privacy@ mailbox, by result.", ["result"]
+)
+MAILBOX_LAST_SUCCESS = Gauge(
+    "deletion_email_last_successful_poll_timestamp_seconds",
+    "When the privacy@ mailbox was last read successfully (Unix time).",
+)
 
 TASKS = Counter("deletion_tasks_total", "Task outcomes, per purger.", ["purger", "outcome"])
 TASK_SECONDS = Histogram(

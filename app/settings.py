@@ -214,12 +214,27 @@ class AuthSettings(EnvironmentSettings):
         return self.development_only(DEV_JWT_SECRET, "DELETION_JWT_SECRET")
 
 
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 class ServiceSettings(EnvironmentSettings):
-    """The service itself: its public address, its subject-hash key, its data map."""
+    """The service itself: its public address, its subject-hash key, its data map; how its
+    processes log and where ``worker`` and ``mailbox poll`` serve their metrics."""
 
     public_base_url: str = "http://localhost:8000"
     hash_key: SecretStr | None = None
     data_map: Path | None = None
+    log_level: LogLevel = LogLevel.info
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("public_base_url", mode="after")
     @classmethod

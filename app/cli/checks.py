@@ -42,6 +42,12 @@ def datamap_check() -> None:
     console.print(f"data map {load_settings().data_map or 'bundled'}: checked {report.checked}")
     for store in report.skipped:
         console.print(f"  {store}: not configured, not checked")
+    if not report.checked:
+        err.print(
+            "[red]Nothing was checked: no store is configured "
+            "(DELETION_TARGET_POSTGRES_URL, DELETION_MONGODB_URL, S3).[/red]"
+        )
+        raise typer.Exit(1)
     if report.ok:
         console.print("[green]every table, collection and bucket is covered by the map[/green]")
         return
@@ -62,10 +68,12 @@ _RETENTION_STYLE = {
 
 
 def _show_retention(report: retention.RetentionReport, title: str, as_json: bool) -> None:
-    """Print the report; exit 1 when an item is missing, wrong, unreachable or in error."""
+    """Print the report; exit 1 when an item is missing, wrong, unreachable or in error, or
+    when nothing was checked (no store configured)."""
     if as_json:
         items = [dataclasses.asdict(item) for item in report.items]
-        typer.echo(json.dumps({"ok": report.ok, "items": items}, indent=2))
+        body = {"ok": report.ok and report.checked, "checked": report.checked, "items": items}
+        typer.echo(json.dumps(body, indent=2))
     else:
         table = Table(title=title)
         for column in ("store", "name", "status", "found"):
@@ -88,13 +96,15 @@ def _show_retention(report: retention.RetentionReport, title: str, as_json: bool
                     console.print(
                         Text(f"{item.store.value} {item.name} {label}: {text}"), soft_wrap=True
                     )
-        if report.ok:
+        if not report.checked:
+            console.print(Text("nothing was checked: no store is configured", "bold red"))
+        elif report.ok:
             console.print(Text("retention rules in place (as far as the stores allow)", "green"))
         else:
             console.print(
                 Text("retention rules missing, wrong or not checked: see above", "bold red")
             )
-    if not report.ok:
+    if not (report.ok and report.checked):
         raise typer.Exit(1)
 
 
@@ -104,9 +114,9 @@ def retention_check(
 ) -> None:
     """Report the TTL indexes and the lifecycle rule against the contract's 30 days.
 
-    Exit 1 when one is missing or wrong or a store is unreachable; a server that cannot
-    have the rule ("unsupported by this server") or a store that is not configured is
-    printed, and does not fail the check."""
+    Exit 1 when one is missing or wrong, a store is unreachable, or no store is configured
+    (nothing checked); a server that cannot have the rule ("unsupported by this server")
+    or one store that is not configured is printed, and does not fail the check."""
 
     async def work(state: AppState) -> retention.RetentionReport:
         return await retention.check(state.stores, state.settings)

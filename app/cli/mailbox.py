@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from app.cli.common import console, err, load_settings, with_state
+from app.logging import configure_logging
+from app.metrics_server import serving_metrics
 from app.services.intake.email.mailbox import MailboxError, MailboxPoller, PollReport
 from app.state import AppState
 
@@ -32,6 +34,8 @@ def mailbox_poll(
         err.print("[red]DELETION_IMAP_URL is not set.[/red]")
         raise typer.Exit(2)
 
+    configure_logging(settings)
+
     async def work(state: AppState) -> PollReport | None:
         poller = MailboxPoller(settings, state.inbound)
         if once:
@@ -40,7 +44,8 @@ def mailbox_poll(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await poller.run(stop)
+        async with serving_metrics(settings, state.tracking_db, lambda: poller.healthy):
+            await poller.run(stop)
         return None
 
     try:

@@ -62,7 +62,9 @@ def requests_list(
         typer.echo(json.dumps(items, indent=2))
         return
     table = Table(title=f"{len(items)} deletion request(s)")
-    for column in ("id", "kind", "status", "created", "due", "tasks"):
+    # Whole ids, never cut or wrapped: an operator copies them into `show`, `retry`, ...
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in ("kind", "status", "created", "due", "tasks"):
         table.add_column(column)
     for item in items:
         tasks = " ".join(f"{t['purger']}:{t['status']}" for t in item["tasks"])
@@ -258,7 +260,14 @@ def preview(
     ],
 ) -> None:
     """What a request would delete and retain, per store; deletes and records nothing."""
-    subject = dict(item.split("=", 1) for item in identity if "=" in item)
+    malformed = [item for item in identity if "=" not in item]
+    if malformed:
+        err.print(
+            f"[red]Each identity is identity=value (e.g. site_name=the-band); "
+            f"not {', '.join(repr(m) for m in malformed)}.[/red]"
+        )
+        raise typer.Exit(2)
+    subject = dict(item.split("=", 1) for item in identity)
     try:
         body = TypeAdapter(CreateDeletionRequest).validate_python(
             {"kind": kind, "subject": subject}

@@ -20,7 +20,9 @@ from app.cli.common import (
     load_settings,
     startup_errors,
 )
+from app.logging import configure_logging
 from app.main import close_state, new_worker
+from app.metrics_server import serving_metrics
 from app.settings import Environment, parse_duration
 
 
@@ -59,6 +61,7 @@ def serve(
 
     with startup_errors():
         asyncio.run(check())
+    configure_logging(settings)  # uvicorn's own lines too (log_config=None keeps ours)
     # The client's address is the socket's: X-Forwarded-For is read by the app itself, and
     # only from DELETION_FORWARDED_ALLOW_IPS (uvicorn would trust it from loopback).
     uvicorn.run(
@@ -66,7 +69,8 @@ def serve(
         factory=True,
         host=host,
         port=port,
-        log_level="info",
+        log_config=None,
+        log_level=settings.log_level.value,
         proxy_headers=False,
     )
 
@@ -78,6 +82,7 @@ def worker() -> None:
     DELETION_SHUTDOWN_GRACE_SECONDS, and hands the rest back to other workers.
     """
     settings = load_settings()
+    configure_logging(settings)
 
     async def run() -> None:
         await ensure_schema(settings)
@@ -88,7 +93,8 @@ def worker() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, the_worker.stop)
         try:
-            await the_worker.run()
+            async with serving_metrics(settings, state.tracking_db, lambda: the_worker.healthy):
+                await the_worker.run()
         finally:
             await close_state(state)
 

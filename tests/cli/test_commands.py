@@ -26,7 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A newcomer's environment, as `make run` sets it: development, no other DELETION_
     settings, no AWS credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DELETION_", "AWS_"))}
-    env.update(DELETION_ENVIRONMENT="development", **extra)
+    env.update({"DELETION_ENVIRONMENT": "development", **extra})
     return env
 
 
@@ -163,6 +163,9 @@ def test_create_read_list_cancel_with_curl_like_calls(
         cancelled = client.post(f"/v1/deletion-requests/{request_id}/cancel")
         assert cancelled.json()["status"] == "cancelled"
 
+    # The table shows whole ids even in a narrow terminal: an operator copies them.
+    narrow = _cli(tmp_path, {**env, "COLUMNS": "60"}, "requests", "list")
+    assert request_id in narrow
     listed = json.loads(_cli(tmp_path, env, "requests", "list", "--json"))
     assert [item["id"] for item in listed] == [request_id]
     assert _cli(tmp_path, env, "requests", "list", "--status", "pending", "--json").strip() == "[]"
@@ -204,6 +207,36 @@ def test_create_read_list_cancel_with_curl_like_calls(
         timeout=60,
     )
     assert bad.returncode == 2 and "exactly one" in bad.stderr
+    no_equals = subprocess.run(
+        [str(BIN), "preview", "account", "site_name"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_equals.returncode == 2, no_equals.stdout
+    assert "identity=value" in no_equals.stderr and "'site_name'" in no_equals.stderr
+
+
+def test_datamap_check_fails_when_no_store_is_configured(tmp_path: Path) -> None:
+    """Nothing checked proves nothing: the check fails rather than pass."""
+    env = _env(
+        tmp_path,
+        DELETION_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}",
+        DELETION_S3_ENABLED="false",
+    )
+    result = subprocess.run(
+        [str(BIN), "datamap", "check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "Nothing was checked" in result.stderr
+    assert "covered by the map" not in result.stdout
 
 
 def test_migrate_then_show_unknown_request_fails_cleanly(tmp_path: Path) -> None:

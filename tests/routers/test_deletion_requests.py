@@ -100,6 +100,29 @@ def _leaf_strings(subject: dict[str, Any]) -> list[str]:
     return [v for v in subject.values() if isinstance(v, str) and len(v) > 2]
 
 
+@pytest.mark.parametrize("kind", ["everything", "owner@example.com", 5])
+async def test_an_unknown_kind_names_the_allowed_kinds_and_not_the_input(
+    client: httpx.AsyncClient, auth: Auth, kind: object
+) -> None:
+    response = await client.post(
+        URL, json={"kind": kind, "subject": {"site_name": "x"}}, headers=auth("deletions:write")
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "kind"]
+    assert error["msg"] == "kind must be one of 'account', 'meta_data', 'instagram_disconnect'"
+    assert str(kind) not in response.text
+
+
+async def test_a_missing_kind_is_named(client: httpx.AsyncClient, auth: Auth) -> None:
+    response = await client.post(
+        URL, json={"subject": {"site_name": "x"}}, headers=auth("deletions:write")
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "kind"] and error["msg"].startswith("Field required")
+
+
 async def test_malformed_json_is_a_problem(client: httpx.AsyncClient, auth: Auth) -> None:
     response = await client.post(
         URL,

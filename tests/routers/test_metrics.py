@@ -77,4 +77,29 @@ async def test_metrics_move_during_and_after_a_deletion(
         for label, _ in sample_labels
     }
     # Bounded, non-personal label values only (via: http|imap; result: of a reply).
-    assert labels <= {"kind", "status", "purger", "outcome", "store", "le", "via", "result"}, labels
+    # method, route: HTTP metrics, by route template (a bounded set).
+    allowed = {"kind", "status", "purger", "outcome", "store", "le", "via", "result"}
+    assert labels <= allowed | {"method", "route"}, labels
+
+
+async def test_http_requests_are_counted_by_route_template_not_by_path(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    unknown = "0b7c2a9e-5d1f-4c3e-9a8b-123456789abc"
+    code = "StatusCodeOfSomebody123456"
+    assert (await client.get(f"/v1/deletion-requests/{unknown}", headers=auth())).status_code == 404
+    assert (await client.get(f"/deletion-status/{code}")).status_code == 404
+    assert (await client.get("/no/such/path/for-somebody")).status_code == 404
+    response = await client.get("/metrics")
+    samples = await scrape(client)
+
+    route = "/v1/deletion-requests/{request_id}"
+    assert value(samples, "deletion_http_requests_total", method="GET", route=route, status="404")
+    assert value(
+        samples, "deletion_http_requests_total", method="GET", route="unmatched", status="404"
+    )
+    assert value(samples, "deletion_http_request_duration_seconds_count", method="GET", route=route)
+    for secret in (unknown, code, "for-somebody"):
+        assert secret not in response.text
+    # One series per sample that carries meaning: no `_created` companions.
+    assert "_created" not in response.text

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from app import metrics
 from app.services.execution.engine import Engine
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,7 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self.last_tick = time.monotonic()
+                metrics.WORKER_HEARTBEAT.set_to_current_time()
                 await self._deadlines()
                 self._deauthorizations()
                 claimed = False

@@ -437,7 +437,7 @@ async def test_cli_check_fails_on_a_missing_rule_and_passes_after_apply(
     assert "retention rules in place" in ok_out
 
 
-async def test_cli_check_prints_stores_that_are_not_configured_and_passes(
+async def test_cli_check_prints_stores_that_are_not_configured_and_fails_having_checked_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DELETION_ENVIRONMENT", "development")
@@ -450,7 +450,9 @@ async def test_cli_check_prints_stores_that_are_not_configured_and_passes(
     finally:
         get_settings.cache_clear()
 
-    assert code == 0, out
+    # Nothing was checked: that proves nothing, so it must not pass.
+    assert code == 1, out
+    assert "nothing was checked" in out
     assert out.count("not_configured") == 3
     assert "MongoDB is not configured (DELETION_MONGODB_URL)" in out
     assert "S3 is not configured" in out

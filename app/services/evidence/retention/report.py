@@ -67,6 +67,12 @@ class RetentionReport:
         """No item is missing, wrong, unreachable or in error."""
         return not any(item.status in FAILING for item in self.items)
 
+    @property
+    def checked(self) -> bool:
+        """At least one rule was looked at: a report of stores that are all unconfigured
+        proves nothing, and the CLI fails on it rather than pass."""
+        return any(item.status is not RetentionStatus.not_configured for item in self.items)
+
 
 # --- store errors -----------------------------------------------------------------------
 

@@ -19,11 +19,13 @@ import contextlib
 import imaplib
 import re
 import ssl
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import structlog
 
+from app import metrics
 from app.errors import ServiceUnavailable
 from app.imap_url import ImapLocation
 from app.services.intake.email.inbound import MAX_MESSAGE_BYTES, InboundMail
@@ -145,6 +147,14 @@ class MailboxPoller:
         self._settings = settings
         self._location = ImapLocation.parse(settings.imap_url.get_secret_value())
         self._inbound = inbound
+        self.last_tick = time.monotonic()
+
+    @property
+    def healthy(self) -> bool:
+        """The poll loop is turning (a poll that fails, IMAP down, still turns it: a
+        restart would not help; ``deletion_email_polls_total{result="failed"}`` says so)."""
+        limit = max(300.0, self._settings.imap_poll_seconds * 3)
+        return time.monotonic() - self.last_tick < limit
 
     async def poll_once(self) -> PollReport:
         report = PollReport()
@@ -196,9 +206,14 @@ class MailboxPoller:
         """Poll every ``DELETION_IMAP_POLL_SECONDS`` until ``stop`` is set; a failed poll
         is logged and tried again at the next interval."""
         while not stop.is_set():
+            self.last_tick = time.monotonic()
             try:
                 await self.poll_once()
             except MailboxError as exc:
+                metrics.MAILBOX_POLLS.labels(result="failed").inc()
                 log.warning("mailbox_poll_failed", error=str(exc))
+            else:
+                metrics.MAILBOX_POLLS.labels(result="ok").inc()
+                metrics.MAILBOX_LAST_SUCCESS.set_to_current_time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.imap_poll_seconds)
