@@ -16,6 +16,8 @@ import jsonschema
 import pytest
 
 from app.openapi_export import current_schema
+from tests.app_fixtures import bearer, mint
+from tests.test_pinned_requests import ADMIN, STRANGER, URL, Stack, stack  # noqa: F401  (a fixture)
 
 Auth = Callable[..., dict[str, str]]
 PROBLEM = "application/problem+json"
@@ -62,10 +64,13 @@ def test_every_component_schema_and_property_has_a_description(schema: dict[str,
 
 
 def test_component_examples_match_their_schemas(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    with_examples = [name for name, component in components.items() if "examples" in component]
+    assert len(with_examples) >= 10  # the answers' models carry examples
     wrong = [
         f"{name}: {error}"
-        for name, component in schema["components"]["schemas"].items()
-        for example in component.get("examples", [])
+        for name in with_examples
+        for example in components[name]["examples"]
         for error in _errors(example, {"$ref": REF + name}, schema)
     ]
     assert not wrong, "\n".join(wrong)
@@ -155,12 +160,18 @@ def test_the_documented_422_requires_located_errors(schema: dict[str, Any]) -> N
     assert _errors({"title": "t", "status": 422, "detail": "d"}, ref, schema)
 
 
-def _documented_422(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    response = schema["paths"][path][method]["responses"]["422"]
-    assert list(response.get("content", {})) == [PROBLEM], response
-    documented: dict[str, Any] = response["content"][PROBLEM].get("schema")
-    assert documented, f"{method.upper()} {path} 422: no schema"
-    return documented
+def assert_documented_problem(
+    schema: dict[str, Any], method: str, path: str, answer: httpx.Response
+) -> None:
+    """``answer`` is a problem the operation documents, and matches its documented schema."""
+    where = f"{method.upper()} {path} {answer.status_code}"
+    assert answer.headers["content-type"] == PROBLEM, where
+    response = schema["paths"][path][method]["responses"].get(str(answer.status_code))
+    assert response is not None, f"{where}: not documented"
+    assert list(response.get("content", {})) == [PROBLEM], f"{where}: {response}"
+    documented = response["content"][PROBLEM].get("schema")
+    assert documented, f"{where}: no schema"
+    assert not _errors(answer.json(), documented, schema), f"{where}: {answer.text}"
 
 
 @pytest.mark.parametrize(
@@ -188,6 +199,28 @@ async def test_a_real_422_matches_the_documented_schema(
 ) -> None:
     response = await client.request(method, url, json=body, headers=auth())
     assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
-    documented = _documented_422(schema, method, url.split("?")[0])
-    assert not _errors(response.json(), documented, schema), response.text
+    assert_documented_problem(schema, method, url.split("?")[0], response)
+
+
+async def test_approve_refusals_match_the_documented_problems(
+    stack: Stack,  # noqa: F811  (the fixture of tests/test_pinned_requests.py)
+    schema: dict[str, Any],
+) -> None:
+    """A review of a Page name at two tenants: approve without a choice (409, with the
+    number of candidates) and with a tenant_id that is no UUID (422) answer documented
+    problems, and change nothing."""
+    alpha, bravo = stack.world.tenants["alpha"], stack.world.tenants["bravo"]
+    page = alpha.accounts[0].facebook_page_name
+    assert page is not None
+    await stack.name_page(bravo.accounts[0].id, page)
+    filed = await stack.mail(STRANGER, page)
+    assert filed["outcome"] == "needs_review"
+    before = await stack.snapshots()
+    path = URL + "/{request_id}/approve"
+    url = f"{URL}/{filed['request_id']}/approve"
+    admin = bearer(mint(ADMIN))
+    for body, status in (({}, 409), ({"subject": {"tenant_id": "not-a-uuid"}}, 422)):
+        answer = await stack.client.post(url, json=body, headers=admin)
+        assert answer.status_code == status, answer.text
+        assert_documented_problem(schema, "post", path, answer)
+    assert await stack.snapshots() == before
