@@ -21,6 +21,7 @@ from app.errors import ProblemError, ServiceUnavailable, Unprocessable, validati
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://soundops.example/problems/"
+VALIDATION_DETAIL = "The request does not match the schema; see errors."
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(
             422,
             Unprocessable.title,
-            "The request does not match the schema; see errors.",
+            VALIDATION_DETAIL,
             slug=Unprocessable.slug,
             extra={"errors": validation_errors(exc.errors())},
         )

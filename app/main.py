@@ -19,6 +19,7 @@ from app.db import create_engine, create_sessionmaker
 from app.http_errors import install_error_handlers
 from app.http_metrics import HttpMetricsMiddleware
 from app.logging import configure_logging, correlation_id
+from app.openapi_docs import install_openapi
 from app.purgers.base import PurgerName, PurgerSlot
 from app.purgers.registry import build_purgers
 from app.ratelimit import RateLimiter
@@ -227,4 +228,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_docs(app)
+    install_openapi(app)
     return app

@@ -52,12 +52,21 @@ class Base(DeclarativeBase):
 
 
 class RequestKind(StrEnum):
+    """What a request deletes: `account` (a whole SoundOps account and everything it
+    owns), `meta_data` (everything SoundOps received from Facebook or Instagram about one
+    person or account) or `instagram_disconnect` (one Instagram connection of one tenant)."""
+
     account = "account"
     meta_data = "meta_data"
     instagram_disconnect = "instagram_disconnect"
 
 
 class RequestStatus(StrEnum):
+    """Where a request is: `awaiting_confirmation` (from e-mail, waiting for the one-time
+    link), `needs_review` (waiting for an operator), `pending` (verified, waiting for a
+    worker), `running`, and the final `completed` (every store verified), `failed` (a
+    store failed for good; an operator may retry) and `cancelled`."""
+
     awaiting_confirmation = "awaiting_confirmation"
     needs_review = "needs_review"
     pending = "pending"
@@ -95,6 +104,11 @@ SERVICE_REASONS = frozenset(
 
 
 class RequestSource(StrEnum):
+    """The channel a request came through. A REST caller declares it (`api` by default,
+    `admin_panel`, `email`, `meta_email` for a request Meta forwarded by e-mail); the
+    service sets `email` for the privacy@ mailbox and `meta_callback` for Meta's signed
+    callbacks."""
+
     email = "email"
     admin_panel = "admin_panel"
     api = "api"
@@ -103,6 +117,11 @@ class RequestSource(StrEnum):
 
 
 class TaskStatus(StrEnum):
+    """Where one store's part of a request is: `pending`, `running`, `retrying` (a
+    transient error; it runs again later), and the final `succeeded` (deleted and
+    verified), `skipped` (nothing to do there, or the store is not part of this
+    deployment) and `failed`."""
+
     pending = "pending"
     running = "running"
     retrying = "retrying"

@@ -33,6 +33,7 @@ from app.http_errors import problem_response
 MAX_BODY_BYTES = 64 * 1024
 UNSTORABLE_MESSAGE = "String holds a character that cannot be stored (NUL or a lone surrogate)"
 UNSTORABLE_TYPE = "string_unstorable"
+UNSTORABLE_DETAIL = "The request holds a character that cannot be stored; see errors."
 UNREADABLE_JSON = {
     "loc": ["body"],
     "msg": "The body cannot be read as JSON (not UTF-8, nested too deep, or a number too long)",
@@ -166,7 +167,7 @@ class RequestGuardMiddleware:
         response = problem_response(
             Unprocessable.status,
             Unprocessable.title,
-            "The request holds a character that cannot be stored; see errors.",
+            UNSTORABLE_DETAIL,
             slug=Unprocessable.slug,
             extra={"errors": errors},
         )

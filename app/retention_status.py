@@ -8,6 +8,10 @@ from enum import StrEnum
 
 
 class RetentionStatus(StrEnum):
+    """What a retention check found for one rule: `ok`, `missing`, `wrong` (present with
+    other settings), `unsupported` (the server cannot have it), `not_configured` (the
+    store is not configured), `unreachable` or `error`."""
+
     ok = "ok"
     missing = "missing"
     wrong = "wrong"
@@ -18,5 +22,7 @@ class RetentionStatus(StrEnum):
 
 
 class RetentionStore(StrEnum):
+    """The store a retention rule lives in."""
+
     mongodb = "mongodb"
     s3 = "s3"

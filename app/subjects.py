@@ -63,9 +63,13 @@ class _ExactlyOne(RequestSubject):
 class AccountSubject(_ExactlyOne):
     """A whole SoundOps account, named by exactly one of its identities."""
 
-    tenant_id: uuid.UUID | None = None
-    site_name: Name | None = None
-    owner_email: EmailStr | None = None
+    tenant_id: uuid.UUID | None = Field(default=None, description="The tenant's id (UUID).")
+    site_name: Name | None = Field(
+        default=None, description="The site's name, as on the account (1-255 characters)."
+    )
+    owner_email: EmailStr | None = Field(
+        default=None, description="The account owner's e-mail address (compared lower-cased)."
+    )
 
     @field_validator("owner_email", mode="after")
     @classmethod
@@ -77,27 +81,46 @@ class MetaDataSubject(_ExactlyOne):
     """A person or account whose Meta-sourced data is deleted. Names are kept in the one
     normalised form they are compared in (``app.names``)."""
 
-    facebook_user_id: NumericId | None = None
-    ig_user_id: NumericId | None = None
-    ig_username: Username | None = None
-    facebook_page_name: PageName | None = None
+    facebook_user_id: NumericId | None = Field(
+        default=None, description="A Facebook user id (app-scoped, digits only)."
+    )
+    ig_user_id: NumericId | None = Field(
+        default=None, description="An Instagram user id (digits only)."
+    )
+    ig_username: Username | None = Field(
+        default=None,
+        description="An Instagram username, without `@` (compared lower-cased; letters, "
+        "digits, `.` and `_`, at most 30).",
+    )
+    facebook_page_name: PageName | None = Field(
+        default=None,
+        description="A Facebook page's name (compared in one normalised form: NFKC, "
+        "case-folded, spaces folded).",
+    )
 
 
 class InstagramDisconnectSubject(RequestSubject):
     """One Instagram connection of one tenant: both ids are required."""
 
-    tenant_id: uuid.UUID
-    instagram_account_id: uuid.UUID
+    tenant_id: uuid.UUID = Field(description="The tenant that holds the connection (UUID).")
+    instagram_account_id: uuid.UUID = Field(
+        description="SoundOps' id of the connected Instagram account (UUID), not Meta's."
+    )
 
 
 class ReviewCandidate(BaseModel):
     """One tenant (and, for Meta data, one connected account) that what a message named
     matches."""
 
-    tenant_id: uuid.UUID
-    site_name: str
-    instagram_account_id: uuid.UUID | None = None
-    facebook_page_name: str | None = None
+    tenant_id: uuid.UUID = Field(description="The candidate tenant.")
+    site_name: str = Field(description="Its site's name.")
+    instagram_account_id: uuid.UUID | None = Field(
+        default=None,
+        description="For Meta data: the connected Instagram account that matched; else null.",
+    )
+    facebook_page_name: str | None = Field(
+        default=None, description="For Meta data: the connected Facebook page; else null."
+    )
 
 
 class Review(BaseModel):
@@ -105,8 +128,13 @@ class Review(BaseModel):
     (identity: value as written) and the candidates it matched. Personal data: kept until
     the request is minimised."""
 
-    named: dict[str, str] = Field(default_factory=dict)
-    candidates: list[ReviewCandidate] = Field(default_factory=list)
+    named: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the message named, by identity (e.g. `site_name`), as written.",
+    )
+    candidates: list[ReviewCandidate] = Field(
+        default_factory=list, description="The tenants (and accounts) it matched; may be empty."
+    )
 
 
 SUBJECTS: dict[RequestKind, type[RequestSubject]] = {

@@ -20,6 +20,11 @@ RAW_MESSAGE_BODY: dict[str, Any] = {
         "content": {
             "message/rfc822": {
                 "schema": {"type": "string", "format": "binary"},
+                "example": (
+                    "From: owner@example.com\r\nTo: privacy@soundops.example\r\n"
+                    "Subject: Delete my account\r\nMessage-ID: <1@example.com>\r\n\r\n"
+                    "Please delete the site the-band.\r\n"
+                ),
             }
         },
         "description": "One raw e-mail (headers and body, as received), at most 1 MiB.",

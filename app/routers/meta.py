@@ -31,7 +31,9 @@ FORM_BODY: dict[str, Any] = {
                             "description": "base64url(signature).base64url(payload), HMAC-SHA256",
                         }
                     },
-                }
+                },
+                # Not signed with any real secret: answered 400.
+                "example": {"signed_request": "c2lnbmF0dXJl.eyJ1c2VyX2lkIjoiMCJ9"},
             }
         },
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import Reader, State
 from app.routers.requests import problems
@@ -13,9 +13,25 @@ router = APIRouter(prefix="/v1/receipts", tags=["deletion requests"])
 
 
 class PublicKeyOut(BaseModel):
-    algorithm: str
-    key_id: str
-    public_key: str
+    """The key that verifies receipts (it signs them with its private half)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "algorithm": "Ed25519",
+                    "key_id": "0000000000000000",
+                    "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                }
+            ]
+        }
+    )
+
+    algorithm: str = Field(description="The signature algorithm: `Ed25519`.")
+    key_id: str = Field(
+        description="The key's id, as receipts name it (16 hex digits of its SHA-256)."
+    )
+    public_key: str = Field(description="The public key: base64 of its 32 raw bytes.")
 
 
 @router.get(

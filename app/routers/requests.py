@@ -23,6 +23,7 @@ from app.schemas import (
     PreviewTask,
     Problem,
     RetainedOut,
+    SignedReceiptOut,
 )
 from app.services.identities import lookup_hash
 from app.services.intake.command import NewDeletion, fingerprint
@@ -253,7 +254,11 @@ async def retry_request(
         "verification result and the data-map version, signed with Ed25519. No personal data. "
         "Verify with `soundops-deletion receipt verify FILE`."
     ),
-    responses=problems(401, 403, 404, 409, 422),
+    response_model=None,  # returned exactly as it was signed; documented by its model
+    responses={
+        200: {"model": SignedReceiptOut, "description": "The receipt and its signature."},
+        **problems(401, 403, 404, 409, 422),
+    },
 )
 async def get_receipt(state: State, _principal: Reader, request_id: uuid.UUID) -> dict[str, Any]:
     return await state.requests.receipt(request_id)

@@ -168,7 +168,15 @@ async def _chosen(
         except ValueError as exc:
             raise Unprocessable(
                 "The subject's tenant_id is not a UUID.",
-                extra={"errors": [{"loc": ["body", "subject", "tenant_id"], "msg": "not a UUID"}]},
+                extra={
+                    "errors": [
+                        {
+                            "loc": ["body", "subject", "tenant_id"],
+                            "msg": "Input should be a valid UUID",
+                            "type": "uuid_parsing",
+                        }
+                    ]
+                },
             ) from exc
     identities = validated_subject(kind, given) if given else None
     if target is None:
