@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +22,8 @@ from app.auth import Principal, Scope, TokenVerifier, require_scope
 from app.settings import Settings
 
 COOKIE = "soundops_admin"
+LOGIN_COOKIE = "soundops_admin_login"
+LOGIN_COOKIE_SECONDS = 3600
 COOKIE_PATH = "/admin"
 # The longest token the sign-in form accepts (a JWT of a few claims is far shorter).
 MAX_TOKEN_LENGTH = 8192
@@ -34,9 +37,29 @@ class AdminSession:
     csrf: str  # what every form of this session carries
 
 
-def _csrf_for(settings: Settings, token: str) -> str:
+def _mac(settings: Settings, message: bytes) -> str:
     key = hmac.new(settings.effective_hash_key, _CSRF_LABEL, hashlib.sha256).digest()
-    return hmac.new(key, hashlib.sha256(token.encode()).digest(), hashlib.sha256).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _csrf_for(settings: Settings, token: str) -> str:
+    return _mac(settings, b"session:" + hashlib.sha256(token.encode()).digest())
+
+
+def new_login_nonce() -> str:
+    """The sign-in form's own CSRF secret, kept in a short-lived cookie of its own."""
+    return secrets.token_urlsafe(24)
+
+
+def login_csrf(settings: Settings, nonce: str) -> str:
+    """The sign-in form's CSRF token: bound to the nonce in the browser's login cookie."""
+    return _mac(settings, b"login:" + nonce.encode())
+
+
+def login_csrf_valid(settings: Settings, nonce: str | None, given: str | None) -> bool:
+    if not nonce or not given or len(nonce) > 64:
+        return False
+    return hmac.compare_digest(login_csrf(settings, nonce).encode(), given.encode())
 
 
 async def open_session(settings: Settings, verifier: TokenVerifier, token: str) -> AdminSession:

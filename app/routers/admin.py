@@ -17,9 +17,14 @@ from fastapi.templating import Jinja2Templates
 from app.admin_session import (
     COOKIE,
     COOKIE_PATH,
+    LOGIN_COOKIE,
+    LOGIN_COOKIE_SECONDS,
     MAX_TOKEN_LENGTH,
     AdminSession,
     csrf_valid,
+    login_csrf,
+    login_csrf_valid,
+    new_login_nonce,
     open_session,
     same_origin,
     seconds_left,
@@ -166,17 +171,46 @@ async def home(state: State, request: Request) -> Response:
     return _redirect("/admin/requests")
 
 
+def _login_page(
+    state: State, request: Request, *, error: str | None = None, status_code: int = 200
+) -> Response:
+    """The sign-in form, with a fresh nonce cookie and the CSRF token bound to it."""
+    nonce = new_login_nonce()
+    page = _render(
+        request,
+        "admin/login.html",
+        {"title": "Sign in", "error": error, "csrf": login_csrf(state.settings, nonce)},
+        status_code=status_code,
+    )
+    page.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=LOGIN_COOKIE_SECONDS,
+        path=COOKIE_PATH,
+        secure=state.settings.environment is not Environment.development,
+        httponly=True,
+        samesite="strict",
+    )
+    return page
+
+
 @router.get("/login")
-async def login_form(request: Request) -> Response:
-    return _render(request, "admin/login.html", {})
+async def login_form(state: State, request: Request) -> Response:
+    return _login_page(state, request)
 
 
 @router.post("/login")
 async def login(state: State, request: Request) -> Response:
     fields = await _form(request)
     error, status_code = None, 200
-    if fields is None or not _origin_ok(state, request):
-        error, status_code = "The sign-in form was not sent from this console.", 403
+    if (
+        fields is None
+        or not _origin_ok(state, request)
+        or not login_csrf_valid(
+            state.settings, request.cookies.get(LOGIN_COOKIE), fields.get("csrf")
+        )
+    ):
+        error, status_code = "The sign-in form was out of date or not from this console.", 403
     else:
         token = fields.get("token", "").strip()
         if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -187,8 +221,9 @@ async def login(state: State, request: Request) -> Response:
             except ProblemError as exc:
                 error, status_code = exc.detail, exc.status
     if error is not None:
-        return _render(request, "admin/login.html", {"error": error}, status_code=status_code)
+        return _login_page(state, request, error=error, status_code=status_code)
     response = _redirect("/admin/requests")
+    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
     response.set_cookie(
         COOKIE,
         token,

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.admin_session import COOKIE
 from app.repository import list_events
 from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.state import AppState
@@ -56,8 +57,24 @@ async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+async def post_login(
+    client: httpx.AsyncClient, token: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """The sign-in form as a browser sends it: fetched first (its CSRF token and nonce
+    cookie), then posted."""
+    csrf = await csrf_of(client, "/admin/login")
+    return await client.post(
+        "/admin/login", data={"token": token, "csrf": csrf}, headers=headers or {}
+    )
+
+
+def session_cookie(answer: httpx.Response) -> str | None:
+    found = [c for c in answer.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")]
+    return found[0] if found else None
+
+
 async def sign_in(client: httpx.AsyncClient, **claims: Any) -> httpx.Response:
-    answer = await client.post("/admin/login", data={"token": mint(ADMIN, **claims)})
+    answer = await post_login(client, mint(ADMIN, **claims))
     assert answer.status_code == 303, answer.text
     return answer
 
@@ -106,7 +123,7 @@ async def test_without_a_session_every_page_answers_303_to_sign_in(
     for cookie in (None, "not-a-jwt", mint(ADMIN, ttl=-120)):
         browser.cookies.clear()
         if cookie is not None:
-            browser.cookies.set("soundops_admin", cookie, domain="testserver", path="/admin")
+            browser.cookies.set(COOKIE, cookie, domain="testserver", path="/admin")
         for page in pages:
             answer = await browser.get(page)
             assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login"), page
@@ -133,16 +150,21 @@ async def test_sign_in_sets_a_strict_http_only_secure_cookie_that_expires_with_t
         "": (401, "Paste an admin token"),
     }
     for token, (status, says) in refused.items():
-        answer = await browser.post("/admin/login", data={"token": token})
+        answer = await post_login(browser, token)
         assert answer.status_code == status, token
         assert says in answer.text and 'role="alert"' in answer.text
-        assert "set-cookie" not in answer.headers
-    assert not browser.cookies
+        assert session_cookie(answer) is None
+    assert COOKIE not in browser.cookies
+    # The sign-in form has its own CSRF token, bound to its nonce cookie.
+    for data in ({"token": mint(ADMIN)}, {"token": mint(ADMIN), "csrf": "0" * 64}):
+        answer = await browser.post("/admin/login", data=data)
+        assert answer.status_code == 403 and session_cookie(answer) is None
 
     token = mint(ADMIN, ttl=600)
-    answer = await browser.post("/admin/login", data={"token": token})
+    answer = await post_login(browser, token)
     assert (answer.status_code, answer.headers["location"]) == (303, "/admin/requests")
-    cookie = answer.headers["set-cookie"]
+    cookie = session_cookie(answer)
+    assert cookie is not None
     parts = {p.strip().split("=", 1)[0].lower(): p.strip() for p in cookie.split(";")}
     assert cookie.startswith(f"soundops_admin={token};")
     assert {"httponly", "secure"} <= parts.keys()
@@ -160,16 +182,18 @@ async def test_sign_in_sets_a_strict_http_only_secure_cookie_that_expires_with_t
     assert csrf is not None
     out = await browser.post("/admin/logout", data={"csrf": csrf.group(1)})
     assert (out.status_code, out.headers["location"]) == (303, "/admin/login")
-    assert 'soundops_admin=""' in out.headers["set-cookie"]
-    assert "max-age=0" in out.headers["set-cookie"].lower()
+    cleared = session_cookie(out)
+    assert cleared is not None and cleared.startswith(f'{COOKIE}="";')
+    assert "max-age=0" in cleared.lower()
     assert (await browser.get("/admin/requests")).status_code == 303
 
 
 @pytest.mark.settings(environment="development")
 async def test_in_development_the_cookie_is_not_secure(client: httpx.AsyncClient) -> None:
-    answer = await client.post("/admin/login", data={"token": mint(ADMIN)})
+    answer = await post_login(client, mint(ADMIN))
     assert answer.status_code == 303
-    assert "secure" not in answer.headers["set-cookie"].lower()
+    cookie = session_cookie(answer)
+    assert cookie is not None and "secure" not in cookie.lower()
     assert (await client.get("/admin/requests")).status_code == 200  # over http, too
 
 
@@ -352,10 +376,8 @@ async def test_a_form_without_a_valid_csrf_token_changes_nothing(
     async with state.sessionmaker() as session:
         assert [e.type for e in await list_events(session, uuid.UUID(pending))] == ["created"]
 
-    login = await browser.post(
-        "/admin/login", data={"token": mint(ADMIN)}, headers={"Origin": "https://evil.example"}
-    )
-    assert login.status_code == 403
+    login = await post_login(browser, mint(ADMIN), headers={"Origin": "https://evil.example"})
+    assert login.status_code == 403 and session_cookie(login) is None
 
     done = await browser.post(url, data={"csrf": own}, headers={"Referer": "https://testserver/x"})
     assert done.status_code == 303
