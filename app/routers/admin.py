@@ -412,6 +412,15 @@ async def request_page(state: State, request: Request, request_id: str) -> Respo
     return await _request_page(state, request, session, parsed)
 
 
+def _message(exc: ProblemError) -> str:
+    """A service's refusal as a sentence, with the fields a validation error names."""
+    located = [
+        f"{'.'.join(str(part) for part in error.get('loc', []))}: {error.get('msg', '')}"
+        for error in exc.extra.get("errors") or []
+    ]
+    return " ".join([exc.detail, *located])
+
+
 def _approval_subject(
     kind: RequestKind, review: Review, fields: Mapping[str, str]
 ) -> dict[str, str] | None:
@@ -480,7 +489,7 @@ async def _act(
             await state.requests.cancel(request_id, actor=actor, reason=reason)
     except ProblemError as exc:
         return await _request_page(
-            state, request, session, request_id, error=exc.detail, status_code=exc.status
+            state, request, session, request_id, error=_message(exc), status_code=exc.status
         )
     if state.worker is not None:
         state.worker.wake()

@@ -267,6 +267,12 @@ async def test_approve_choosing_a_candidate_pins_that_tenant(
         data={"csrf": csrf.group(1), "choice": "candidate:7"},
     )
     assert out_of_range.status_code == 422
+    invalid = await browser.post(
+        f"/admin/requests/{request_id}/approve",
+        data={"csrf": csrf.group(1), "choice": "other", "identity": "owner_email", "value": "x"},
+    )
+    assert invalid.status_code == 422
+    assert "not a valid account subject" in invalid.text and "owner_email:" in invalid.text
     named = await browser.post(
         f"/admin/requests/{request_id}/approve", data={"csrf": csrf.group(1), "choice": "named"}
     )
