@@ -23,7 +23,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app import db
 from app.state import AppState
@@ -124,12 +126,25 @@ def served(state: AppState, script: Script, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def navigate(driver: WebDriver, action: WebElement, *keys: str) -> None:
+    """Click (or type ``keys`` into) ``action`` and wait for the next page to load."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    if keys:
+        action.send_keys(*keys)
+    else:
+        action.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def sign_in(driver: WebDriver, base: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{base}/admin/requests")
     assert driver.current_url == f"{base}/admin/login"
     driver.find_element(By.ID, "token").send_keys(mint(("deletions:admin",), subject="ops-anna"))
-    driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]"))
     assert driver.current_url == f"{base}/admin/requests"
 
 
@@ -187,16 +202,16 @@ async def test_an_operator_signs_in_filters_and_approves_choosing_a_candidate(
     screenshot(driver, shots, "list")
 
     Select(driver.find_element(By.ID, "status")).select_by_value("needs_review")
-    driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.filters button"))
     assert "status=needs_review" in driver.current_url
     assert done not in driver.page_source
-    driver.find_element(By.LINK_TEXT, str(in_review.request.id)).click()
+    navigate(driver, driver.find_element(By.LINK_TEXT, str(in_review.request.id)))
     assert driver.find_element(By.TAG_NAME, "h1").text.endswith(str(in_review.request.id))
     assert "browser-band-two" in driver.page_source
     screenshot(driver, shots, "review-request")
 
     driver.find_element(By.CSS_SELECTOR, "label[for=choice-1]").click()
-    driver.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button"))
     assert driver.current_url == f"{served}/admin/requests/{in_review.request.id}"
     status = driver.find_element(By.CSS_SELECTOR, ".facts .status").text
     assert status == "pending"
@@ -253,7 +268,7 @@ async def test_the_forms_are_reached_and_used_with_the_keyboard_alone(
         if driver.switch_to.active_element.get_attribute("id") == "reject-reason":
             break
         driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
-    driver.switch_to.active_element.send_keys("spam", Keys.ENTER)
+    navigate(driver, driver.switch_to.active_element, "spam", Keys.ENTER)
     assert driver.current_url == f"{served}/admin/requests/{pending.request.id}"
     rejected = await state.requests.get(pending.request.id)
     assert (rejected.status, rejected.status_reason) == ("cancelled", "spam")
