@@ -183,7 +183,13 @@ async def test_an_operator_signs_in_filters_and_approves_choosing_a_candidate(
             ReviewCandidate(tenant_id=two, site_name="browser-band-two"),
         ],
     )
-    in_review = await file_in_review(state, "<browser@x>", reason="several_tenants", review=review)
+    in_review = await file_in_review(
+        state,
+        "<browser@x>",
+        reason="several_tenants",
+        review=review,
+        owner="owner@browser-bands.example",
+    )
     created = await client.post(
         "/v1/deletion-requests",
         json={"kind": "account", "subject": {"site_name": "browser-done-band"}},

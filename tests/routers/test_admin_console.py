@@ -88,13 +88,18 @@ async def csrf_of(client: httpx.AsyncClient, page: str) -> str:
 
 
 async def file_in_review(
-    state: AppState, message_id: str, *, reason: str, review: Review | None = None
+    state: AppState,
+    message_id: str,
+    *,
+    reason: str,
+    review: Review | None = None,
+    owner: str = OWNER,
 ) -> FiledEmailRequest:
     async with state.sessionmaker() as session:
         return await file_email_request(
             session,
             kind="account",
-            subject={"owner_email": OWNER},
+            subject={"owner_email": owner},
             status="needs_review",
             review_reason=reason,
             message_id=message_id,
