@@ -1,7 +1,7 @@
 # Developer entry points. The venv logic lives in scripts/bootstrap.sh.
 VENV := .venv
 
-.PHONY: install run test lint format openapi bench
+.PHONY: install run test lint format openapi bench screenshots
 
 install:  ## create/refresh .venv (project + test extras)
 	bash scripts/bootstrap.sh
@@ -24,6 +24,10 @@ format: install
 
 openapi: install  ## write the OpenAPI document
 	$(VENV)/bin/python -m app.openapi_export
+
+screenshots: install  ## the console's screenshots in docs/console (headless Chromium)
+	CONSOLE_SCREENSHOTS=docs/console FERRETDB_BIN=$${FERRETDB_BIN:-.cache/bin/ferretdb} \
+		$(VENV)/bin/pytest tests/routers/test_admin_browser.py -q -p no:cacheprovider
 
 bench: install  ## benchmarks of docs/benchmarks.md (~15 min; starts its own test servers)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'

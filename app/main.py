@@ -25,6 +25,7 @@ from app.purgers.registry import build_purgers
 from app.ratelimit import RateLimiter
 from app.request_guard import RequestGuardMiddleware
 from app.routers import (
+    admin,
     email_confirm,
     health,
     inbound_email,
@@ -227,6 +228,7 @@ def create_app(
     app.include_router(email_confirm.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)  # the operators' console (not in the OpenAPI)
     install_docs(app)
     install_openapi(app)
     return app

@@ -79,6 +79,22 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 log "Node.js: $(node --version)"
 
+# The console's browser tests drive Debian's Chromium through its chromedriver (Selenium,
+# pointed at both; nothing is downloaded at run time).
+CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
+CHROMEDRIVER_BIN="${CHROMEDRIVER_BIN:-/usr/bin/chromedriver}"
+if [[ ! -x "$CHROMIUM_BIN" || ! -x "$CHROMEDRIVER_BIN" ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "Chromium missing: installing chromium and chromium-driver with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
+    [[ -x "$CHROMIUM_BIN" && -x "$CHROMEDRIVER_BIN" ]] || die "Chromium or chromedriver not \
+found (install the 'chromium' and 'chromium-driver' packages, or set CHROMIUM_BIN and CHROMEDRIVER_BIN)"
+fi
+export CHROMIUM_BIN CHROMEDRIVER_BIN
+log "Chromium: $("$CHROMEDRIVER_BIN" --version | head -1)"
+
 if [[ -z "${TEST_MONGODB_URL:-}" ]]; then
     if [[ -n "${FERRETDB_BIN:-}" ]]; then
         [[ -x "$FERRETDB_BIN" ]] || die "FERRETDB_BIN=$FERRETDB_BIN is not an executable file"

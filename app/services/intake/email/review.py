@@ -29,7 +29,7 @@ from app.services.intake.command import subject_key
 from app.services.intake.email.filing import close_as_duplicate
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
-from app.subjects import Review, validated_subject
+from app.subjects import Review, ReviewCandidate, validated_subject
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,15 @@ NEEDS_CHOICE = frozenset({"several_tenants", "several_pages", "no_match"})
 # A request in review that no operator decided in this time is cancelled (and minimised):
 # it must not keep what the message named for ever.
 REVIEW_TTL = timedelta(days=30)
+
+
+def candidate_subject(kind: RequestKind, candidate: ReviewCandidate) -> dict[str, str]:
+    """The ``subject`` that approves a request in review choosing one of its candidates:
+    exactly that tenant, never more."""
+    if kind is RequestKind.instagram_disconnect:
+        raise Unprocessable("A disconnect names its one connection already; approve it as named.")
+    # account: that tenant by its id; meta_data: the named identity within that tenant.
+    return {"tenant_id": str(candidate.tenant_id)}
 
 
 async def approve(
