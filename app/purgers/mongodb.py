@@ -48,9 +48,9 @@ Errors (their messages carry class names and codes only, never ids or document v
   host unreachable, ...);
 - :class:`PurgeFailed` (``"MongoDB error code <code>"``): any other server error, for
   example FerretDB's ``InternalError`` (code 1) if ``batch_size`` is above its limit
-  (keep it under 32,766, the lower of its two backends' limits); ``"MongoDB error (<class>)"`` for other driver errors;
-  and a delete that makes no progress (documents found but not deleted) rather than
-  looping forever;
+  (keep it under 32,766, the lower of its two backends' limits); ``"MongoDB error
+  (<class>)"`` for other driver errors; and a delete that makes no progress (documents
+  found but not deleted) rather than looping forever;
 - :class:`PurgeNotApplicable`: from ``purge`` when the map names no collection for the
   kind at all.
 """

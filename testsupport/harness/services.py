@@ -820,7 +820,15 @@ class FerretDBServer(ProcessServer):
             raise ServiceError(f"unknown FerretDB backend {self.backend!r}")
         self.binary = binary.absolute() if binary is not None else find_ferretdb()
         # Created (and registered for cleanup) first, so close_all() stops FerretDB first.
-        self.postgres = LocalPostgres(max_connections=50) if self.backend == "postgresql" else None
+        self.postgres: LocalPostgres | None = None
+        if self.backend == "postgresql":
+            try:
+                self.postgres = LocalPostgres(max_connections=50)
+            except ServiceError as exc:
+                raise ServiceError(
+                    f"FerretDB's PostgreSQL backend needs a cluster of its own: {exc} (or "
+                    "TEST_FERRETDB_BACKEND=sqlite, or TEST_MONGODB_URL for a MongoDB server)"
+                ) from exc
         self._database_created = False
         super().__init__(port)
         self.data_dir = self.base / "data"
