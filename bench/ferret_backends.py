@@ -142,6 +142,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+
 def render(result: dict[str, Any]) -> str:
     sqlite, pg = result["sqlite"]["seconds"], result["postgresql"]["seconds"]
     rows = [
@@ -152,7 +156,10 @@ def render(result: dict[str, Any]) -> str:
     for key, label in LABELS.items():
         ratio = sqlite[key] / pg[key] if pg[key] else float("inf")
         reference = REFERENCE.get(key, {}).get("postgresql", "-")
-        rows.append(f"| {label} | {sqlite[key]:.2f} | {pg[key]:.2f} | {ratio:.1f}x | {reference} |")
+        rows.append(
+            f"| {label} | {_seconds(sqlite[key])} | {_seconds(pg[key])}"
+            f" | {ratio:.{0 if ratio >= 10 else 1}f}x | {reference} |"
+        )
     return "\n".join(
         [
             "## FerretDB backends: a small tenant among many documents",
@@ -163,7 +170,8 @@ def render(result: dict[str, Any]) -> str:
             " PostgreSQL one in a cluster of its own, as the tests run it). Reads: median of"
             f" {result['repeats']} runs; `$in` and the delete: one run. {result['date']}, load"
             f" average {result['load_before']} before and {result['load_after']} after (2"
-            " cores shared with other work): `python -m bench.ferret_backends`.",
+            " cores shared with other work; the PostgreSQL backend is measured first, the"
+            " SQLite one after it): `python -m bench.ferret_backends`.",
             "",
             *rows,
             "",
