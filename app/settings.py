@@ -138,8 +138,9 @@ class StoreSettings(EnvironmentSettings):
     target_postgres_url: str | None = None
     mongodb_url: str | None = None
     mongodb_database: str = "soundops"
-    # Documents per delete batch. Below FerretDB's 32,766-match ceiling; on FerretDB every
-    # batch costs a scan of the collection, so fewer, larger batches are much faster
+    # Documents per delete batch. Below FerretDB's 32,766-match ceiling (SQLite backend; 65,535
+    # on PostgreSQL), so valid on both. On FerretDB's SQLite backend every batch costs a scan
+    # of the collection, so fewer, larger batches are much faster
     # (bench/large_purge.py: 100,000 documents in 46 s at 30,000, 78 s at 10,000).
     mongodb_batch_size: int = Field(default=30_000, ge=100, le=32_000)
     s3_endpoint_url: str | None = None

@@ -3,8 +3,9 @@
     make bench                      # = .venv/bin/python -m bench --profile
     .venv/bin/python -m bench --quick   # small sizes, a smoke run of every part (~2 min)
 
-Starts its own PostgreSQL 15, FerretDB, moto and fake Graph API (like the tests), so it
-needs what ``make test`` installs. Takes ~15 minutes at the default sizes on 2 cores.
+Starts its own PostgreSQL 15, FerretDB (on its PostgreSQL backend, in a cluster of its
+own), moto and fake Graph API (like the tests), so it needs what ``make test`` installs.
+Takes ~15 minutes at the default sizes on 2 cores.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import intake, large_purge, profile
+from bench import ferret_backends, intake, large_purge, profile
 from bench.common import machine
 
 DOC = Path("docs/benchmarks.md")
@@ -33,7 +34,9 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument(
-        "--only", choices=["purge", "intake"], help="run one part (the document keeps both)"
+        "--only",
+        choices=["purge", "intake", "backends"],
+        help="run one part (the document keeps the others)",
     )
     parser.add_argument("--output", type=Path, default=DOC)
     parser.add_argument(
@@ -43,11 +46,13 @@ def parse() -> argparse.Namespace:
     )
     large_purge.add_arguments(parser)
     intake.add_arguments(parser)
+    ferret_backends.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.rows, args.docs, args.versions, args.cache = 10_000, 10_000, 2_000, 500
         args.disconnects, args.small_tenants = 4, 1
         args.seconds, args.warmup = 3, 1
+        args.backend_docs, args.backend_small, args.repeats = 20_000, 100, 3
     return args
 
 
@@ -60,8 +65,11 @@ def main() -> None:
         args.output.write_text(document(results))
         print(f"wrote {args.output} from {latest}")
         return
-    results["machine"] = machine()
-    results["command"] = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
+    if args.only != "backends" or "machine" not in results:
+        # The backend comparison alone carries its own date and load: the header keeps
+        # describing the run of the other parts.
+        results["machine"] = machine()
+        results["command"] = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
     started = time.monotonic()
     if args.only in (None, "purge"):
         print("== large purge, disconnects, memory", flush=True)
@@ -72,7 +80,11 @@ def main() -> None:
     if args.only in (None, "intake"):
         print("== intake", flush=True)
         results["intake"] = asyncio.run(intake.run(args))
-    results["minutes"] = round((time.monotonic() - started) / 60, 1)
+    if args.only in (None, "backends"):
+        print("== FerretDB backends", flush=True)
+        results["backends"] = asyncio.run(ferret_backends.run(args))
+    if args.only != "backends":
+        results["minutes"] = round((time.monotonic() - started) / 60, 1)
     latest.write_text(json.dumps(results, indent=2, default=str))
     args.output.write_text(document(results))
     print(f"wrote {args.output} and {latest}")
@@ -94,7 +106,7 @@ def document(results: dict[str, Any]) -> str:
         f"| memory | {m['memory_gib']} GiB |",
         f"| kernel / Python | {m['kernel']} / {m['python']} |",
         f"| PostgreSQL | {m['postgresql']} (fsync off, as in the tests) |",
-        f"| MongoDB protocol | {m['ferretdb']}, SQLite backend |",
+        f"| MongoDB protocol | {m['ferretdb']}, {m.get('ferretdb_backend', 'SQLite backend')} |",
         "| S3 | moto server (one process) |",
         f"| run | {m['date']}, `{results['command']}`, {results.get('minutes', '?')} min |",
         "",
@@ -110,6 +122,8 @@ def document(results: dict[str, Any]) -> str:
         ]
     if "intake" in results:
         parts += [intake.render(results["intake"]), ""]
+    if "backends" in results:
+        parts += [ferret_backends.render(results["backends"]), ""]
     parts += [
         "## Commands",
         "",
@@ -120,6 +134,7 @@ def document(results: dict[str, Any]) -> str:
         "python -m bench.large_purge --help       # the purge / disconnect / memory scenario",
         "python -m bench.intake --help            # the intake load test on its own",
         "python -m bench.queue_throughput         # the durable queue with no-op purgers",
+        "python -m bench --only backends          # FerretDB's SQLite and PostgreSQL backends",
         "```",
         "",
     ]

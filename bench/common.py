@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from testsupport.harness.services import free_port, http_responds, run_dir
+from testsupport.harness.services import ferretdb_backend, free_port, http_responds, run_dir
 
 BIN = Path(sys.executable).parent / "soundops-deletion"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef"
@@ -120,6 +120,11 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": _first_line([f"{pg_bindir}/postgres", "--version"]),
         "ferretdb": _first_line([ferretdb, "--version"]),
+        "ferretdb_backend": (
+            "PostgreSQL backend (a cluster of its own)"
+            if ferretdb_backend() == "postgresql"
+            else "SQLite backend"
+        ),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -156,9 +161,12 @@ def cpu_snapshot() -> Snapshot:
 
 
 def _label(comm: str, cmdline: str) -> str:
+    postgres = comm.startswith("postgres") or "postgres:" in cmdline
+    if postgres and "ferretdb" in cmdline:  # a backend of FerretDB's database `ferretdb`
+        return "PostgreSQL under FerretDB"
     if "ferretdb" in comm or "ferretdb" in cmdline:
         return "FerretDB"
-    if comm.startswith("postgres") or "postgres:" in cmdline:
+    if postgres:
         return "PostgreSQL"
     if "moto" in cmdline:
         return "moto (S3)"

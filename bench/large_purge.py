@@ -1,8 +1,8 @@
 """A large account deletion by the service against a floor script; disconnect latency; memory.
 
-Everything runs on the real test servers (PostgreSQL 15, FerretDB, moto, the fake Graph
-API), the service as a real ``soundops-deletion serve`` process with its worker inside,
-tracking store on PostgreSQL. One run:
+Everything runs on the real test servers (PostgreSQL 15, FerretDB on its PostgreSQL backend
+in a cluster of its own, moto, the fake Graph API), the service as a real
+``soundops-deletion serve`` process with its worker inside, tracking store on PostgreSQL. One run:
 
 1. seeds ``--small-tenants`` small worlds (3 tenants each, Instagram accounts, messages,
    uploads, cached media) that must survive everything below;
@@ -15,7 +15,8 @@ tracking store on PostgreSQL. One run:
    ``POST`` to ``completed`` (verification included); the process's peak RSS;
 4. **floor**: re-seeds the same data and deletes it with a plain script on the same
    drivers: one set-based statement per table in FK order, per collection one
-   ``delete_many`` (over ``_id`` ranges of 32,000: FerretDB refuses more than 32,766 matches),
+   ``delete_many`` (over ``_id`` ranges of 32,000: FerretDB refuses more than 32,766 matches
+   on its SQLite backend, 65,535 on PostgreSQL; the service's batch cap is under both),
    ``delete_objects`` in 1,000-key batches; the three stores concurrently;
 5. **under load**: a fresh service process, the large tenant at ``--load-fraction`` of the
    size, and while its deletion runs, the disconnects again; its peak RSS is the second size.
@@ -452,7 +453,8 @@ async def floor_mongo(db: Any, large: Large) -> float:
     """Per collection, ``delete_many`` over ``_id`` ranges of at most 32,000 documents.
 
     One ``delete_many`` per collection is the floor on MongoDB; FerretDB refuses one over
-    32,766 matches, so the fewest operations it accepts are range chunks just under that
+    32,766 matches on its SQLite backend (65,535 on PostgreSQL), so the fewest operations
+    both accept are range chunks just under the lower limit, the service's own cap
     (a ``$in`` of 32,000 ``_id`` values is several times slower there: every document is
     compared with the whole list).
     """
@@ -579,7 +581,7 @@ def _profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | Non
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     pg, ferret, moto = start_postgres(), start_ferretdb(), start_moto()
     graph = FakeGraph().start()
-    result: dict[str, Any] = {"sizes": vars(args).copy()}
+    result: dict[str, Any] = {"sizes": vars(args).copy(), "ferretdb_backend": ferret.backend}
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferret.url)
     try:
         pg.create_database("soundops")
@@ -761,7 +763,7 @@ def render(result: dict[str, Any]) -> str:
         )
         + ".",
         "",
-        _bound_by(service),
+        _bound_by(service, result.get("ferretdb_backend", "sqlite")),
         "",
         'CPU seconds spent by each process during the purge (2 cores; "other" is'
         " whatever else ran on the machine):",
@@ -797,7 +799,7 @@ def render(result: dict[str, Any]) -> str:
         f" (**{'met' if idle_median < 1 else 'missed'}**: {idle_median:.2f} s), under 3 s"
         f" under load (**{'met' if load_median < 3 else 'missed'}**: {load_median:.2f} s).",
         "",
-        _disconnect_reading(overlapped),
+        _disconnect_reading(overlapped, result.get("ferretdb_backend", "sqlite")),
         "",
         "## Memory",
         "",
@@ -817,7 +819,7 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _bound_by(service: dict[str, Any]) -> str:
+def _bound_by(service: dict[str, Any], backend: str) -> str:
     """What dominates, from the CPU table: the busiest process against the wall time."""
     cpu: dict[str, float] = service.get("cpu", {})
     if not cpu:
@@ -828,13 +830,18 @@ def _bound_by(service: dict[str, Any]) -> str:
         f"What dominates: **{busiest}**, {seconds:.0f} CPU s in {service['seconds']:.0f} s of"
         f" wall time ({100 * seconds / service['seconds']:.0f}% of one core); the service"
         f" process itself used {own:.1f} CPU s ({100 * own / service['seconds']:.0f}% of one"
-        " core), so the purge waits on its stores, not on Python. FerretDB (SQLite backend)"
-        " uses no index for these filters: every batch read, batch delete and verification"
-        " count scans the whole collection."
+        " core), so the purge waits on its stores, not on Python. "
+        + (
+            "FerretDB (SQLite backend) uses no index for these filters: every batch read,"
+            " batch delete and verification count scans the whole collection."
+            if backend == "sqlite"
+            else "FerretDB (PostgreSQL backend) pushes these equality filters down to SQL;"
+            " its own PostgreSQL cluster does the work it is given."
+        )
     )
 
 
-def _disconnect_reading(overlapped: list[dict[str, Any]]) -> str:
+def _disconnect_reading(overlapped: list[dict[str, Any]], backend: str) -> str:
     if not overlapped:
         return "No disconnect completed while the large deletion ran: raise --load-fraction."
     done = statistics.median(d["seconds"] for d in overlapped)
@@ -843,11 +850,17 @@ def _disconnect_reading(overlapped: list[dict[str, Any]]) -> str:
     return (
         f"Under load the connection is cut in {cut:.2f} s (median): the worker claims the"
         f" disconnect at once, next to the large deletion. The MongoDB step takes {mongo:.1f}"
-        f" s of the {done:.1f} s: it reads, deletes and recounts in both collections, and on"
-        " FerretDB each of those operations scans a collection that still holds the large"
-        " tenant's documents, competing with the large deletion's own scans. On MongoDB the"
-        " collections carry indexes on `tenant_id` and `instagram_account_id` (SoundOps'"
-        " layout), so these are index look-ups; FerretDB 1.24 does not use them."
+        f" s of the {done:.1f} s: it reads, deletes and recounts in both collections. "
+        + (
+            "On FerretDB's SQLite backend each of those operations scans a collection that"
+            " still holds the large tenant's documents, competing with the large deletion's"
+            " own scans."
+            if backend == "sqlite"
+            else "On FerretDB's PostgreSQL backend those equality filters are SQL queries"
+            " that share one PostgreSQL cluster with the large deletion's batches."
+        )
+        + " On MongoDB the collections carry indexes on `tenant_id` and"
+        " `instagram_account_id` (SoundOps' layout), so these are index look-ups."
     )
 
 

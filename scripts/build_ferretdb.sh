@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build FerretDB (MongoDB wire protocol over SQLite) for the test services into
+# Build FerretDB (the MongoDB wire protocol; the tests run it on PostgreSQL) into
 # .cache/bin/ferretdb under the repository root. Idempotent: does nothing when
 # the cached binary already answers --version.
 #

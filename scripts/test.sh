@@ -3,12 +3,14 @@
 #   bash scripts/test.sh [pytest args...]
 # 1. .venv with the project and its test extras (scripts/bootstrap.sh)
 # 2. PostgreSQL 15 server binaries and Dovecot (apt-get when missing and we are root)
-# 3. FerretDB built into .cache/bin/ferretdb (scripts/build_ferretdb.sh)
+# 3. FerretDB built into .cache/bin/ferretdb (scripts/build_ferretdb.sh); the tests run it
+#    on its PostgreSQL backend, in a PostgreSQL 15 cluster of its own
 # 4. ruff check, ruff format --check, mypy, lint-imports   (skipped with SKIP_LINT=1)
 # 5. pytest "$@"  (the tests start PostgreSQL, FerretDB, moto and Dovecot themselves)
 # Exits non-zero when any step fails; pytest collecting no test is a failure.
 # TEST_POSTGRES_URL / TEST_MONGODB_URL / TEST_S3_ENDPOINT_URL point the tests
-# at external servers instead (then the matching local setup is skipped).
+# at external servers instead (then the matching local setup is skipped; PostgreSQL's
+# binaries are still needed for FerretDB's own cluster unless TEST_MONGODB_URL is set).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +29,8 @@ log "python environment"
 bash "$ROOT/scripts/bootstrap.sh"
 export PATH="$VENV/bin:$PATH"
 
-if [[ -z "${TEST_POSTGRES_URL:-}" ]]; then
+# FerretDB runs on PostgreSQL too: local binaries unless both servers are external.
+if [[ -z "${TEST_POSTGRES_URL:-}" || -z "${TEST_MONGODB_URL:-}" ]]; then
     if [[ ! -x "$PG_BINDIR/initdb" ]]; then
         if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
             log "PostgreSQL 15 server binaries missing in $PG_BINDIR: installing with apt-get"

@@ -3,10 +3,13 @@
 #
 # Session-scoped and lazy: a server starts only when a test asks for one of its
 # fixtures, on a free 127.0.0.1 port, and stops at the end of the session
-# (testsupport/harness/services.py). Environment overrides, to use an existing server:
+# (testsupport/harness/services.py). FerretDB runs on its PostgreSQL backend in a
+# PostgreSQL cluster of its own (not pg_server's), started and stopped with it.
+# Environment overrides, to use an existing server:
 #   TEST_POSTGRES_URL     postgresql://user:pw@host:port/db (user may CREATE DATABASE)
-#   TEST_MONGODB_URL      mongodb://host:port/
+#   TEST_MONGODB_URL      mongodb://host:port/  (then no FerretDB and no cluster of its own)
 #   TEST_S3_ENDPOINT_URL  http://host:port (AWS credentials come from the environment)
+#   TEST_FERRETDB_BACKEND sqlite: FerretDB on its SQLite backend instead (to compare)
 # Application fixtures go below the END marker of this section.
 # ================================================================================
 from __future__ import annotations
@@ -156,8 +159,9 @@ def _ferretdb() -> Iterator[FerretDBServer | None]:
 
 @pytest.fixture(scope="session")
 def ferretdb_server(_ferretdb: FerretDBServer | None) -> FerretDBServer:
-    """The local FerretDB (stop()/start() on the same port, for outage tests);
-    skips the test when TEST_MONGODB_URL points at an external server."""
+    """The local FerretDB (stop()/start() on the same port, for outage tests: they stop
+    FerretDB only, its cluster `.postgres` keeps running); skips the test when
+    TEST_MONGODB_URL points at an external server."""
     if _ferretdb is None:
         pytest.skip("TEST_MONGODB_URL is set: no local FerretDB to control")
     return _ferretdb

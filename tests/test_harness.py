@@ -22,6 +22,7 @@ from testsupport.harness.services import (
     PgDatabase,
     PostgresServer,
     ServiceError,
+    ferretdb_backend,
     port_accepts,
     start_ferretdb,
     start_moto,
@@ -196,6 +197,100 @@ async def test_ferretdb_stop_start_keeps_port_and_data() -> None:
             await client.close()
     finally:
         server.close()
+
+
+def _needs_ferretdb_binary() -> None:
+    if os.environ.get("TEST_MONGODB_URL"):
+        pytest.skip("TEST_MONGODB_URL is set: the FerretDB binary may not be built")
+
+
+def test_ferretdb_runs_on_postgresql_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TEST_FERRETDB_BACKEND", raising=False)
+    assert ferretdb_backend() == "postgresql"
+    monkeypatch.setenv("TEST_FERRETDB_BACKEND", "sqlite")
+    assert ferretdb_backend() == "sqlite"
+    monkeypatch.setenv("TEST_FERRETDB_BACKEND", "mysql")
+    with pytest.raises(ServiceError, match="TEST_FERRETDB_BACKEND='mysql'"):
+        ferretdb_backend()
+
+
+@pytest.mark.slow
+async def test_ferretdb_keeps_its_data_in_a_postgresql_cluster_of_its_own(
+    pg_server: PostgresServer,
+) -> None:
+    _needs_ferretdb_binary()
+    server = start_ferretdb(backend="postgresql")
+    try:
+        cluster = server.postgres
+        assert cluster is not None and cluster.local
+        assert cluster.admin_url != pg_server.admin_url
+        assert f"--postgresql-url=postgres://postgres@127.0.0.1:{cluster.port}/ferretdb" in (
+            server.command()
+        )
+        client: MongoClient = AsyncMongoClient(server.url, serverSelectionTimeoutMS=10_000)
+        try:
+            await client["harness_pg"]["instagram_messages"].insert_one({"tenant_id": "t"})
+        finally:
+            await client.close()
+        # FerretDB keeps each MongoDB database as a schema of the `ferretdb` database.
+        schemas = "SELECT count(*) FROM pg_namespace WHERE nspname = 'harness_pg'"
+        assert cluster.psql("ferretdb", schemas) == "1"
+
+        # The MongoDB store down (an outage test) leaves every PostgreSQL cluster up.
+        server.stop()
+        assert not port_accepts(server.port)
+        assert cluster.is_running()
+        assert pg_server.psql(pg_server.admin_database, "SELECT 1") == "1"
+        server.start()
+        client = AsyncMongoClient(server.url, serverSelectionTimeoutMS=10_000)
+        try:
+            assert await client["harness_pg"]["instagram_messages"].count_documents({}) == 1
+        finally:
+            await client.close()
+    finally:
+        server.close()
+    assert not port_accepts(server.port)
+    assert not port_accepts(cluster.port)
+    assert not server.base.exists() and not cluster.base.exists()
+
+
+@pytest.mark.slow
+def test_ferretdb_that_cannot_use_its_database_says_so_with_both_log_tails() -> None:
+    _needs_ferretdb_binary()
+    server = start_ferretdb(backend="postgresql")
+    try:
+        assert server.postgres is not None
+        server.stop()
+        server.postgres.drop_database("ferretdb")  # what FerretDB is told to use is gone
+        with pytest.raises(ServiceError) as failed:
+            server.start()
+        message = str(failed.value)
+        assert "cannot use its postgresql backend" in message
+        assert f"its PostgreSQL log {server.postgres.log_path}" in message
+        assert str(server.log_path) in message
+        assert not server.is_running()
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_a_crashed_ferretdb_start_shows_its_log_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    fake = tmp_path / "ferretdb"
+    fake.write_text("#!/bin/sh\necho 'fake ferretdb: cannot open the backend' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    server = FerretDBServer(binary=fake, backend="postgresql")
+    try:
+        with pytest.raises(ServiceError, match=r"(?s)exited with code 3.*cannot open the backend"):
+            server.start()
+    finally:
+        server.close()
+    assert server.postgres is not None
+    assert not port_accepts(server.postgres.port)
+    assert not server.postgres.base.exists()
 
 
 def test_missing_ferretdb_binary_says_how_to_build_it(tmp_path: Path) -> None:

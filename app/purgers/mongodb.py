@@ -33,8 +33,9 @@ is then about data that does not exist here, and that is a success, not an error
 How: in bounded batches (``DELETION_MONGODB_BATCH_SIZE``, default 30,000). Per collection,
 read up to ``batch_size`` ``_id`` values of the filter in ``_id`` order, then delete
 ``filter AND _id <= last of them``; repeat until a read finds nothing or a short batch
-was all deleted. One unbounded ``delete_many`` fails on FerretDB above 32,766 matches
-(see ``shared/spec/test-services.md``), a long ``$in`` of ``_id`` values is very slow
+was all deleted. One unbounded ``delete_many`` fails on FerretDB above 32,766 matches on
+its SQLite backend and 65,535 on its PostgreSQL backend (see
+``shared/spec/test-services.md``), a long ``$in`` of ``_id`` values is very slow
 there, and on real MongoDB bounded batches keep each operation short and replication lag
 low. An interrupted purge simply resumes: what is deleted stays deleted, and the next run
 deletes the rest. No transactions are used (FerretDB has none; none are needed).
@@ -47,9 +48,9 @@ Errors (their messages carry class names and codes only, never ids or document v
   host unreachable, ...);
 - :class:`PurgeFailed` (``"MongoDB error code <code>"``): any other server error, for
   example FerretDB's ``InternalError`` (code 1) if ``batch_size`` is above its limit
-  (keep it under 32,766 there); ``"MongoDB error (<class>)"`` for other driver errors;
-  and a delete that makes no progress (documents found but not deleted) rather than
-  looping forever;
+  (keep it under 32,766, the lower of its two backends' limits); ``"MongoDB error
+  (<class>)"`` for other driver errors; and a delete that makes no progress (documents
+  found but not deleted) rather than looping forever;
 - :class:`PurgeNotApplicable`: from ``purge`` when the map names no collection for the
   kind at all.
 """

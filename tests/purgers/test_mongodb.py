@@ -23,6 +23,7 @@ from typing import Any
 import bson
 import pytest
 import yaml
+from annotated_types import Le
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -46,13 +47,16 @@ from app.purgers.base import (
     Subject,
 )
 from app.purgers.mongodb import MongoPurger, mongo_errors
+from app.settings import Settings
 from testsupport.harness.services import FerretDBServer
 
 Document = dict[str, Any]
 MESSAGES = "instagram_messages"
 COMMENTS = "instagram_comments"
 COLLECTIONS = (MESSAGES, COMMENTS)
-FERRETDB_DELETE_LIMIT = 32_766  # matches one delete_many handles on FerretDB/SQLite
+# Matches one delete_many handles on FerretDB 1.24: its SQLite backend ("too many SQL
+# variables") and its PostgreSQL backend (PostgreSQL's 65,535 bind parameters).
+FERRETDB_DELETE_LIMITS = {"sqlite": 32_766, "postgresql": 65_535}
 
 
 def soundops_mongo_map() -> MongoMap:
@@ -501,6 +505,13 @@ async def test_collections_without_the_kind_are_not_touched(
 # --- FerretDB's delete limit --------------------------------------------------------------
 
 
+def test_no_batch_size_the_settings_accept_reaches_either_ferretdb_backends_limit() -> None:
+    field = Settings.model_fields["mongodb_batch_size"]
+    (cap,) = [m.le for m in field.metadata if isinstance(m, Le)]
+    assert isinstance(cap, int)
+    assert cap < min(FERRETDB_DELETE_LIMITS.values())
+
+
 async def _is_ferretdb(db: AsyncDatabase[Document]) -> bool:
     info = await db.command("buildInfo")
     return "ferretdbVersion" in info or "ferretdb" in info
@@ -510,8 +521,13 @@ async def _is_ferretdb(db: AsyncDatabase[Document]) -> bool:
 async def test_more_matches_than_one_ferretdb_delete_allows_are_all_removed(
     mongo: AsyncMongoClient[Document], db: AsyncDatabase[Document], world: World
 ) -> None:
-    many = 40_000
-    assert many > FERRETDB_DELETE_LIMIT
+    # Over the limit of both backends, so the refused batch below is refused on either;
+    # the default batch size is under both (the purger's cap is the lower limit).
+    many = 66_000
+    assert many > max(FERRETDB_DELETE_LIMITS.values())
+    assert MongoPurger(mongo, db.name, soundops_mongo_map()).batch_size < min(
+        FERRETDB_DELETE_LIMITS.values()
+    )
     stamp = datetime(2026, 11, 2, tzinfo=UTC)
     # One in 40 documents is another tenant's, spread through the whole _id range.
     docs = [

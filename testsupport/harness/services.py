@@ -525,7 +525,7 @@ class LocalPostgres(PostgresServer):
         return done.returncode == 0
 
     def is_running(self) -> bool:
-        return self._pg_ctl("status").returncode == 0
+        return self._initialised and self._pg_ctl("status").returncode == 0
 
     def start(self) -> None:
         """Start the server (initdb first if needed) and wait until it accepts queries."""
@@ -775,31 +775,141 @@ def find_ferretdb() -> Path:
     return binary
 
 
+FERRETDB_BACKENDS = ("postgresql", "sqlite")
+FERRETDB_DATABASE = "ferretdb"  # the PostgreSQL database FerretDB keeps its data in
+
+
+def ferretdb_backend() -> str:
+    """The backend the harness runs FerretDB on: ``postgresql`` (the default, in a cluster
+    of its own), or ``sqlite`` with ``TEST_FERRETDB_BACKEND=sqlite`` (to compare)."""
+    backend = os.environ.get("TEST_FERRETDB_BACKEND", "postgresql")
+    if backend not in FERRETDB_BACKENDS:
+        raise ServiceError(
+            f"TEST_FERRETDB_BACKEND={backend!r}: expected one of {', '.join(FERRETDB_BACKENDS)}"
+        )
+    return backend
+
+
 class FerretDBServer(ProcessServer):
-    """FerretDB 1.24.2 with its SQLite backend: the MongoDB wire protocol on 127.0.0.1."""
+    """FerretDB 1.24.2: the MongoDB wire protocol on 127.0.0.1.
+
+    On its PostgreSQL backend (the default, as shared/spec/test-services.md prescribes) it
+    gets a PostgreSQL 15 cluster of its own (``.postgres``, a ``LocalPostgres`` on another
+    port), so that stopping the MongoDB store in an outage test never stops the tracking
+    database, and its load never slows the other cluster. Equality filters are pushed
+    down to SQL there; on the SQLite backend (``backend="sqlite"``, kept to compare) every
+    filter scans the collection in Go.
+
+    ``start()`` starts the cluster when needed, then FerretDB, then checks that FerretDB
+    reaches its backend (a query through it); a failure names what failed with the tail
+    of its log. ``stop()``/``start()`` stop and restart FerretDB only, on the same port
+    with the same data; ``close()`` stops both and deletes their data.
+    """
 
     name = "ferretdb"
 
-    def __init__(self, port: int | None = None, binary: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, binary: Path | None = None, *, backend: str | None = None
+    ) -> None:
         if binary is not None and not (binary.is_file() and os.access(binary, os.X_OK)):
             raise ServiceError(
                 f"FerretDB binary not found at {binary}; run scripts/build_ferretdb.sh"
             )
+        self.backend = backend or ferretdb_backend()
+        if self.backend not in FERRETDB_BACKENDS:
+            raise ServiceError(f"unknown FerretDB backend {self.backend!r}")
         self.binary = binary.absolute() if binary is not None else find_ferretdb()
+        # Created (and registered for cleanup) first, so close_all() stops FerretDB first.
+        self.postgres: LocalPostgres | None = None
+        if self.backend == "postgresql":
+            try:
+                self.postgres = LocalPostgres(max_connections=50)
+            except ServiceError as exc:
+                raise ServiceError(
+                    f"FerretDB's PostgreSQL backend needs a cluster of its own: {exc} (or "
+                    "TEST_FERRETDB_BACKEND=sqlite, or TEST_MONGODB_URL for a MongoDB server)"
+                ) from exc
+        self._database_created = False
         super().__init__(port)
         self.data_dir = self.base / "data"
         self.data_dir.mkdir()
 
+    @property
+    def backend_url(self) -> str:
+        """postgres://postgres@127.0.0.1:PORT2/ferretdb, or the SQLite folder's file: URL."""
+        if self.postgres is None:
+            return f"file:{self.data_dir}/"
+        return f"postgres://postgres@127.0.0.1:{self.postgres.port}/{FERRETDB_DATABASE}"
+
     def command(self) -> list[str]:
+        if self.postgres is None:
+            backend = ["--handler=sqlite", f"--sqlite-url={self.backend_url}"]
+        else:
+            backend = ["--handler=postgresql", f"--postgresql-url={self.backend_url}"]
         return [
             str(self.binary),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir}/",
+            *backend,
             f"--state-dir={self.data_dir}",
             f"--listen-addr=127.0.0.1:{self.port}",
             "--debug-addr=-",
             "--telemetry=disable",
         ]
+
+    def _start_backend(self) -> None:
+        pg = self.postgres
+        if pg is None or pg.is_running():
+            return
+        try:
+            pg.start()
+            if not self._database_created:
+                pg.create_database(FERRETDB_DATABASE)
+                self._database_created = True
+        except ServiceError as exc:
+            raise ServiceError(f"FerretDB's own PostgreSQL cluster did not start: {exc}") from exc
+
+    def _check_backend(self) -> None:
+        """One query through FerretDB that needs its backend; ServiceError with both logs."""
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        client: MongoClient[dict[str, object]] = MongoClient(
+            self.url, serverSelectionTimeoutMS=int(START_TIMEOUT * 1000), connect=False
+        )
+        try:
+            client["harness_probe"].list_collection_names()
+        except PyMongoError as exc:
+            logs = f"FerretDB log {self.log_path}:\n{log_tail(self.log_path)}"
+            if self.postgres is not None:
+                logs += (
+                    f"\nits PostgreSQL log {self.postgres.log_path}:\n"
+                    f"{log_tail(self.postgres.log_path)}"
+                )
+            self._terminate()
+            raise ServiceError(
+                f"FerretDB on 127.0.0.1:{self.port} listens but cannot use its {self.backend} "
+                f"backend ({self.backend_url}): {type(exc).__name__}: {exc}\n{logs}"
+            ) from exc
+        finally:
+            client.close()
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start FerretDB (and its cluster first, when it is not running) and wait until
+        it answers a query that reaches its backend; a no-op when it is running."""
+        if self._closed:
+            raise ServiceError(f"this {self.name} server was closed")
+        if self.is_running():
+            return
+        self._start_backend()
+        super().start(timeout)
+        self._check_backend()
+
+    def close(self) -> None:
+        """Stop FerretDB and its cluster for good and delete their data."""
+        try:
+            super().close()
+        finally:
+            if self.postgres is not None:
+                self.postgres.close()
 
     @property
     def url(self) -> str:
@@ -1072,8 +1182,12 @@ def start_postgres(
     return server
 
 
-def start_ferretdb(port: int | None = None, binary: Path | None = None) -> FerretDBServer:
-    server = FerretDBServer(port=port, binary=binary)
+def start_ferretdb(
+    port: int | None = None, binary: Path | None = None, *, backend: str | None = None
+) -> FerretDBServer:
+    """FerretDB on ``backend`` (default: ``TEST_FERRETDB_BACKEND``, else ``postgresql``,
+    in a PostgreSQL cluster of its own), started; closed again when its start fails."""
+    server = FerretDBServer(port=port, binary=binary, backend=backend)
     try:
         server.start()
     except BaseException:
