@@ -218,7 +218,11 @@ def test_production_needs_its_own_https_public_base_url() -> None:
 def test_production_needs_its_tracking_database_named() -> None:
     """No silent SQLite file in the working directory of a production container: the
     evidence of every deletion would go with the container (issue 17, item 5)."""
-    values = {"environment": "production", "public_base_url": BASE, "jwt_secret": GOOD_SECRET}
+    values: dict[str, Any] = {
+        "environment": "production",
+        "public_base_url": BASE,
+        "jwt_secret": GOOD_SECRET,
+    }
     values |= {"hash_key": GOOD_SECRET, "receipt_signing_key": KEY}
     with pytest.raises(ValidationError, match="DELETION_DATABASE_URL is required in production"):
         Settings(**values)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = re.compile(r"^[a-z0-9./-]+:(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}$")
 
 

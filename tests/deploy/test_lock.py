@@ -12,7 +12,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_LOCK = ROOT / "requirements" / "runtime.lock"
 TEST_LOCK = ROOT / "requirements" / "test.lock"
 RELOCK = "pyproject.toml and requirements/*.lock disagree: run `make lock`"
@@ -86,7 +86,7 @@ def test_the_locks_are_for_the_python_of_the_image_and_ci() -> None:
 
 def test_this_environment_was_installed_from_the_test_lock() -> None:
     """scripts/bootstrap.sh (so CI) installs the test lock: every pin is what runs here."""
-    installed = {
+    installed: dict[str, str] = {
         canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()
     }
     wrong = {
