@@ -3,7 +3,7 @@ VENV := .venv
 
 .PHONY: install lock run test lint format openapi bench
 
-install:  ## create/refresh .venv (project + test extras)
+install:  ## create/refresh .venv (requirements/test.lock, then the project, editable)
 	bash scripts/bootstrap.sh
 
 lock:  ## regenerate requirements/*.lock from pyproject.toml (after changing a dependency)
