@@ -1,10 +1,13 @@
 # Developer entry points. The venv logic lives in scripts/bootstrap.sh.
 VENV := .venv
 
-.PHONY: install run test lint format openapi bench screenshots
+.PHONY: install lock run test lint format openapi bench screenshots
 
-install:  ## create/refresh .venv (project + test extras)
+install:  ## create/refresh .venv (requirements/test.lock, then the project, editable)
 	bash scripts/bootstrap.sh
+
+lock:  ## regenerate requirements/*.lock from pyproject.toml (after changing a dependency)
+	bash scripts/lock.sh
 
 run: install  ## run the service, in development (fixed secrets, loopback only)
 	DELETION_ENVIRONMENT=development $(VENV)/bin/soundops-deletion serve

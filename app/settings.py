@@ -388,7 +388,17 @@ class Settings(
             )
 
     def _check_production(self) -> None:
-        """What only a production deployment must have: a public address of its own."""
+        """What only a production deployment must have: a tracking database and a public
+        address of its own."""
+        if "database_url" not in self.model_fields_set:
+            # The default, a SQLite file in the working directory, would be lost with the
+            # container (and is not shared by the API, the workers and the poller).
+            raise ValueError(
+                "DELETION_DATABASE_URL is required in production: the default SQLite file "
+                "(./deletion.db) would be lost with the container; set a PostgreSQL URL "
+                "(postgresql://...), or a sqlite:////path on a persistent volume for a "
+                "single-process deployment"
+            )
         if "public_base_url" not in self.model_fields_set:
             raise ValueError(
                 "DELETION_PUBLIC_BASE_URL is required in production: it is the base of the "

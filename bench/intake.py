@@ -234,6 +234,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             settings = Settings(
                 environment="production",
+                database_url=service_url,
                 public_base_url=PUBLIC_BASE_URL,
                 jwt_secret=JWT_SECRET,
                 hash_key=HASH_KEY,

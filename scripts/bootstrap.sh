@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv at the repository root and install the project with
-# its test extras into it. Shared by scripts/test.sh and `make run`.
+# Create (or reuse) .venv at the repository root and install into it exactly the
+# pinned, hash-checked packages of requirements/test.lock (the runtime and test
+# dependencies; `make lock` regenerates it from pyproject.toml), then the project
+# itself, editable and without dependencies. Shared by scripts/test.sh (so CI) and
+# `make run`.
 #
-# Reinstalls only when pyproject.toml (or the interpreter) changed since the
-# last successful install: a stamp with their hash lives in .venv.
+# Reinstalls only when pyproject.toml, the lock (or the interpreter) changed since
+# the last successful install: a stamp with their hash lives in .venv.
 # Environment: PYTHON (interpreter that creates the venv, default python3),
 # FORCE_INSTALL=1 (reinstall even when the stamp matches).
 set -euo pipefail
@@ -11,11 +14,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.soundops-install-stamp"
+LOCK="$ROOT/requirements/test.lock"
 PYTHON="${PYTHON:-python3}"
 
 log() { echo "[bootstrap] $*"; }
 die() { echo "[bootstrap] ERROR: $*" >&2; exit 1; }
 
+[[ -f "$LOCK" ]] || die "$LOCK is missing; run 'make lock' (scripts/lock.sh)"
 command -v "$PYTHON" >/dev/null 2>&1 || die "'$PYTHON' not found; Python >= 3.11 is required"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "$("$PYTHON" --version 2>&1) is too old; Python >= 3.11 is required (set PYTHON=...)"
@@ -30,16 +35,20 @@ if [[ ! -d "$VENV" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-want="$( { cat "$ROOT/pyproject.toml"; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } \
+want="$( { cat "$ROOT/pyproject.toml" "$LOCK"
+           "$VENV/bin/python" -c 'import sys; print(sys.version)'; } \
     | sha256sum | cut -d' ' -f1)"
 if [[ "${FORCE_INSTALL:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
-    log ".venv is up to date with pyproject.toml"
+    log ".venv is up to date with pyproject.toml and requirements/test.lock"
     exit 0
 fi
 
-log "installing the project and its test extras into .venv (pip install -e '.[test]')"
+log "installing requirements/test.lock, then the project (editable, --no-deps) into .venv"
 start=$SECONDS
 rm -f "$STAMP"
-"$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+# Hash-checked: a package missing from the lock, or whose archive changed, fails here.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+    -r "$LOCK"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$ROOT"
 echo "$want" > "$STAMP"
 log "installed in $((SECONDS - start)) s"

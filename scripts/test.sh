@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command, for a fresh machine as for a developer's:
 #   bash scripts/test.sh [pytest args...]
-# 1. .venv with the project and its test extras (scripts/bootstrap.sh)
+# 1. .venv from requirements/test.lock, then the project (scripts/bootstrap.sh)
 # 2. PostgreSQL 15 server binaries and Dovecot (apt-get when missing and we are root)
 # 3. FerretDB built into .cache/bin/ferretdb (scripts/build_ferretdb.sh); the tests run it
 #    on its PostgreSQL backend, in a PostgreSQL 15 cluster of its own

@@ -58,14 +58,19 @@ def start(
     *args: str,
     probe: Callable[[str], Any] | None = None,
     timeout: float = 40,
+    port_from_env: bool = False,
 ) -> Start:
     """Run ``serve`` until it answers /healthz (then ``probe(base_url)``, then stop it)
-    or exits."""
+    or exits. The port is a free one, given as ``--port`` or, with ``port_from_env``, as
+    ``DELETION_PORT`` (as a container image gives it)."""
     port = _free_port()
     log_path = tmp_path / f"serve-{port}.log"
+    port_args = [] if port_from_env else ["--port", str(port)]
+    if port_from_env:
+        env = {**env, "DELETION_PORT": str(port)}
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(port), *args],
+            [str(BIN), "serve", *port_args, *args],
             cwd=tmp_path,
             env=env,
             stdout=log,

@@ -79,6 +79,18 @@ def test_production_does_not_start_without_its_public_base_url(tmp_path: Path) -
     assert "DELETION_PUBLIC_BASE_URL is required in production" in started.output
 
 
+def test_production_does_not_start_without_its_tracking_database(tmp_path: Path) -> None:
+    """The image's old default (production on ./deletion.db inside the container) is gone:
+    unset, the service names the variable and leaves no database file behind."""
+    env = _env(tmp_path, **PRODUCTION, **NO_STORES)
+    del env["DELETION_DATABASE_URL"]
+    started = start(tmp_path, env)
+    assert started.exit_code == 2, "started on a SQLite file that dies with the container"
+    assert "DELETION_DATABASE_URL is required in production" in started.output
+    assert "Traceback" not in started.output
+    assert not (tmp_path / "deletion.db").exists()
+
+
 def test_production_does_not_start_with_a_plain_text_mailbox(tmp_path: Path) -> None:
     plain = "imap://privacy:mailbox-password@127.0.0.1:1143/INBOX?tls=none"
     started = start(tmp_path, _env(tmp_path, **PRODUCTION, **NO_STORES, DELETION_IMAP_URL=plain))

@@ -13,6 +13,7 @@ from app.settings import Environment, Settings, normalise_db_url, parse_duration
 GOOD_SECRET = "a-real-secret-of-enough-length"
 KEY = "dGVzdC1yZWNlaXB0LXNpZ25pbmcta2V5LTMyLWJ5dGU="
 BASE = "https://privacy.soundops.example"
+TRACKING = "postgresql://deletion@db.internal:5432/deletion"
 
 
 def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,6 +55,7 @@ def test_placeholder_secrets_are_refused_outside_development(placeholder: str) -
     with pytest.raises(ValidationError) as info:
         Settings(
             environment="production",
+            database_url=TRACKING,
             public_base_url=BASE,
             jwt_secret=placeholder,
             hash_key=GOOD_SECRET,
@@ -67,6 +69,7 @@ def test_missing_hash_key_is_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="DELETION_HASH_KEY"):
         Settings(
             environment="production",
+            database_url=TRACKING,
             public_base_url=BASE,
             jwt_secret=GOOD_SECRET,
             receipt_signing_key=KEY,
@@ -76,6 +79,7 @@ def test_missing_hash_key_is_refused_outside_development() -> None:
 def test_production_with_real_secrets_or_jwks_is_fine() -> None:
     Settings(
         environment="production",
+        database_url=TRACKING,
         public_base_url=BASE,
         jwt_secret=GOOD_SECRET,
         hash_key=GOOD_SECRET,
@@ -83,6 +87,7 @@ def test_production_with_real_secrets_or_jwks_is_fine() -> None:
     )
     Settings(
         environment="production",
+        database_url=TRACKING,
         public_base_url=BASE,
         jwt_jwks_url="https://auth.example/jwks",
         hash_key=GOOD_SECRET,
@@ -94,6 +99,7 @@ def test_missing_receipt_key_is_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="DELETION_RECEIPT_SIGNING_KEY"):
         Settings(
             environment="production",
+            database_url=TRACKING,
             public_base_url=BASE,
             jwt_secret=GOOD_SECRET,
             hash_key=GOOD_SECRET,
@@ -143,6 +149,7 @@ DEV_RECEIPT_KEY = "TQnmDqz8Y1ZJ9T4I5b3S16Wzf8uyz40bdAA3eDL3fuk="  # base64(sha25
 def _production(**values: Any) -> Settings:
     base: dict[str, Any] = {
         "environment": "production",
+        "database_url": TRACKING,
         "public_base_url": BASE,
         "jwt_secret": GOOD_SECRET,
         "hash_key": GOOD_SECRET,
@@ -157,7 +164,11 @@ def test_an_unset_environment_is_production(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ValidationError, match="required"):
         Settings()  # no development secrets without asking for development
     settings = Settings(
-        public_base_url=BASE, jwt_secret=GOOD_SECRET, hash_key=GOOD_SECRET, receipt_signing_key=KEY
+        database_url=TRACKING,
+        public_base_url=BASE,
+        jwt_secret=GOOD_SECRET,
+        hash_key=GOOD_SECRET,
+        receipt_signing_key=KEY,
     )
     assert settings.environment is Environment.production
 
@@ -192,6 +203,7 @@ def test_production_needs_its_own_https_public_base_url() -> None:
     with pytest.raises(ValidationError, match="DELETION_PUBLIC_BASE_URL is required"):
         Settings(
             environment="production",
+            database_url=TRACKING,
             jwt_secret=GOOD_SECRET,
             hash_key=GOOD_SECRET,
             receipt_signing_key=KEY,
@@ -201,6 +213,25 @@ def test_production_needs_its_own_https_public_base_url() -> None:
     assert _production().public_base_url == BASE
     # Tests and development keep the default.
     assert Settings(environment="development").public_base_url == "http://localhost:8000"
+
+
+def test_production_needs_its_tracking_database_named() -> None:
+    """No silent SQLite file in the working directory of a production container: the
+    evidence of every deletion would go with the container (issue 17, item 5)."""
+    values: dict[str, Any] = {
+        "environment": "production",
+        "public_base_url": BASE,
+        "jwt_secret": GOOD_SECRET,
+    }
+    values |= {"hash_key": GOOD_SECRET, "receipt_signing_key": KEY}
+    with pytest.raises(ValidationError, match="DELETION_DATABASE_URL is required in production"):
+        Settings(**values)
+    # Named, it may be PostgreSQL or a SQLite file on a volume that outlives the process.
+    assert _production().database_url == "postgresql+asyncpg://deletion@db.internal:5432/deletion"
+    on_volume = _production(database_url="sqlite:////var/lib/soundops-deletion/deletion.db")
+    assert on_volume.is_sqlite
+    # Development and test deployments keep the contract's default.
+    assert Settings(**{**values, "environment": "test"}).database_url.startswith("sqlite")
 
 
 IMAP = "imap://privacy:pw@mail.example:143/INBOX"

@@ -37,7 +37,9 @@ def is_loopback(host: str) -> bool:
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(envvar="DELETION_PORT", help="Port to listen on.", min=1, max=65535)
+    ] = 8000,
 ) -> None:
     """Run the HTTP API (and, unless DELETION_RUN_WORKER=false, a worker).
 
