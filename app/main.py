@@ -25,6 +25,7 @@ from app.request_guard import RequestGuardMiddleware
 from app.routers import (
     email_confirm,
     health,
+    holds,
     inbound_email,
     meta,
     metrics,
@@ -35,6 +36,7 @@ from app.routers import (
     status_page,
 )
 from app.services.execution import Engine, Worker, new_worker_id
+from app.services.holds import HoldService
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
 from app.services.intake.meta.callbacks import MetaCallbacks
@@ -127,6 +129,7 @@ async def build_state(
         datamap=datamap,
         verifier=TokenVerifier(settings, stores.http),
         requests=request_service,
+        holds=HoldService(sessionmaker, settings.effective_hash_key),
         purgers=purgers,
         resolver=resolver,
         preview=preview,
@@ -197,6 +200,7 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=[
             {"name": "deletion requests", "description": "File, follow and manage requests."},
+            {"name": "legal holds", "description": "Hold a subject's deletions, release."},
             {"name": "meta callbacks", "description": "Meta's signed-request callbacks."},
             {"name": "public status", "description": "What a person sees, without login."},
             {"name": "operations", "description": "Health and readiness."},
@@ -217,6 +221,7 @@ def create_app(
     app.include_router(meta.router)
     app.include_router(status_page.router)
     app.include_router(review.router)
+    app.include_router(holds.router)
     app.include_router(inbound_email.router)
     app.include_router(email_confirm.router)
     app.include_router(health.router)
