@@ -66,6 +66,10 @@ async def list_holds(
     "/{hold_id}",
     response_model=HoldOut,
     summary="Read one legal hold",
+    description=(
+        "An active hold with the identities it holds and its reason; a released one with "
+        "its subject as keyed hashes and no reason."
+    ),
     responses=problems(401, 403, 404, 422),
 )
 async def get_hold(state: State, _principal: Admin, hold_id: uuid.UUID) -> HoldOut:
