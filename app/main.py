@@ -28,6 +28,7 @@ from app.routers import (
     admin,
     email_confirm,
     health,
+    holds,
     inbound_email,
     meta,
     metrics,
@@ -39,6 +40,7 @@ from app.routers import (
 )
 from app.routers.docs import install_docs
 from app.services.execution import Engine, Worker, new_worker_id
+from app.services.holds import HoldService
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
 from app.services.intake.meta.callbacks import MetaCallbacks
@@ -131,6 +133,7 @@ async def build_state(
         datamap=datamap,
         verifier=TokenVerifier(settings, stores.http),
         requests=request_service,
+        holds=HoldService(sessionmaker, settings.effective_hash_key),
         purgers=purgers,
         resolver=resolver,
         preview=preview,
@@ -203,6 +206,7 @@ def create_app(
         redoc_url=None,
         openapi_tags=[
             {"name": "deletion requests", "description": "File, follow and manage requests."},
+            {"name": "legal holds", "description": "Hold a subject's deletions, release."},
             {"name": "meta callbacks", "description": "Meta's signed-request callbacks."},
             {"name": "public status", "description": "What a person sees, without login."},
             {"name": "operations", "description": "Health and readiness."},
@@ -224,6 +228,7 @@ def create_app(
     app.include_router(meta.router)
     app.include_router(status_page.router)
     app.include_router(review.router)
+    app.include_router(holds.router)
     app.include_router(inbound_email.router)
     app.include_router(email_confirm.router)
     app.include_router(health.router)

@@ -20,6 +20,7 @@ from prometheus_client import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import OPEN_STATUSES, utcnow
+from app.repository.holds import hold_stats
 from app.repository.stats import queue_stats
 
 # No `*_created` series: one per labelled counter and histogram, useless for alerting, and
@@ -75,6 +76,10 @@ REQUESTS = Gauge("deletion_requests", "Requests, per kind and status.", ["kind",
 OPEN = Gauge("deletion_requests_open", "Requests not finished yet.")
 OVERDUE = Gauge("deletion_requests_overdue", "Open requests past their due date.")
 OLDEST_OPEN = Gauge("deletion_oldest_open_request_age_seconds", "Age of the oldest open request.")
+HOLDS_ACTIVE = Gauge("deletion_holds_active", "Legal holds in force.")
+HOLD_OLDEST = Gauge(
+    "deletion_hold_oldest_seconds", "Age of the oldest legal hold in force (0: none)."
+)
 QUEUE_LAG = Gauge(
     "deletion_queue_lag_seconds", "How long the longest-waiting due request has waited."
 )
@@ -110,6 +115,7 @@ async def refresh(tracking_db: AsyncEngine, now: datetime | None = None) -> None
     now = now or utcnow()
     async with tracking_db.connect() as conn:
         stats = await queue_stats(conn, now)
+        holds = await hold_stats(conn)
     open_statuses = {s.value for s in OPEN_STATUSES}
     REQUESTS.clear()
     open_total = 0
@@ -121,6 +127,8 @@ async def refresh(tracking_db: AsyncEngine, now: datetime | None = None) -> None
     OVERDUE.set(stats.overdue)
     OLDEST_OPEN.set(_age(stats.oldest_open, now))
     QUEUE_LAG.set(_age(stats.oldest_waiting, now))
+    HOLDS_ACTIVE.set(holds.active)
+    HOLD_OLDEST.set(_age(holds.oldest, now))
 
 
 def _age(value: datetime | None, now: datetime) -> float:

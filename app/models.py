@@ -74,6 +74,8 @@ class RequestStatus(StrEnum):
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+    # A legal hold on the subject: waits (not overdue, never claimed) until released.
+    on_hold = "on_hold"
 
 
 OPEN_STATUSES = frozenset(
@@ -85,8 +87,11 @@ OPEN_STATUSES = frozenset(
     }
 )
 # Open and verified (by a caller's token, Meta's signature, a confirmation link or a
-# reviewer): the deletion will run. Open but unverified: waiting for the link or a reviewer.
-VERIFIED_OPEN_STATUSES = frozenset({RequestStatus.pending, RequestStatus.running})
+# reviewer): the deletion will run (once its legal hold is released, when on hold). Open but
+# unverified: waiting for the link or a reviewer. On hold is not "open" for deadlines.
+VERIFIED_OPEN_STATUSES = frozenset(
+    {RequestStatus.pending, RequestStatus.running, RequestStatus.on_hold}
+)
 UNVERIFIED_STATUSES = frozenset({RequestStatus.awaiting_confirmation, RequestStatus.needs_review})
 CANCELLABLE_STATUSES = frozenset(
     {RequestStatus.pending, RequestStatus.awaiting_confirmation, RequestStatus.needs_review}
@@ -134,7 +139,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-VERIFIED_OPEN_SQL = "status IN ('pending', 'running')"
+VERIFIED_OPEN_SQL = "status IN ('pending', 'running', 'on_hold')"
 UNVERIFIED_SQL = "status IN ('awaiting_confirmation', 'needs_review')"
 
 
@@ -368,3 +373,35 @@ class MetaDeauthorization(Base):
     expanded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disconnects: Mapped[int | None] = mapped_column(sa.Integer)
     skipped_reconnected: Mapped[int | None] = mapped_column(sa.Integer)
+
+
+class LegalHold(Base):
+    """A legal hold on a subject: its requests wait in ``on_hold`` until it is released.
+
+    Matching is by keyed hashes (``LegalHoldHash``), the same as ``deletion_subject_hashes``
+    hold for requests. ``subject`` holds the raw identities only while the hold is active
+    (an operator must see whom it holds); on release they become keyed hashes and the
+    operator's ``reason`` (free text that may name the person) goes, as at minimisation."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    subject: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_by: Mapped[str | None] = mapped_column(sa.String(255))
+
+    __table_args__ = (sa.Index("ix_legal_holds_created_at_id", "created_at", "id"),)
+
+
+class LegalHoldHash(Base):
+    """The keyed hash of one identity of a hold (``identity=value``, as requests hash)."""
+
+    __tablename__ = "legal_hold_hashes"
+
+    hold_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("legal_holds.id", ondelete="CASCADE"), primary_key=True
+    )
+    hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)

@@ -17,7 +17,13 @@ from pydantic.json_schema import SkipJsonSchema
 from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
 from app.purgers.base import PurgerName
 from app.retention_status import RetentionStatus, RetentionStore
-from app.subjects import AccountSubject, InstagramDisconnectSubject, MetaDataSubject, Review
+from app.subjects import (
+    AccountSubject,
+    HoldSubject,
+    InstagramDisconnectSubject,
+    MetaDataSubject,
+    Review,
+)
 
 # Example values: obviously fake, never a person's data (RFC 2606 domains, nil-ish UUIDs).
 EXAMPLE_REQUEST_ID = "00000000-0000-4000-8000-000000000001"
@@ -749,3 +755,52 @@ class SignedReceiptOut(BaseModel):
 
     receipt: ReceiptOut = Field(description="What is signed.")
     signature: ReceiptSignatureOut = Field(description="The signature.")
+
+
+class CreateHold(BaseModel):
+    """A legal hold on a subject: its deletion requests wait in `on_hold` until released."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: HoldSubject = Field(
+        description=(
+            "One or more identities, as in a request's subject (`tenant_id`, `site_name`, "
+            "`owner_email`, `facebook_user_id`, `ig_user_id`, `ig_username`, "
+            "`facebook_page_name`, `instagram_account_id`), compared after the same "
+            "normalisation. A request is held when an identity it named, or resolved to "
+            "(its tenant, Instagram accounts, `ig_user_id`s), is one of these."
+        ),
+        examples=[{"tenant_id": "0b7e3c1e-4f7a-4d3e-9a51-2f0d6f1c9a10", "site_name": "the-band"}],
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Why (the legal basis, a case reference): operators only, never public.",
+    )
+
+
+class HoldOut(BaseModel):
+    id: uuid.UUID
+    subject: dict[str, str] = Field(
+        description=(
+            "While active: the identities held. Once released: their keyed hashes "
+            "(`hmac-sha256:...`), as a minimised request keeps its subject."
+        )
+    )
+    reason: str | None = Field(description="Why; removed when the hold is released.")
+    created_at: datetime
+    created_by: str
+    released_at: datetime | None = None
+    released_by: str | None = None
+    held_requests: int | None = Field(
+        default=None,
+        description=(
+            "Only in the answer to a create: requests put on hold at once. A request "
+            "running at that moment stops before its next task and is then on hold too."
+        ),
+    )
+
+
+class HoldPage(BaseModel):
+    items: list[HoldOut]
+    next_cursor: str | None

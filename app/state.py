@@ -13,6 +13,7 @@ from app.datamap import DataMap
 from app.purgers.base import PurgerName, PurgerSlot
 from app.ratelimit import RateLimiter
 from app.services.execution import Worker
+from app.services.holds import HoldService
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
 from app.services.intake.meta.callbacks import MetaCallbacks
@@ -32,6 +33,7 @@ class AppState:
     datamap: DataMap
     verifier: TokenVerifier
     requests: RequestService  # file, read, cancel, retry requests; receipts
+    holds: HoldService  # legal holds: place, list, release
     purgers: Mapping[PurgerName, PurgerSlot]
     resolver: ResolverLike
     preview: PreviewService

@@ -108,6 +108,21 @@ class InstagramDisconnectSubject(RequestSubject):
     )
 
 
+class HoldSubject(AccountSubject, MetaDataSubject):
+    """Whom a legal hold holds: one or more identities of any kind of request, each in the
+    same canonical form a request stores (so a hold and a request hash alike). A request
+    is held when one identity it named or resolved to is one of these."""
+
+    instagram_account_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HoldSubject:  # replaces the one-identity rule: at least one
+        if not self.identities():
+            names = ", ".join(type(self).model_fields)
+            raise ValueError(f"give at least one of: {names}")
+        return self
+
+
 class ReviewCandidate(BaseModel):
     """One tenant (and, for Meta data, one connected account) that what a message named
     matches."""

@@ -17,6 +17,8 @@ TABLES = {
     "email_intake",
     "email_replies",
     "meta_deauthorizations",
+    "legal_holds",
+    "legal_hold_hashes",
 }
 
 

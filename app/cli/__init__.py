@@ -4,6 +4,7 @@
 - :mod:`.service`: ``serve``, ``worker``, ``migrate``, ``token``;
 - :mod:`.requests`: ``requests list|show|watch|retry|cancel|approve|reject``, ``preview``;
 - :mod:`.mailbox`: ``mailbox poll``;
+- :mod:`.holds`: ``holds list``;
 - :mod:`.checks`: ``datamap check``, ``retention check|apply``, ``receipt verify``;
 - :mod:`.common`: what they share, and the :class:`~.common.Assembly` that builds the
   service (``python -m testsupport.cli`` puts the test doubles in there).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import checks, mailbox, requests, service
+from app.cli import checks, holds, mailbox, requests, service
 
 cli = typer.Typer(
     name="soundops-deletion",
@@ -28,6 +29,7 @@ cli.command()(service.worker)
 cli.command()(service.migrate)
 cli.command()(service.token)
 cli.add_typer(mailbox.mailbox_cli, name="mailbox")
+cli.add_typer(holds.holds_cli, name="holds")
 cli.command()(requests.preview)
 cli.add_typer(checks.receipt_cli, name="receipt")
 cli.add_typer(checks.retention_cli, name="retention")

@@ -7,6 +7,7 @@
 - ``email_intake``: messages handled once, confirmation links, expiries, reply slots
 - ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
 - ``stats``: what the metrics endpoint reads at scrape time
+- ``holds``: legal holds, and putting on hold / resuming the requests they match
 
 This package's interface (a deliberate re-export, issue #15): its public names are
 re-exported here, so callers write ``from app import repository`` and
@@ -41,6 +42,18 @@ from app.repository.events import (
     add_event,
     has_event,
     list_events,
+)
+from app.repository.holds import (
+    HoldStats,
+    add_hold,
+    get_hold,
+    hold_stats,
+    hold_waiting_requests,
+    is_held,
+    list_holds,
+    release_hold,
+    request_is_held,
+    resume_released_requests,
 )
 from app.repository.queue import (
     WORKABLE,
@@ -86,6 +99,7 @@ __all__ = [
     "WORKABLE",
     "Claim",
     "DeauthorizationChanges",
+    "HoldStats",
     "InvalidCursor",
     "QueueStats",
     "RequestChanges",
@@ -93,6 +107,7 @@ __all__ = [
     "TaskChanges",
     "add_email_intake",
     "add_event",
+    "add_hold",
     "add_subject_hashes",
     "claim_deauthorization",
     "claim_next",
@@ -106,6 +121,7 @@ __all__ = [
     "extend_lease",
     "finish_deauthorization",
     "get_email_intake",
+    "get_hold",
     "get_open_request_for_subject",
     "get_request",
     "get_request_by_code",
@@ -114,17 +130,24 @@ __all__ = [
     "get_request_fresh",
     "get_tasks",
     "has_event",
+    "hold_stats",
+    "hold_waiting_requests",
     "holds_lease",
     "insert_new_request",
+    "is_held",
     "list_events",
+    "list_holds",
     "list_requests",
     "new_task",
     "queue_depth",
     "queue_stats",
     "record_deauthorization",
     "release",
+    "release_hold",
     "replace_subject_hashes",
+    "request_is_held",
     "reset_failed_tasks",
+    "resume_released_requests",
     "set_confirm_token",
     "set_values",
     "take_reply_slot",

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict, Unpack, cast
+from typing import Any, Protocol, TypedDict, Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -72,7 +72,16 @@ class RequestFilter:
     subject_hash: str | None = None
 
 
-def encode_cursor(request: DeletionRequest) -> str:
+class _Listed(Protocol):
+    """A row listed newest first by (created_at, id): a request, a legal hold."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def encode_cursor(request: _Listed) -> str:
     raw = f"{request.created_at.isoformat()}|{request.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

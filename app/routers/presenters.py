@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, TaskStatus
+from app.models import (
+    DeletionRequest,
+    LegalHold,
+    RequestKind,
+    RequestSource,
+    RequestStatus,
+    TaskStatus,
+)
 from app.purgers.base import PurgerName, third_party_counts
 from app.schemas import (
     BackupHorizonOut,
     DeletionRequestOut,
+    HoldOut,
     RetainedOut,
     ReviewOut,
     StatusPageOut,
@@ -90,4 +98,17 @@ def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageO
             expire_by=backups.expire_by,
             statement=backups.statement,
         ),
+    )
+
+
+def hold_out(hold: LegalHold, *, held_requests: int | None = None) -> HoldOut:
+    return HoldOut(
+        id=hold.id,
+        subject={name: str(value) for name, value in hold.subject.items()},
+        reason=hold.reason,
+        created_at=hold.created_at,
+        created_by=hold.created_by,
+        released_at=hold.released_at,
+        released_by=hold.released_by,
+        held_requests=held_requests,
     )

@@ -29,6 +29,8 @@ STATUS_TEXT = {
     "completed": "Completed",
     "failed": "Delayed: our team has been alerted and will complete it",
     "cancelled": "Cancelled",
+    # A legal hold: said as such, never why (the reason is the operators' only).
+    "on_hold": "On hold: paused for now; it will continue when the hold is lifted",
 }
 STORE_TEXT = {
     "postgres": "Account database",

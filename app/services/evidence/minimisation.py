@@ -9,6 +9,9 @@ may name the person) gives way to the plain fact.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from app.models import (
     CANCELLED_REASON,
     REJECTED_REASON,
@@ -21,14 +24,20 @@ from app.repository import RequestChanges
 from app.services.identities import identity_hash
 
 
+def hashed_subject(subject: Mapping[str, Any], hash_key: bytes) -> dict[str, str]:
+    """A subject as minimisation keeps it: each identity's keyed hash (a request's, a
+    released legal hold's), findable again by ``identity=value`` but not readable."""
+    return {
+        name: "hmac-sha256:" + identity_hash(hash_key, name, str(value))
+        for name, value in subject.items()
+    }
+
+
 def minimised(request: DeletionRequest, hash_key: bytes, *, rejected: bool) -> RequestChanges:
     """The request's columns with every raw identifier replaced by a keyed hash, or gone,
     and no free text of an operator's (it may name the person)."""
     return {
-        "subject": {
-            name: "hmac-sha256:" + identity_hash(hash_key, name, str(value))
-            for name, value in request.subject.items()
-        },
+        "subject": hashed_subject(request.subject, hash_key),
         "notify_email": None,
         "confirm_recipients": None,
         "reason": None,

@@ -17,6 +17,9 @@
   and every succeeded purger's ``verify`` found nothing left. A request that settles to
   ``completed`` or ``failed`` gets its signed receipt in the same transaction
   (:func:`~app.services.evidence.receipts.issue`).
+- A legal hold (:mod:`app.services.holds`) is looked for before every task's attempt
+  and when the request settles: a held request starts no further attempt and settles
+  ``on_hold`` (what already ran stays recorded; it is never reported done).
 - A completed request keeps its claim: the engine goes straight on to its confirmations
   and minimisation (:mod:`.completion`) under the same lease.
 
@@ -66,6 +69,7 @@ from app.repository import RequestChanges, TaskChanges
 from app.services.evidence import receipts
 from app.services.execution.completion import email_target
 from app.services.execution.lease import LeaseLost, Leases, backoff
+from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
 from app.services.resolution import ResolverLike, digest
 from app.settings import Settings
@@ -307,6 +311,10 @@ class Runner:
 
         attempt = task.attempts + 1
         async with self._leases.transition(run.request_id) as tx:
+            # The boundary where a legal hold stops a running request: no attempt starts
+            # while one matches it (what it named or resolved to); it settles on hold.
+            if await repository.request_is_held(tx.session, run.request_id):
+                return status
             await tx.update_task(
                 task.id,
                 status=TaskStatus.running,
@@ -488,6 +496,10 @@ class Runner:
                     ),
                 }
                 event, detail = "completed", {}
+            elif await repository.request_is_held(tx.session, request_id):
+                status = RequestStatus.on_hold
+                changes = {"status": status, "run_after": None}
+                event, detail = HELD_EVENT, {"step": "before the next task"}
             elif any(s is TaskStatus.retrying for s in statuses.values()):
                 next_at = min(
                     (t.next_attempt_at for t in tasks if t.next_attempt_at is not None),

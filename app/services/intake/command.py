@@ -24,6 +24,7 @@ from app import repository
 from app.datamap import Selection
 from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, utcnow
 from app.pii import keyed_hash
+from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
 from app.services.plans import plan_for
 from app.subjects import Review
@@ -146,16 +147,23 @@ async def insert(
     request of the same kind for the same subject that it may not stand beside."""
     request = build(command, hash_key=hash_key, deadline_days=deadline_days)
     review_reason = command.email.review_reason if command.email is not None else None
+    hashes = identity_hashes(hash_key, command.identities)
+    # A legal hold on the subject: the request is filed, and waits (services/holds.py).
+    held = command.status is RequestStatus.pending and await repository.is_held(session, hashes)
+    if held:
+        request.status, request.run_after = RequestStatus.on_hold, None
     stored = await repository.insert_new_request(
         session,
         request,
-        identity_hashes(hash_key, command.identities),
+        hashes,
         actor=command.requested_by,
         detail={
             "kind": command.kind.value,
             "source": command.source.value,
-            "status": command.status.value,
+            "status": str(request.status),
             **({"review_reason": review_reason} if review_reason else {}),
         },
     )
+    if stored and held:
+        repository.add_event(session, request.id, HELD_EVENT, actor=command.requested_by)
     return request if stored else None

@@ -239,7 +239,7 @@ class RequestService:
             request = await repository.get_request(session, request_id)
             if request is None:
                 raise NotFound("No deletion request with this id.")
-            if request.status in OPEN_STATUSES:
+            if request.status in OPEN_STATUSES | {RequestStatus.on_hold}:
                 raise Conflict(f"A {request.status} request has no receipt yet.")
             if request.receipt is not None:
                 return request.receipt
