@@ -210,6 +210,11 @@ class StatusPageOut(BaseModel):
     )
     stores: list[StatusPageStore]
     backups: BackupHorizonOut
+    team_alerted: bool = Field(
+        default=False,
+        description="For a failed request: whether our operators were sent a notice of "
+        "its failure (e-mail or webhook, delivered).",
+    )
 
 
 class Health(BaseModel):

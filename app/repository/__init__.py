@@ -6,6 +6,7 @@
 - ``tasks``: a request's tasks and their outcomes
 - ``email_intake``: messages handled once, confirmation links, expiries, reply slots
 - ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
+- ``operator_notices``: notices of failed and overdue requests, made once, delivered
 - ``stats``: what the metrics endpoint reads at scrape time
 
 This package's interface (a deliberate re-export, issue #15): its public names are
@@ -42,6 +43,16 @@ from app.repository.events import (
     has_event,
     list_events,
 )
+from app.repository.operator_notices import (
+    NoticeChanges,
+    UnnotifiedEvent,
+    add_operator_notice,
+    claim_operator_notice,
+    due_operator_notices,
+    failure_notice_delivered,
+    finish_operator_notice,
+    unnotified_events,
+)
 from app.repository.queue import (
     WORKABLE,
     Claim,
@@ -66,6 +77,7 @@ from app.repository.requests import (
     get_request_fresh,
     insert_new_request,
     list_requests,
+    mark_deadline,
     replace_subject_hashes,
     set_values,
     transition_request,
@@ -87,24 +99,31 @@ __all__ = [
     "Claim",
     "DeauthorizationChanges",
     "InvalidCursor",
+    "NoticeChanges",
     "QueueStats",
     "RequestChanges",
     "RequestFilter",
     "TaskChanges",
+    "UnnotifiedEvent",
     "add_email_intake",
     "add_event",
+    "add_operator_notice",
     "add_subject_hashes",
     "claim_deauthorization",
     "claim_next",
+    "claim_operator_notice",
     "confirm_request",
     "deadline_candidates",
     "decode_cursor",
     "due_deauthorizations",
+    "due_operator_notices",
     "encode_cursor",
     "expire_confirmations",
     "expire_reviews",
     "extend_lease",
+    "failure_notice_delivered",
     "finish_deauthorization",
+    "finish_operator_notice",
     "get_email_intake",
     "get_open_request_for_subject",
     "get_request",
@@ -118,6 +137,7 @@ __all__ = [
     "insert_new_request",
     "list_events",
     "list_requests",
+    "mark_deadline",
     "new_task",
     "queue_depth",
     "queue_stats",
@@ -129,6 +149,7 @@ __all__ = [
     "set_values",
     "take_reply_slot",
     "transition_request",
+    "unnotified_events",
     "unsent_confirmations",
     "update_task",
 ]

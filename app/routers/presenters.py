@@ -63,7 +63,9 @@ def request_out(
     )
 
 
-def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageOut:
+def status_page(
+    request: DeletionRequest, backups: BackupHorizon, *, team_alerted: bool = False
+) -> StatusPageOut:
     claims = [store_claim(task) for task in request.tasks]
     status = RequestStatus(request.status)
     return StatusPageOut(
@@ -90,4 +92,5 @@ def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageO
             expire_by=backups.expire_by,
             statement=backups.statement,
         ),
+        team_alerted=team_alerted,
     )
