@@ -12,6 +12,7 @@ from typing import Any, TypedDict, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.models import (
     DeletionEvent,
@@ -46,9 +47,11 @@ async def unnotified_events(session: AsyncSession, limit: int = 100) -> list[Unn
     """``failed`` and ``overdue`` events without a notice, of requests that have not
     finished since: for a failed request only its latest ``failed`` event (an operator's
     retry that fails again is a new one)."""
+    earlier = aliased(DeletionEvent)
     latest_failed = (
-        sa.select(sa.func.max(DeletionEvent.id))
-        .where(DeletionEvent.request_id == DeletionRequest.id, DeletionEvent.type == "failed")
+        sa.select(sa.func.max(earlier.id))
+        .where(earlier.request_id == DeletionRequest.id, earlier.type == "failed")
+        .correlate(DeletionRequest)
         .scalar_subquery()
     )
     noticed = sa.exists().where(OperatorNotice.event_id == DeletionEvent.id)

@@ -183,7 +183,7 @@ class OperatorNotices:
                     metrics.OPERATOR_NOTICES.labels(event=found.event, outcome="unconfigured").inc()
                     log.error(
                         "operator_notice_unconfigured",
-                        event=found.event,
+                        notice=found.event,
                         request_id=str(found.request_id),
                     )
             await session.commit()
@@ -252,7 +252,7 @@ class OperatorNotices:
         log_line = log.warning if errors else log.info
         log_line(
             f"operator_notice_{outcome}",
-            event=notice.event,
+            notice=notice.event,
             request_id=str(notice.request_id),
             errors=json.dumps(errors) if errors else None,
         )
