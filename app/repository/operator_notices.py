@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.models import (
+    NOTIFIED_EVENTS_SQL,
     DeletionEvent,
     DeletionRequest,
     OperatorNotice,
@@ -59,6 +60,7 @@ async def unnotified_events(session: AsyncSession, limit: int = 100) -> list[Unn
         sa.select(DeletionEvent.id, DeletionEvent.request_id, DeletionEvent.type)
         .join(DeletionRequest, DeletionRequest.id == DeletionEvent.request_id)
         .where(
+            sa.text(NOTIFIED_EVENTS_SQL),  # the partial index's predicate, as literals
             DeletionRequest.status.in_(_UNFINISHED),
             sa.or_(
                 sa.and_(

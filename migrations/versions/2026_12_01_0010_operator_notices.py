@@ -1,6 +1,7 @@
 """Operator notices: ``deletion.failed`` and ``deletion.overdue``, one per event of a
 request's log (unique ``event_id``), delivered by e-mail and webhook under a lease and
 retried until delivered. No personal data: the payload holds facts about the request.
+A partial index finds the few ``failed``/``overdue`` events without reading the log.
 
 Revision ID: 0010
 Revises: 0008
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 TIMESTAMP = sa.DateTime(timezone=True)
+NOTIFIED = "type IN ('failed', 'overdue')"
 EVENT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -59,9 +61,18 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_operator_notices_run_after"), "operator_notices", ["run_after"], unique=False
     )
+    op.create_index(
+        "ix_deletion_events_notified",
+        "deletion_events",
+        ["request_id"],
+        unique=False,
+        postgresql_where=sa.text(NOTIFIED),
+        sqlite_where=sa.text(NOTIFIED),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deletion_events_notified", table_name="deletion_events")
     op.drop_index(op.f("ix_operator_notices_run_after"), table_name="operator_notices")
     op.drop_index(op.f("ix_operator_notices_request_id"), table_name="operator_notices")
     op.drop_table("operator_notices")
