@@ -109,6 +109,14 @@ INBOUND_REPLIES = Counter(
     ["result"],
 )
 
+# Notices to the operators of failed and overdue requests.
+OPERATOR_NOTICES = Counter(
+    "deletion_operator_notices_total",
+    "Notices to the operators (event deletion.failed or deletion.overdue): sent, retrying "
+    "(a channel failed; tried again later), unconfigured (no operator e-mail or webhook).",
+    ["event", "outcome"],
+)
+
 
 async def refresh(tracking_db: AsyncEngine, now: datetime | None = None) -> None:
     """Read the queue gauges from the tracking database."""

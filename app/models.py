@@ -140,6 +140,7 @@ def utcnow() -> datetime:
 
 
 VERIFIED_OPEN_SQL = "status IN ('pending', 'running', 'on_hold')"
+NOTIFIED_EVENTS_SQL = "type IN ('failed', 'overdue')"
 UNVERIFIED_SQL = "status IN ('awaiting_confirmation', 'needs_review')"
 
 
@@ -304,6 +305,16 @@ class DeletionEvent(Base):
     actor: Mapped[str | None] = mapped_column(sa.String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
+    __table_args__ = (
+        # The few events that operators are told of: found without reading the log.
+        sa.Index(
+            "ix_deletion_events_notified",
+            "request_id",
+            postgresql_where=sa.text(NOTIFIED_EVENTS_SQL),
+            sqlite_where=sa.text(NOTIFIED_EVENTS_SQL),
+        ),
+    )
+
 
 class SubjectHash(Base):
     """Keyed hashes of every identity a request named or resolved to: look-ups after
@@ -405,3 +416,37 @@ class LegalHoldHash(Base):
         sa.ForeignKey("legal_holds.id", ondelete="CASCADE"), primary_key=True
     )
     hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
+
+
+class OperatorNotice(Base):
+    """A notice to the operators (``deletion.failed``, ``deletion.overdue``) about one
+    event of a request's log (its ``failed`` or ``overdue`` event): one notice per event,
+    enforced by the unique ``event_id``, so that no restart or second worker sends it
+    twice (a request retried by an operator that fails again has a new ``failed`` event,
+    and so a new notice). Delivered under a lease by whoever gets to it, retried with the
+    completion webhook's backoff until every channel took it. ``payload`` is what is
+    sent: facts about the request, never personal data."""
+
+    __tablename__ = "operator_notices"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("deletion_events.id", ondelete="CASCADE"),
+        unique=True,
+    )
+    event: Mapped[str] = mapped_column(sa.String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    # Per channel: None (not configured when the notice was made) | pending | sent.
+    email_status: Mapped[str | None] = mapped_column(sa.String(16))
+    webhook_status: Mapped[str | None] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Work queue: when a worker should (next) try to deliver it; None once done.
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -423,6 +423,11 @@ class StatusPageOut(BaseModel):
     )
     stores: list[StatusPageStore] = Field(description="Per store: what happened.")
     backups: BackupHorizonOut = Field(description="When backup copies expire.")
+    team_alerted: bool = Field(
+        default=False,
+        description="For a failed request: whether our operators were sent a notice of "
+        "its failure (e-mail or webhook, delivered).",
+    )
 
 
 class Health(BaseModel):

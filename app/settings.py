@@ -257,10 +257,18 @@ class NotificationSettings(EnvironmentSettings):
     notify_webhook_secret: SecretStr | None = None
     smtp_url: str | None = None
     mail_from: str = "privacy@soundops.example"
+    # Where failed and overdue requests are mailed (``deletion.failed``/``.overdue``).
+    operator_email: str | None = None
 
     def _check_notifications(self) -> None:
         if self.notify_webhook_url and self.notify_webhook_secret is None:
             raise ValueError("DELETION_NOTIFY_WEBHOOK_URL needs DELETION_NOTIFY_WEBHOOK_SECRET")
+        if self.operator_email is not None:
+            local, _, domain = self.operator_email.partition("@")
+            if not local or "." not in domain or any(c.isspace() for c in self.operator_email):
+                raise ValueError("DELETION_OPERATOR_EMAIL must be one e-mail address")
+            if self.smtp_url is None:
+                raise ValueError("DELETION_OPERATOR_EMAIL needs DELETION_SMTP_URL")
 
 
 class MailboxSettings(EnvironmentSettings):

@@ -19,6 +19,7 @@ TABLES = {
     "meta_deauthorizations",
     "legal_holds",
     "legal_hold_hashes",
+    "operator_notices",
 }
 
 

@@ -278,3 +278,18 @@ def test_forwarded_allow_ips_take_addresses_and_ranges() -> None:
     ]
     with pytest.raises(ValidationError, match="CIDR"):
         Settings(environment="development", forwarded_allow_ips="proxy.internal")
+
+
+@pytest.mark.parametrize("address", ["", "ops", "ops@localhost", "ops team@example.com"])
+def test_an_operator_email_that_is_not_one_address_is_refused(address: str) -> None:
+    with pytest.raises(ValidationError, match="DELETION_OPERATOR_EMAIL"):
+        Settings(environment="development", smtp_url="smtp://127.0.0.1:25", operator_email=address)
+
+
+def test_an_operator_email_without_a_mail_server_is_refused() -> None:
+    with pytest.raises(ValidationError, match="DELETION_SMTP_URL"):
+        Settings(environment="development", operator_email="dpo@soundops.example")
+    fine = Settings(
+        environment="development", smtp_url="smtp://127.0.0.1:25", operator_email="dpo@x.example"
+    )
+    assert fine.operator_email == "dpo@x.example"

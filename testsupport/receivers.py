@@ -59,6 +59,16 @@ class WebhookReceiver:
 @dataclass
 class _Handler:
     messages: list[tuple[str, list[str], Message]] = field(default_factory=list)
+    # Recipients refused with 550 (compared case-insensitively), as a mailbox that is full.
+    refuse: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address.lower() in {r.lower() for r in self.refuse}:
+            return "550 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(
@@ -74,11 +84,12 @@ def free_port() -> int:
 
 
 class SmtpSink:
-    """aiosmtpd on a free port; ``messages`` holds (from, recipients, message)."""
+    """aiosmtpd on a free port (or ``port``: a server that comes back where it was);
+    ``messages`` holds (from, recipients, message)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.handler = _Handler()
-        self.port = free_port()
+        self.port = port or free_port()
         self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
         self._controller.start()
 

@@ -6,6 +6,7 @@
 - ``tasks``: a request's tasks and their outcomes
 - ``email_intake``: messages handled once, confirmation links, expiries, reply slots
 - ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
+- ``operator_notices``: notices of failed and overdue requests, made once, delivered
 - ``stats``: what the metrics endpoint reads at scrape time
 - ``holds``: legal holds, and putting on hold / resuming the requests they match
 
@@ -55,6 +56,16 @@ from app.repository.holds import (
     request_is_held,
     resume_released_requests,
 )
+from app.repository.operator_notices import (
+    NoticeChanges,
+    UnnotifiedEvent,
+    add_operator_notice,
+    claim_operator_notice,
+    due_operator_notices,
+    failure_notice_delivered,
+    finish_operator_notice,
+    unnotified_events,
+)
 from app.repository.queue import (
     WORKABLE,
     Claim,
@@ -79,6 +90,7 @@ from app.repository.requests import (
     get_request_fresh,
     insert_new_request,
     list_requests,
+    mark_deadline,
     replace_subject_hashes,
     set_values,
     transition_request,
@@ -101,25 +113,32 @@ __all__ = [
     "DeauthorizationChanges",
     "HoldStats",
     "InvalidCursor",
+    "NoticeChanges",
     "QueueStats",
     "RequestChanges",
     "RequestFilter",
     "TaskChanges",
+    "UnnotifiedEvent",
     "add_email_intake",
     "add_event",
     "add_hold",
+    "add_operator_notice",
     "add_subject_hashes",
     "claim_deauthorization",
     "claim_next",
+    "claim_operator_notice",
     "confirm_request",
     "deadline_candidates",
     "decode_cursor",
     "due_deauthorizations",
+    "due_operator_notices",
     "encode_cursor",
     "expire_confirmations",
     "expire_reviews",
     "extend_lease",
+    "failure_notice_delivered",
     "finish_deauthorization",
+    "finish_operator_notice",
     "get_email_intake",
     "get_hold",
     "get_open_request_for_subject",
@@ -138,6 +157,7 @@ __all__ = [
     "list_events",
     "list_holds",
     "list_requests",
+    "mark_deadline",
     "new_task",
     "queue_depth",
     "queue_stats",
@@ -152,6 +172,7 @@ __all__ = [
     "set_values",
     "take_reply_slot",
     "transition_request",
+    "unnotified_events",
     "unsent_confirmations",
     "update_task",
 ]

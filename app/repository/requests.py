@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypedDict, Unpack, cast
+from typing import Any, Literal, Protocol, TypedDict, Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -261,6 +261,24 @@ async def deadline_candidates(
         )
     )
     return near.scalars().all(), overdue.scalars().all()
+
+
+async def mark_deadline(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    column: Literal["deadline_warned_at", "overdue_warned_at"],
+    now: datetime,
+) -> bool:
+    """Set a request's deadline mark, only if it is unset: of several workers that saw the
+    same deadline, exactly one records it."""
+    mark = getattr(DeletionRequest, column)
+    result = await session.execute(
+        sa.update(DeletionRequest)
+        .where(DeletionRequest.id == request_id, mark.is_(None))
+        .values({column: now})
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --- intake: a new request in a few statements, without the ORM's unit of work ------

@@ -71,7 +71,9 @@ def request_out(
     )
 
 
-def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageOut:
+def status_page(
+    request: DeletionRequest, backups: BackupHorizon, *, team_alerted: bool = False
+) -> StatusPageOut:
     claims = [store_claim(task) for task in request.tasks]
     status = RequestStatus(request.status)
     return StatusPageOut(
@@ -98,6 +100,7 @@ def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageO
             expire_by=backups.expire_by,
             statement=backups.statement,
         ),
+        team_alerted=team_alerted,
     )
 
 

@@ -27,7 +27,7 @@ STATUS_TEXT = {
     "pending": "Received, waiting to start",
     "running": "In progress",
     "completed": "Completed",
-    "failed": "Delayed: our team has been alerted and will complete it",
+    "failed": "Delayed: it could not be completed automatically and waits for our team",
     "cancelled": "Cancelled",
     # A legal hold: said as such, never why (the reason is the operators' only).
     "on_hold": "On hold: paused for now; it will continue when the hold is lifted",
@@ -38,6 +38,8 @@ STORE_TEXT = {
     "s3": "Uploaded files and media",
     "meta_graph": "Permissions and notifications at Meta",
 }
+# Said of a failed request only when it is true: a notice of its failure reached the team.
+ALERTED_TEXT = "Delayed: our team has been alerted and will complete it"
 TASK_TEXT = {
     "pending": "not started",
     "running": "in progress",
@@ -80,7 +82,8 @@ def render_html(page: StatusPageOut) -> str:
                 html.escape(retained or "nothing"),
             )
         )
-    status = STATUS_TEXT[page.status] + (f": {page.summary}" if page.summary else "")
+    text = ALERTED_TEXT if page.team_alerted else STATUS_TEXT[page.status]
+    status = text + (f": {page.summary}" if page.summary else "")
     content = (
         "<dl>"
         f"<dt>Request</dt><dd>{html.escape(KIND_TEXT[page.kind])}</dd>"
@@ -151,7 +154,11 @@ async def deletion_status(
         if _wants_json(accept):
             return problem_response(404, "Not found", "No deletion request has this code.")
         return HTMLResponse(NOT_FOUND_HTML, status_code=404)
-    page = status_page(found, state.requests.backup_horizon(found))
+    page = status_page(
+        found,
+        state.requests.backup_horizon(found),
+        team_alerted=await state.requests.team_alerted(found),
+    )
     if _wants_json(accept):
         return JSONResponse(page.model_dump(mode="json"))
     return HTMLResponse(render_html(page))

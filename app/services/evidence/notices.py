@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,6 +31,28 @@ SIGNATURE_HEADER = "X-SoundOps-Signature"
 
 class DeliveryFailed(Exception):
     """Not delivered this time; the message says why without personal data."""
+
+
+async def deliver(
+    senders: Mapping[str, Callable[[], Awaitable[None]]],
+    statuses: MutableMapping[str, str | None],
+    *,
+    give_up: bool,
+) -> dict[str, str]:
+    """Try each channel once (completion's and the operators' notices alike): a channel
+    that took it is ``sent``; one that failed stays ``pending`` to be tried again after a
+    backoff, or is ``given_up`` when ``give_up``. Returns the errors, per channel (safe
+    to log: they name no one)."""
+    errors: dict[str, str] = {}
+    for channel, send in senders.items():
+        try:
+            await send()
+            statuses[channel] = "sent"
+        except DeliveryFailed as exc:
+            errors[channel] = str(exc)
+            if give_up:
+                statuses[channel] = "given_up"
+    return errors
 
 
 def signature(secret: bytes, body: bytes, timestamp: int) -> str:

@@ -12,7 +12,7 @@ status decided from its tasks); a claim is *released* (only inside a fenced tran
 or at shutdown); a request whose run is over is *notified and minimised*.
 """
 
-from app.services.execution.completion import completion_payload, email_target
+from app.services.execution.completion import completion_payload, email_targets
 from app.services.execution.engine import Engine
 from app.services.execution.lease import LeaseLost, backoff, new_worker_id
 from app.services.execution.runner import TaskCounts
@@ -25,6 +25,6 @@ __all__ = [
     "Worker",
     "backoff",
     "completion_payload",
-    "email_target",
+    "email_targets",
     "new_worker_id",
 ]

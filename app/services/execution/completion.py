@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
 from app.models import DeletionRequest, DeletionTask, utcnow
+from app.names import normalise
+from app.pii import keyed_hash
 from app.repository import RequestChanges
 from app.services.claims import completion_sentence, store_claim
 from app.services.evidence import receipts
@@ -25,6 +27,7 @@ from app.services.evidence.minimisation import minimised
 from app.services.evidence.notices import (
     DeliveryFailed,
     completion_text,
+    deliver,
     send_email,
     send_webhook,
 )
@@ -60,26 +63,21 @@ class Completion:
             assert request is not None
             tasks = list(await repository.get_tasks(session, request_id))
         payload = completion_payload(request, tasks, self.settings.public_base_url)
-        target = email_target(request)
+        targets = email_targets(request)
+        # Addresses that took the e-mail in an earlier attempt (keyed hashes): not again.
+        emailed = set(await self._emailed_before(request_id))
         senders: dict[str, Callable[[], Awaitable[None]]] = {}
         if request.webhook_status == "pending" and self._http is not None:
             http = self._http
             senders["webhook"] = lambda: send_webhook(http, self.settings, payload)
-        if request.email_status == "pending" and target is not None:
-            senders["email"] = lambda: send_email(
-                self.settings, target, EMAIL_SUBJECT, completion_text(payload)
-            )
+        if request.email_status == "pending" and targets:
+            senders["email"] = lambda: self._email_each(targets, completion_text(payload), emailed)
         attempts = request.notify_attempts + (1 if senders else 0)
-        statuses = {"webhook": request.webhook_status, "email": request.email_status}
-        errors: dict[str, str] = {}
-        for channel, send in senders.items():
-            try:
-                await send()
-                statuses[channel] = "sent"
-            except DeliveryFailed as exc:
-                errors[channel] = str(exc)
-                if attempts >= self.settings.max_attempts:
-                    statuses[channel] = "given_up"
+        statuses: dict[str, str | None] = {
+            "webhook": request.webhook_status,
+            "email": request.email_status,
+        }
+        errors = await deliver(senders, statuses, give_up=attempts >= self.settings.max_attempts)
         retrying = any(statuses[channel] == "pending" for channel in errors)
         changes: RequestChanges = {
             "webhook_status": statuses["webhook"],
@@ -89,13 +87,21 @@ class Completion:
         async with self._leases.transition(request_id) as tx:
             for channel in senders:
                 if statuses[channel] != "pending":
-                    error = {"error": errors[channel]} if channel in errors else {}
-                    tx.record(f"{channel}_{statuses[channel]}", {"attempts": attempts, **error})
+                    detail: dict[str, Any] = {"attempts": attempts}
+                    if channel in errors:
+                        detail["error"] = errors[channel]
+                    if channel == "email":
+                        detail["recipients"] = len(targets)
+                    tx.record(f"{channel}_{statuses[channel]}", detail)
             if retrying:
                 next_at = utcnow() + backoff(self.settings, attempts)
                 tx.record(
                     "confirmation_retrying",
-                    {"errors": errors, "next_attempt_at": next_at.isoformat()},
+                    {
+                        "errors": errors,
+                        "next_attempt_at": next_at.isoformat(),
+                        "emailed": sorted(emailed),
+                    },
                 )
                 changes["run_after"] = next_at
             else:
@@ -112,16 +118,46 @@ class Completion:
                     tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
                 )
 
+    async def _emailed_before(self, request_id: uuid.UUID) -> list[str]:
+        async with self._sessions() as session:
+            events = await repository.list_events(session, request_id)
+        retries = [e.detail for e in events if e.type == "confirmation_retrying"]
+        return [str(h) for h in retries[-1].get("emailed", [])] if retries else []
 
-def email_target(request: DeletionRequest) -> str | None:
-    """Where the completion e-mail goes: the requested address; else, for a request from
-    e-mail, the address on file that confirmed it; else the owner read at resolution."""
-    if request.notify_email:
-        return request.notify_email
-    if request.confirm_recipients:
-        return str(request.confirm_recipients[0])
+    async def _email_each(self, targets: list[str], text: str, emailed: set[str]) -> None:
+        """One message to each address (none sees another's), skipping those in
+        ``emailed`` and adding each that took it; raises the last failure after trying all."""
+        failure: DeliveryFailed | None = None
+        for address in targets:
+            key = keyed_hash(self.settings.effective_hash_key, "notify=" + normalise(address))
+            if key in emailed:
+                continue
+            try:
+                await send_email(self.settings, address, EMAIL_SUBJECT, text)
+            except DeliveryFailed as exc:
+                failure = exc
+                continue
+            emailed.add(key)
+        if failure is not None:
+            raise failure
+
+
+def email_targets(request: DeletionRequest) -> list[str]:
+    """Every address on file for the request, each once (compared normalised), in this
+    order: the address asked for (``notify_email``: given to the API, or the sender of an
+    e-mailed request that an operator approved); the addresses on file that the
+    confirmation link of an e-mailed request went to; the owner's addresses read at
+    resolution, before the account was deleted."""
     owners = (request.resolution or {}).get("owner_emails") or []
-    return str(owners[0]) if owners else None
+    candidates = [request.notify_email, *(request.confirm_recipients or []), *owners]
+    seen: set[str] = set()
+    targets: list[str] = []
+    for address in candidates:
+        if not address or normalise(str(address)) in seen:
+            continue
+        seen.add(normalise(str(address)))
+        targets.append(str(address))
+    return targets
 
 
 def completion_payload(

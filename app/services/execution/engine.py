@@ -63,7 +63,7 @@ class Engine:
             datamap_version=datamap_version,
         )
         self._completion = Completion(settings, sessionmaker, self._leases, http=http)
-        self._sweeps = Sweeps(settings, sessionmaker, worker_id, meta=meta)
+        self._sweeps = Sweeps(settings, sessionmaker, worker_id, meta=meta, http=http)
 
     async def claim(self) -> repository.Claim | None:
         return await self._leases.claim()
@@ -99,3 +99,6 @@ class Engine:
 
     async def expand_deauthorizations(self) -> int:
         return await self._sweeps.expand_deauthorizations()
+
+    async def notify_operators(self) -> int:
+        return await self._sweeps.notify_operators()

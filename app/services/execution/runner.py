@@ -67,7 +67,7 @@ from app.purgers.base import (
 )
 from app.repository import RequestChanges, TaskChanges
 from app.services.evidence import receipts
-from app.services.execution.completion import email_target
+from app.services.execution.completion import email_targets
 from app.services.execution.lease import LeaseLost, Leases, backoff
 from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
@@ -490,9 +490,7 @@ class Runner:
                     "run_after": now,
                     "webhook_status": "pending" if self.settings.notify_webhook_url else None,
                     "email_status": (
-                        "pending"
-                        if self.settings.smtp_url and email_target(request) is not None
-                        else None
+                        "pending" if self.settings.smtp_url and email_targets(request) else None
                     ),
                 }
                 event, detail = "completed", {}

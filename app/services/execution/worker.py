@@ -29,8 +29,9 @@ class Worker:
         self.settings = engine.settings
         self.last_tick = time.monotonic()
         self._last_deadline_check = 0.0
-        self._last_deauthorize_sweep = 0.0
-        self._deauthorize_sweep: asyncio.Task[None] | None = None
+        # Sweeps that run in tasks of their own (never holding up claims), by name.
+        self._background: dict[str, asyncio.Task[None]] = {}
+        self._last_background: dict[str, float] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -54,7 +55,19 @@ class Worker:
                 self.last_tick = time.monotonic()
                 metrics.WORKER_HEARTBEAT.set_to_current_time()
                 await self._deadlines()
-                self._deauthorizations()
+                # Deauthorizations waiting for the SoundOps database (each waits out its
+                # own backoff, so a database that is down is not hammered); notices to the
+                # operators (a mail server slow to refuse never holds up claims).
+                self._in_background(
+                    "deauthorize_sweep_failed",
+                    self.settings.worker_poll_seconds,
+                    self.engine.expand_deauthorizations,
+                )
+                self._in_background(
+                    "operator_notice_sweep_failed",
+                    self.settings.deadline_check_seconds,
+                    self.engine.notify_operators,
+                )
                 claimed = False
                 if len(self._in_flight) < self.settings.worker_concurrency:
                     claimed = await self._claim_one()
@@ -62,10 +75,10 @@ class Worker:
                     continue
                 await self._idle()
         finally:
-            if self._deauthorize_sweep is not None:
-                self._deauthorize_sweep.cancel()  # an expansion cut off is taken up again
+            for sweep in self._background.values():
+                sweep.cancel()  # a sweep cut off is taken up again (leases expire)
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._deauthorize_sweep
+                    await sweep
             await self._drain()
             log.info("worker_stopped", worker=self.engine.worker_id)
 
@@ -85,22 +98,24 @@ class Worker:
             except Exception as exc:  # tracking DB down: try again next time
                 log.warning(failure, error_type=type(exc).__name__)
 
-    def _deauthorizations(self) -> None:
-        """Once per poll interval: deauthorizations waiting for the SoundOps database
-        (each waits out its own backoff, so a database that is down is not hammered). In
-        a task of its own, so that a database slow to refuse never holds up claims."""
-        if self._deauthorize_sweep is not None and not self._deauthorize_sweep.done():
+    def _in_background(
+        self, failure: str, every: float, sweep: Callable[[], Awaitable[object]]
+    ) -> None:
+        """At most every ``every`` seconds, and never two at once: ``sweep`` in a task of
+        its own, so that a server slow to refuse never holds up claims."""
+        running = self._background.get(failure)
+        if running is not None and not running.done():
             return
-        if time.monotonic() - self._last_deauthorize_sweep < self.settings.worker_poll_seconds:
+        if time.monotonic() - self._last_background.get(failure, 0.0) < every:
             return
-        self._last_deauthorize_sweep = time.monotonic()
-        self._deauthorize_sweep = asyncio.create_task(self._sweep_deauthorizations())
+        self._last_background[failure] = time.monotonic()
+        self._background[failure] = asyncio.create_task(self._sweep(failure, sweep))
 
-    async def _sweep_deauthorizations(self) -> None:
+    async def _sweep(self, failure: str, sweep: Callable[[], Awaitable[object]]) -> None:
         try:
-            await self.engine.expand_deauthorizations()
+            await sweep()
         except Exception as exc:  # tracking DB down: try again next time
-            log.warning("deauthorize_sweep_failed", error_type=type(exc).__name__)
+            log.warning(failure, error_type=type(exc).__name__)
 
     async def _claim_one(self) -> bool:
         try:

@@ -155,6 +155,14 @@ class RequestService:
         async with self._sessions() as session:
             return await repository.get_request_by_code(session, code)
 
+    async def team_alerted(self, request: DeletionRequest) -> bool:
+        """Whether the operators were told of this failed request's latest failure (a
+        notice delivered by e-mail or webhook): what the status page may claim."""
+        if request.status != RequestStatus.failed:
+            return False
+        async with self._sessions() as session:
+            return await repository.failure_notice_delivered(session, request.id)
+
     async def list(
         self,
         filters: repository.RequestFilter,

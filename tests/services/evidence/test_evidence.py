@@ -20,7 +20,7 @@ from app.main import new_engine
 from app.models import Base, DeletionRequest, DeletionTask, utcnow
 from app.repository import list_events
 from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
-from app.services.execution import email_target as _email_target
+from app.services.execution import email_targets
 from app.state import AppState
 from tests.engine_support import Script, new_script, run_until_settled
 from testsupport.receivers import SmtpSink, WebhookReceiver
@@ -278,16 +278,74 @@ async def test_deadline_events_once_each(
     assert [i["id"] for i in overdue.json()["items"]] == [late]
 
 
-def test_the_completion_email_of_a_request_from_email_goes_to_the_address_that_confirmed() -> None:
+def test_the_completion_email_goes_to_every_address_on_file_once() -> None:
     by_email = DeletionRequest(confirm_recipients=["owner@on-file.example"], resolution={})
-    assert _email_target(by_email) == "owner@on-file.example"
-    asked = DeletionRequest(
-        notify_email="asked@example.com", confirm_recipients=["owner@on-file.example"]
+    assert email_targets(by_email) == ["owner@on-file.example"]
+    every = DeletionRequest(
+        notify_email="Asked@Example.com",
+        confirm_recipients=["owner@on-file.example", " ASKED@example.com"],
+        resolution={"owner_emails": ["resolved@example.com", "Owner@On-File.example"]},
     )
-    assert _email_target(asked) == "asked@example.com"
-    resolved = DeletionRequest(resolution={"owner_emails": ["resolved@example.com"]})
-    assert _email_target(resolved) == "resolved@example.com"
-    assert _email_target(DeletionRequest(resolution={})) is None
+    assert email_targets(every) == [
+        "Asked@Example.com",
+        "owner@on-file.example",
+        "resolved@example.com",
+    ]
+    assert email_targets(DeletionRequest(resolution={})) == []
+
+
+async def set_addresses_on_file(state: AppState, request_id: str, **values: Any) -> None:
+    """What intake and the resolver would have stored (the scripted resolver reads nothing)."""
+    async with state.sessionmaker() as session:
+        await session.execute(
+            sa.update(DeletionRequest)
+            .where(DeletionRequest.id == uuid.UUID(request_id))
+            .values(**values)
+        )
+        await session.commit()
+
+
+async def test_every_address_on_file_gets_its_own_completion_email_once(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, smtp: SmtpSink
+) -> None:
+    request_id = await file(client, auth)
+    await set_addresses_on_file(
+        state,
+        request_id,
+        confirm_recipients=["linked.owner@example.com"],
+        resolution={"owner_emails": [EMAIL.upper(), "second.owner@example.com"]},
+    )
+    # One address's mailbox refuses at first: the others are not mailed again meanwhile.
+    smtp.handler.refuse.add("second.owner@example.com")
+    deadline = asyncio.get_running_loop().time() + 15
+    engine = new_engine(state)
+    while True:
+        claim = await engine.claim()
+        if claim is not None:
+            await engine.run_claimed(claim.request_id)
+        request = await state.requests.get(uuid.UUID(request_id))
+        if request.notify_attempts >= 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert request.email_status == "pending" and request.minimised_at is None
+    smtp.handler.refuse.clear()
+    minimised = await until_minimised(state, request_id)
+    assert minimised.email_status == "sent"
+    recipients = sorted(r.lower() for _, rcpts, _ in smtp.messages for r in rcpts)
+    assert recipients == sorted(
+        [EMAIL.lower(), "linked.owner@example.com", "second.owner@example.com"]
+    )
+    assert all(len(rcpts) == 1 for _, rcpts, _ in smtp.messages)  # none sees another's
+    for _, rcpts, message in smtp.messages:
+        assert message["To"].lower() == rcpts[0].lower()
+    async with state.sessionmaker() as session:
+        events = await list_events(session, uuid.UUID(request_id))
+    (sent,) = [e for e in events if e.type == "email_sent"]
+    assert sent.detail["recipients"] == 3
+    dump = await dump_tracking_db(state)
+    for raw in ("linked.owner@example.com", "second.owner@example.com", EMAIL.lower()):
+        assert raw not in dump.lower()
 
 
 # --- completion under the claim that ran the request; receipts made once, stored --------

@@ -92,6 +92,7 @@ async def file_email_request(
     settings: Settings,
     pinned: Selection | None = None,
     review: Review | None = None,
+    notify_email: str | None = None,
 ) -> FiledEmailRequest:
     """File the request an e-mail asked for, once per Message-ID.
 
@@ -143,6 +144,7 @@ async def file_email_request(
             source=RequestSource.email,
             requested_by=REQUESTED_BY,
             status=filed_status,
+            notify_email=notify_email,
             pinned=pinned,
             email=EmailFiling(
                 message_id_hash=mid,

@@ -164,6 +164,7 @@ class InboundMail:
                     settings=settings,
                     pinned=decision.pinned,
                     review=decision.review if decision.reason is not None else None,
+                    notify_email=_completion_address(mail, decision),
                 )
             except Conflict:  # the same message, handled concurrently
                 return InboundResult(Outcome.duplicate)
@@ -342,6 +343,15 @@ def _decided(mail: ParsedMail, identity: str, written: str, named: list[NamedTen
         pinned=selection_of(chosen),
         review=review,
     )
+
+
+def _completion_address(mail: ParsedMail, decision: Decision) -> str | None:
+    """A request in review comes from its sender: once an operator approved it, the
+    completion e-mail goes to that address too (a link's request goes to the address on
+    file that confirmed it). Never to a sender that failed DMARC: a forged From."""
+    if decision.status is not RequestStatus.needs_review or mail.dmarc_fail:
+        return None
+    return mail.sender if mail.sender is not None and len(mail.sender) <= 254 else None
 
 
 def _review(subject: dict[str, str], reason: str, review: Review | None = None) -> Decision:
