@@ -34,6 +34,7 @@ from app.routers import (
     review,
     status_page,
 )
+from app.services.evidence.retention.enforce import RetentionEnforcer
 from app.services.execution import Engine, Worker, new_worker_id
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
@@ -157,7 +158,11 @@ def new_engine(state: AppState, worker_id: str | None = None) -> Engine:
 
 
 def new_worker(state: AppState) -> Worker:
-    state.worker = Worker(new_engine(state))
+    engine = new_engine(state)
+    retention = RetentionEnforcer(
+        state.settings, state.stores, state.sessionmaker, engine.worker_id
+    )
+    state.worker = Worker(engine, retention)
     return state.worker
 
 

@@ -17,6 +17,7 @@ TABLES = {
     "email_intake",
     "email_replies",
     "meta_deauthorizations",
+    "service_leases",
 }
 
 

@@ -6,6 +6,7 @@
 - ``tasks``: a request's tasks and their outcomes
 - ``email_intake``: messages handled once, confirmation links, expiries, reply slots
 - ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
+- ``leases``: named, expiring leases on jobs one worker at a time runs (retention)
 - ``stats``: what the metrics endpoint reads at scrape time
 
 This package's interface (a deliberate re-export, issue #15): its public names are
@@ -42,6 +43,7 @@ from app.repository.events import (
     has_event,
     list_events,
 )
+from app.repository.leases import release_lease, take_lease
 from app.repository.queue import (
     WORKABLE,
     Claim,
@@ -123,10 +125,12 @@ __all__ = [
     "queue_stats",
     "record_deauthorization",
     "release",
+    "release_lease",
     "replace_subject_hashes",
     "reset_failed_tasks",
     "set_confirm_token",
     "set_values",
+    "take_lease",
     "take_reply_slot",
     "transition_request",
     "unsent_confirmations",

@@ -4,6 +4,10 @@ Up to ``worker_concurrency`` requests run at once, each in a task of its own. A 
 request wakes the loop (:meth:`Worker.wake`) instead of waiting for the next poll. On
 :meth:`Worker.stop` the requests in flight get ``shutdown_grace_seconds`` to finish;
 the rest are handed back at once for another worker to continue.
+
+Retention (:mod:`app.services.evidence.retention.enforce`): at start and every
+``retention_check_seconds``, a pass in a task of its own (a sweep can take minutes and
+must never hold up claims), under the retention lease, so one worker at a time.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from app.services.evidence.retention.enforce import RetentionEnforcer
 from app.services.execution.engine import Engine
 
 log = structlog.get_logger(__name__)
@@ -23,8 +28,11 @@ log = structlog.get_logger(__name__)
 class Worker:
     """Claims due requests and runs up to ``worker_concurrency`` of them at once."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, retention: RetentionEnforcer | None = None) -> None:
         self.engine = engine
+        self.retention = retention
+        self._last_retention_pass: float | None = None
+        self._retention_pass: asyncio.Task[None] | None = None
         self.settings = engine.settings
         self.last_tick = time.monotonic()
         self._last_deadline_check = 0.0
@@ -53,6 +61,7 @@ class Worker:
                 self.last_tick = time.monotonic()
                 await self._deadlines()
                 self._deauthorizations()
+                self._retention()
                 claimed = False
                 if len(self._in_flight) < self.settings.worker_concurrency:
                     claimed = await self._claim_one()
@@ -60,10 +69,12 @@ class Worker:
                     continue
                 await self._idle()
         finally:
-            if self._deauthorize_sweep is not None:
-                self._deauthorize_sweep.cancel()  # an expansion cut off is taken up again
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._deauthorize_sweep
+            # An expansion cut off is taken up again; a sweep cut off releases its lease.
+            for background in (self._deauthorize_sweep, self._retention_pass):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
             await self._drain()
             log.info("worker_stopped", worker=self.engine.worker_id)
 
@@ -99,6 +110,24 @@ class Worker:
             await self.engine.expand_deauthorizations()
         except Exception as exc:  # tracking DB down: try again next time
             log.warning("deauthorize_sweep_failed", error_type=type(exc).__name__)
+
+    def _retention(self) -> None:
+        """At start, then every ``retention_check_seconds``: a retention pass."""
+        if self.retention is None or not self.retention.configured:
+            return
+        if self._retention_pass is not None and not self._retention_pass.done():
+            return
+        last = self._last_retention_pass
+        if last is not None and time.monotonic() - last < self.settings.retention_check_seconds:
+            return
+        self._last_retention_pass = time.monotonic()
+        self._retention_pass = asyncio.create_task(self._run_retention(self.retention))
+
+    async def _run_retention(self, retention: RetentionEnforcer) -> None:
+        try:
+            await retention.run()
+        except Exception as exc:  # a store or the tracking DB down: try again next time
+            log.warning("retention_pass_failed", error_type=type(exc).__name__)
 
     async def _claim_one(self) -> bool:
         try:
