@@ -2,8 +2,9 @@
 need no request").
 
 A pass, run by at most one worker at a time (the expiring lease ``retention`` in the
-tracking database, renewed after every deleted batch; a crashed worker's lease expires
-and another takes it): ``apply`` (check the TTL indexes and the lifecycle rule, create
+tracking database, renewed every third of ``DELETION_LEASE_SECONDS`` and after every
+deleted batch; a pass that cannot renew it stops; a crashed worker's lease expires and
+another takes it): ``apply`` (check the TTL indexes and the lifecycle rule, create
 what is missing, fix what is wrong), then, for each location whose mode is ``sweep``
 (``modes``), delete what is older than the cutoff (``sweep``), and measure the oldest
 document or object left, for the metrics. The cutoff, ``now - DELETION_INSTAGRAM_RETENTION``,
@@ -13,6 +14,8 @@ Only the two collections and the cache bucket of the rules are ever touched.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,7 +105,8 @@ class RetentionEnforcer:
             await repository.release_lease(session, LEASE, self.owner, utcnow())
 
     async def run(self, now: datetime | None = None) -> RetentionPass | None:
-        """One pass; None when no store is configured or another worker is running one."""
+        """One pass; None when no store is configured or another worker is running one.
+        Raises LeaseLost when the lease could not be renewed (the pass stops at once)."""
         if not self.configured:
             return None
         now = now or utcnow()
@@ -110,14 +114,40 @@ class RetentionEnforcer:
         if not await self.take_lease():
             log.info("retention_pass_skipped", reason="another worker holds the lease")
             return None
+        work = asyncio.create_task(self._pass(cutoff, now))
+        beat = asyncio.create_task(self._heartbeat(work))
         try:
-            report = await apply(self._stores, self.settings)
-            outcomes = [await self._enforce(item, cutoff, now) for item in report.items]
+            self.last = await work
+        except asyncio.CancelledError:
+            if beat.done() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise LeaseLost("the retention lease could not be renewed") from None
+            raise
         finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
             await self._release()
-        self.last = RetentionPass(report, outcomes)
         metrics.RETENTION_PASS.set(time.time())
         return self.last
+
+    async def _heartbeat(self, work: asyncio.Task[RetentionPass]) -> None:
+        """Renew the lease every third of it while the pass runs; stop the pass when that
+        fails (another worker took it, or the tracking database does not answer)."""
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                renewed = await self.take_lease()
+            except Exception as exc:
+                log.warning("retention_lease_renewal_failed", error_type=type(exc).__name__)
+                renewed = False
+            if not renewed:
+                work.cancel()
+                return
+
+    async def _pass(self, cutoff: datetime, now: datetime) -> RetentionPass:
+        report = await apply(self._stores, self.settings)
+        outcomes = [await self._enforce(item, cutoff, now) for item in report.items]
+        return RetentionPass(report, outcomes)
 
     async def _enforce(
         self, item: RetentionItem, cutoff: datetime, now: datetime
