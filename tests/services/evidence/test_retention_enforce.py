@@ -363,3 +363,27 @@ async def test_the_cli_report_says_which_mode_each_store_is_in(
     )
     assert items[BUCKET]["mode"] == "sweep"  # no bucket yet: missing, so swept
     assert items[BUCKET]["mode_reason"] == "the lifecycle rule is missing"
+
+
+@pytest.mark.settings(lease_seconds=1)
+async def test_a_pass_whose_lease_was_taken_over_is_stopped(
+    settings: Settings, stores: Stores, sessions: Any, mongo: Any
+) -> None:
+    """A stalled worker whose lease another one took stops at its next heartbeat."""
+    import sqlalchemy as sa
+
+    from app.models import ServiceLease
+
+    stalled = enforcer(settings, stores, sessions, "stalled")
+    assert await stalled.take_lease()
+    async with sessions() as session:  # another worker took it over meanwhile
+        await session.execute(sa.update(ServiceLease).values(owner="other"))
+        await session.commit()
+    work = asyncio.create_task(asyncio.sleep(3600))
+
+    async with asyncio.timeout(60):
+        await stalled._heartbeat(work)
+
+    with pytest.raises(asyncio.CancelledError):
+        await work
+    assert not await stalled.take_lease()
