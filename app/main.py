@@ -39,6 +39,7 @@ from app.routers import (
     status_page,
 )
 from app.routers.docs import install_docs
+from app.services.evidence.retention.enforce import RetentionEnforcer
 from app.services.execution import Engine, Worker, new_worker_id
 from app.services.holds import HoldService
 from app.services.intake.email.inbound import InboundMail
@@ -164,7 +165,11 @@ def new_engine(state: AppState, worker_id: str | None = None) -> Engine:
 
 
 def new_worker(state: AppState) -> Worker:
-    state.worker = Worker(new_engine(state))
+    engine = new_engine(state)
+    retention = RetentionEnforcer(
+        state.settings, state.stores, state.sessionmaker, engine.worker_id
+    )
+    state.worker = Worker(engine, retention)
     return state.worker
 
 

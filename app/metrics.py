@@ -149,3 +149,22 @@ def _age(value: datetime | None, now: datetime) -> float:
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# Retention (SoundOps' automatic deletion of Instagram data): set by the worker that ran
+# the last pass. ``location`` is ``database.collection`` or the bucket: never personal data.
+RETENTION_OLDEST = Gauge(
+    "deletion_retention_oldest_seconds",
+    "Age of the oldest Instagram document or cached object left, per store and location; "
+    "above DELETION_INSTAGRAM_RETENTION means retention is not enforced there.",
+    ["store", "location"],
+)
+RETENTION_SWEPT = Counter(
+    "deletion_retention_swept_total",
+    "Expired documents and objects the worker deleted itself (sweep mode).",
+    ["store", "location"],
+)
+RETENTION_PASS = Gauge(
+    "deletion_retention_last_pass_timestamp_seconds",
+    "When this process last finished a retention pass (check, apply, sweep, measure).",
+)

@@ -450,3 +450,15 @@ class OperatorNotice(Base):
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ServiceLease(Base):
+    """A named, expiring lease on a job that one worker at a time may run (the retention
+    sweep): taken when free or expired, renewed by its owner while it works, released
+    when it is done. A crashed owner's lease expires, and another worker takes it."""
+
+    __tablename__ = "service_leases"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

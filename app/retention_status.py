@@ -26,3 +26,13 @@ class RetentionStore(StrEnum):
 
     mongodb = "mongodb"
     s3 = "s3"
+
+
+class RetentionMode(StrEnum):
+    """Who enforces a location's retention: the store itself (``ttl``, ``lifecycle``), the
+    worker (``sweep``), or nobody right now (``none``: not configured, or not answering)."""
+
+    ttl = "ttl"
+    lifecycle = "lifecycle"
+    sweep = "sweep"
+    none = "none"

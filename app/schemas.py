@@ -16,7 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from app.models import RequestKind, RequestSource, RequestStatus, TaskStatus
 from app.purgers.base import PurgerName
-from app.retention_status import RetentionStatus, RetentionStore
+from app.retention_status import RetentionMode, RetentionStatus, RetentionStore
 from app.subjects import (
     AccountSubject,
     HoldSubject,
@@ -455,6 +455,28 @@ class Health(BaseModel):
     )
 
 
+class RetentionModeOut(BaseModel):
+    """Who enforces retention at one location of SoundOps' Instagram data."""
+
+    store: RetentionStore
+    location: str = Field(description="`database.collection` (MongoDB) or the bucket (S3).")
+    mode: RetentionMode = Field(
+        description=(
+            "`ttl` / `lifecycle`: the store's own rule is in place and expires data; `sweep`: "
+            "the worker deletes expired data itself (listed in DELETION_RETENTION_SWEEP, or "
+            "the server refuses the rule, or the rule is missing or wrong); `none`: nothing "
+            "enforces it right now (not configured, or the store does not answer)."
+        )
+    )
+    reason: str = Field(description="Why this mode.")
+
+
+class StoresHealth(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+    retention: list[RetentionModeOut] = Field(default_factory=list)
+
+
 class PreviewTask(BaseModel):
     """What one store would delete and keep."""
 
@@ -560,6 +582,14 @@ class RetentionItemOut(BaseModel):
     action: str | None = Field(
         default=None, description="What `retention apply` did or tried (apply only); else null."
     )
+    mode: RetentionMode | None = Field(
+        default=None,
+        description=(
+            "Who enforces retention here: `ttl` / `lifecycle` (the store), `sweep` (the "
+            "worker deletes expired data itself), `none` (nothing, right now)."
+        ),
+    )
+    mode_reason: str | None = Field(default=None, description="Why this mode.")
 
 
 class RetentionReportOut(BaseModel):

@@ -36,6 +36,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.imap_url import ImapLocation
 from app.purgers.base import PurgerName
+from app.retention_status import RetentionStore
 
 # Fixed secrets of development, public in this source: the service and the `token` command
 # share them so that a fresh checkout works. They are placeholders everywhere else.
@@ -350,9 +351,52 @@ class EngineSettings(EnvironmentSettings):
         return parse_duration(value)
 
 
+class RetentionSettings(EnvironmentSettings):
+    """SoundOps' automatic deletion of Instagram data, as the worker enforces it."""
+
+    # How long Instagram messages, comments and cached media live: a whole number of days,
+    # at least one (an S3 lifecycle rule counts in days; a bare ``30`` would be 30 seconds
+    # and would sweep almost everything, so anything shorter than a day is refused).
+    instagram_retention: timedelta = timedelta(days=30)
+    # Stores the worker sweeps itself even when their rule is in place.
+    retention_sweep: Annotated[frozenset[RetentionStore], NoDecode] = frozenset()
+    retention_check_seconds: float = Field(default=3600, ge=1)
+
+    @field_validator("instagram_retention", mode="before")
+    @classmethod
+    def _retention_duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("instagram_retention", mode="after")
+    @classmethod
+    def _whole_days(cls, value: timedelta) -> timedelta:
+        if value < timedelta(days=1) or value % timedelta(days=1):
+            raise ValueError(
+                "must be a whole number of days, at least 1d (such as 30d): an S3 lifecycle "
+                "rule counts in days"
+            )
+        return value
+
+    @field_validator("retention_sweep", mode="before")
+    @classmethod
+    def _sweep_stores(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        known = {store.value for store in RetentionStore}
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown store(s) {', '.join(unknown)}; the stores that can be swept are "
+                f"{', '.join(sorted(known))}"
+            )
+        return names
+
+
 # pydantic collects fields along the reversed MRO: the concerns are listed last-first so
 # that the fields (and so the errors of a bad configuration) keep the order above.
 class Settings(
+    RetentionSettings,
     EngineSettings,
     ReceiptSettings,
     IntakeSettings,

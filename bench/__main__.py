@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ferret_backends, intake, large_purge, profile
+from bench import ferret_backends, intake, large_purge, profile, retention_sweep
 from bench.common import machine
 
 DOC = Path("docs/benchmarks.md")
@@ -35,7 +35,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument(
         "--only",
-        choices=["purge", "intake", "backends"],
+        choices=["purge", "intake", "backends", "retention"],
         help="run one part (the document keeps the others)",
     )
     parser.add_argument("--output", type=Path, default=DOC)
@@ -47,12 +47,14 @@ def parse() -> argparse.Namespace:
     large_purge.add_arguments(parser)
     intake.add_arguments(parser)
     ferret_backends.add_arguments(parser)
+    retention_sweep.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.rows, args.docs, args.versions, args.cache = 10_000, 10_000, 2_000, 500
         args.disconnects, args.small_tenants = 4, 1
         args.seconds, args.warmup = 3, 1
         args.backend_docs, args.backend_small, args.repeats = 20_000, 100, 3
+        args.sweep_docs, args.sweep_expired, args.sweep_repeat = 20_000, 10_000, 1
     return args
 
 
@@ -65,9 +67,9 @@ def main() -> None:
         args.output.write_text(document(results))
         print(f"wrote {args.output} from {latest}")
         return
-    if args.only != "backends" or "machine" not in results:
-        # The backend comparison alone carries its own date and load: the header keeps
-        # describing the run of the other parts.
+    if args.only not in ("backends", "retention") or "machine" not in results:
+        # The backend comparison and the retention figure alone carry their own date and
+        # load: the header keeps describing the run of the other parts.
         results["machine"] = machine()
         results["command"] = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
     started = time.monotonic()
@@ -83,7 +85,10 @@ def main() -> None:
     if args.only in (None, "backends"):
         print("== FerretDB backends", flush=True)
         results["backends"] = asyncio.run(ferret_backends.run(args))
-    if args.only != "backends":
+    if args.only in (None, "retention"):
+        print("== retention sweep", flush=True)
+        results["retention"] = asyncio.run(retention_sweep.run(args))
+    if args.only not in ("backends", "retention"):
         results["minutes"] = round((time.monotonic() - started) / 60, 1)
     latest.write_text(json.dumps(results, indent=2, default=str))
     args.output.write_text(document(results))
@@ -124,6 +129,8 @@ def document(results: dict[str, Any]) -> str:
         parts += [intake.render(results["intake"]), ""]
     if "backends" in results:
         parts += [ferret_backends.render(results["backends"]), ""]
+    if "retention" in results:
+        parts += [retention_sweep.render(results["retention"]), ""]
     parts += [
         "## Commands",
         "",
@@ -135,6 +142,7 @@ def document(results: dict[str, Any]) -> str:
         "python -m bench.intake --help            # the intake load test on its own",
         "python -m bench.queue_throughput         # the durable queue with no-op purgers",
         "python -m bench --only backends          # FerretDB's SQLite and PostgreSQL backends",
+        "python -m bench --only retention         # the retention sweep figure, added here",
         "```",
         "",
     ]

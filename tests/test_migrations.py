@@ -20,6 +20,7 @@ TABLES = {
     "legal_holds",
     "legal_hold_hashes",
     "operator_notices",
+    "service_leases",
 }
 
 

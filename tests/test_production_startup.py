@@ -127,7 +127,8 @@ def live_stores(
 
 
 def _ready_checks(base: str) -> dict[str, str]:
-    checks: dict[str, str] = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]
+    """The stores' readiness (``/readyz`` checks only the tracking DB and the worker)."""
+    checks: dict[str, str] = httpx.get(f"{base}/readyz/stores", timeout=10).json()["checks"]
     return checks
 
 

@@ -293,3 +293,42 @@ def test_an_operator_email_without_a_mail_server_is_refused() -> None:
         environment="development", smtp_url="smtp://127.0.0.1:25", operator_email="dpo@x.example"
     )
     assert fine.operator_email == "dpo@x.example"
+
+
+def test_retention_settings_default_to_the_contract_and_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.retention_status import RetentionStore
+
+    defaults = Settings(environment="development")
+    assert defaults.instagram_retention == timedelta(days=30)
+    assert defaults.retention_sweep == frozenset()
+    assert defaults.retention_check_seconds == 3600
+    monkeypatch.setenv("DELETION_INSTAGRAM_RETENTION", "14d")
+    monkeypatch.setenv("DELETION_RETENTION_SWEEP", " MongoDB , s3 ")
+    monkeypatch.setenv("DELETION_RETENTION_CHECK_SECONDS", "600")
+    read = Settings(environment="development")
+    assert read.instagram_retention == timedelta(days=14)
+    assert read.retention_sweep == {RetentionStore.mongodb, RetentionStore.s3}
+    assert read.retention_check_seconds == 600
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DELETION_RETENTION_SWEEP", "mongodb,postgres", "unknown store(s) postgres"),
+        ("DELETION_RETENTION_SWEEP", "s3,minio,mongo", "unknown store(s) minio, mongo"),
+        # A bare number is seconds: 30 would sweep all but the last half-minute.
+        ("DELETION_INSTAGRAM_RETENTION", "30", "whole number of days, at least 1d"),
+        ("DELETION_INSTAGRAM_RETENTION", "36h", "whole number of days"),
+        ("DELETION_INSTAGRAM_RETENTION", "0d", "at least 1d"),
+        ("DELETION_INSTAGRAM_RETENTION", "thirty days", "expected a duration"),
+        ("DELETION_RETENTION_CHECK_SECONDS", "0", "greater than or equal to 1"),
+    ],
+)
+def test_bad_retention_settings_are_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings(environment="development")

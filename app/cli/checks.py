@@ -76,7 +76,7 @@ def _show_retention(report: retention.RetentionReport, title: str, as_json: bool
         typer.echo(json.dumps(body, indent=2))
     else:
         table = Table(title=title)
-        for column in ("store", "name", "status", "found"):
+        for column in ("store", "name", "status", "mode", "found"):
             table.add_column(column)
         for item in report.items:
             style = _RETENTION_STYLE.get(item.status, "bold red")
@@ -84,11 +84,16 @@ def _show_retention(report: retention.RetentionReport, title: str, as_json: bool
                 item.store.value,
                 Text(item.name),
                 Text(item.status.value, style=style),
+                Text(item.mode.value if item.mode else ""),
                 Text(item.found or ""),
             )
         console.print(table)
         for item in report.items:
-            lines = [("detail", item.detail), ("apply", item.action)]
+            lines = [
+                ("detail", item.detail),
+                ("apply", item.action),
+                ("mode", f"{item.mode.value}: {item.mode_reason}" if item.mode else None),
+            ]
             if item.status is not RetentionStatus.ok:
                 lines.insert(0, ("expected", item.expected))
             for label, text in lines:

@@ -158,6 +158,46 @@ def mongo_errors() -> Iterator[None]:
         raise PurgeFailed(f"MongoDB error ({type(exc).__name__})") from None
 
 
+async def delete_in_id_ranges(
+    collection: Any,
+    selection: Filter,
+    batch_size: int,
+    key: str,
+    progress: Progress = NO_PROGRESS,
+) -> int:
+    """Delete what ``selection`` matches in ``_id``-range batches (the FerretDB-safe way,
+    see the module's docstring): read up to ``batch_size`` ``_id`` values in order, delete
+    ``selection AND _id <= the last``, repeat. Each batch is reported to ``progress`` under
+    ``key`` (which may stop the work by raising). Returns how many were deleted."""
+    deleted: int = 0
+    previous: Any = None
+    while True:
+        cursor = collection.find(
+            selection,
+            projection={"_id": True},
+            sort=[("_id", ASCENDING)],
+            limit=batch_size,
+            batch_size=batch_size,
+        )
+        batch = await cursor.to_list()
+        if not batch:
+            return deleted
+        last = batch[-1]["_id"]
+        result = await collection.delete_many({**selection, "_id": {"$lte": last}})
+        count: int = result.deleted_count
+        deleted += count
+        if count:
+            await progress.deleted({key: count})
+        if len(batch) < batch_size and count >= len(batch):
+            # A short batch was the rest: no need to read again (on FerretDB every read
+            # scans the collection). What arrives meanwhile, verify finds: retried.
+            return deleted
+        if count == 0 and last == previous:
+            # The same documents are found but not deleted: never loop forever.
+            raise PurgeFailed(f"MongoDB delete in {collection.name} made no progress")
+        previous = last
+
+
 class MongoPurger:
     name: ClassVar[PurgerName] = PurgerName.mongodb
 
@@ -315,31 +355,5 @@ class MongoPurger:
     ) -> int:
         """Delete in ``_id``-range batches; counts are reported under ``key`` (the
         collection, or its ``.as_third_party`` key)."""
-        name = _collection_of(key)
-        collection = self._db[name]
-        deleted = 0
-        previous: Any = None
-        while True:
-            cursor = collection.find(
-                selection,
-                projection={"_id": True},
-                sort=[("_id", ASCENDING)],
-                limit=self.batch_size,
-                batch_size=self.batch_size,
-            )
-            batch = await cursor.to_list()
-            if not batch:
-                return deleted
-            last = batch[-1]["_id"]
-            result = await collection.delete_many({**selection, "_id": {"$lte": last}})
-            deleted += result.deleted_count
-            if result.deleted_count:
-                await progress.deleted({key: result.deleted_count})
-            if len(batch) < self.batch_size and result.deleted_count >= len(batch):
-                # A short batch was the rest: no need to read again (on FerretDB every read
-                # scans the collection). What arrives meanwhile, verify finds: retried.
-                return deleted
-            if result.deleted_count == 0 and last == previous:
-                # The same documents are found but not deleted: never loop forever.
-                raise PurgeFailed(f"MongoDB delete in {name} made no progress")
-            previous = last
+        collection = self._db[_collection_of(key)]
+        return await delete_in_id_ranges(collection, selection, self.batch_size, key, progress)

@@ -7,6 +7,7 @@
 - ``email_intake``: messages handled once, confirmation links, expiries, reply slots
 - ``deauthorizations``: Meta's deauthorize callbacks, recorded then expanded
 - ``operator_notices``: notices of failed and overdue requests, made once, delivered
+- ``leases``: named, expiring leases on jobs one worker at a time runs (retention)
 - ``stats``: what the metrics endpoint reads at scrape time
 - ``holds``: legal holds, and putting on hold / resuming the requests they match
 
@@ -56,6 +57,7 @@ from app.repository.holds import (
     request_is_held,
     resume_released_requests,
 )
+from app.repository.leases import release_lease, take_lease
 from app.repository.operator_notices import (
     NoticeChanges,
     UnnotifiedEvent,
@@ -164,12 +166,14 @@ __all__ = [
     "record_deauthorization",
     "release",
     "release_hold",
+    "release_lease",
     "replace_subject_hashes",
     "request_is_held",
     "reset_failed_tasks",
     "resume_released_requests",
     "set_confirm_token",
     "set_values",
+    "take_lease",
     "take_reply_slot",
     "transition_request",
     "unnotified_events",

@@ -25,6 +25,8 @@ def report_out(report: RetentionReport) -> RetentionReportOut:
                 found=item.found,
                 detail=item.detail,
                 action=item.action,
+                mode=item.mode,
+                mode_reason=item.mode_reason,
             )
             for item in report.items
         ],

@@ -58,3 +58,28 @@ async def test_correlation_id_is_echoed_or_made(client: httpx.AsyncClient) -> No
     junk = await client.get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
     assert junk.headers["x-request-id"] != "<script>alert(1)</script>"
     assert len(junk.headers["x-request-id"]) == 32
+
+
+async def test_readyz_no_longer_depends_on_the_stores(tracking_url: str) -> None:
+    """A store that is down makes /readyz/stores 503, naming it; /readyz stays 200."""
+    settings = make_settings(tracking_url, mongodb_url="mongodb://127.0.0.1:9/?timeoutMS=500")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ready = await client.get("/readyz")
+            stores = await client.get("/readyz/stores")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"tracking_db": "ok"}
+    assert stores.status_code == 503
+    body = stores.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["mongodb"].startswith("unavailable")
+    modes = {item["location"]: item for item in body["retention"]}
+    assert modes["soundops.instagram_messages"]["mode"] == "none"
+    assert modes["soundops-ig-cache"] == {
+        "store": "s3",
+        "location": "soundops-ig-cache",
+        "mode": "none",
+        "reason": "store not configured",
+    }

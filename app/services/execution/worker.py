@@ -4,6 +4,10 @@ Up to ``worker_concurrency`` requests run at once, each in a task of its own. A 
 request wakes the loop (:meth:`Worker.wake`) instead of waiting for the next poll. On
 :meth:`Worker.stop` the requests in flight get ``shutdown_grace_seconds`` to finish;
 the rest are handed back at once for another worker to continue.
+
+Retention (:mod:`app.services.evidence.retention.enforce`): at start and every
+``retention_check_seconds``, a pass in a task of its own (a sweep can take minutes and
+must never hold up claims), under the retention lease, so one worker at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from app import metrics
+from app.services.evidence.retention.enforce import RetentionEnforcer
 from app.services.execution.engine import Engine
 
 log = structlog.get_logger(__name__)
@@ -24,8 +29,9 @@ log = structlog.get_logger(__name__)
 class Worker:
     """Claims due requests and runs up to ``worker_concurrency`` of them at once."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, retention: RetentionEnforcer | None = None) -> None:
         self.engine = engine
+        self.retention = retention
         self.settings = engine.settings
         self.last_tick = time.monotonic()
         self._last_deadline_check = 0.0
@@ -68,6 +74,13 @@ class Worker:
                     self.settings.deadline_check_seconds,
                     self.engine.notify_operators,
                 )
+                # Retention: at start, then every DELETION_RETENTION_CHECK_SECONDS.
+                if self.retention is not None and self.retention.configured:
+                    self._in_background(
+                        "retention_pass_failed",
+                        self.settings.retention_check_seconds,
+                        self.retention.run,
+                    )
                 claimed = False
                 if len(self._in_flight) < self.settings.worker_concurrency:
                     claimed = await self._claim_one()
@@ -75,8 +88,10 @@ class Worker:
                     continue
                 await self._idle()
         finally:
+            # A sweep cut off is taken up again (leases expire; a retention pass releases its
+            # lease when cancelled).
             for sweep in self._background.values():
-                sweep.cancel()  # a sweep cut off is taken up again (leases expire)
+                sweep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweep
             await self._drain()
@@ -106,7 +121,7 @@ class Worker:
         running = self._background.get(failure)
         if running is not None and not running.done():
             return
-        if time.monotonic() - self._last_background.get(failure, 0.0) < every:
+        if time.monotonic() - self._last_background.get(failure, float("-inf")) < every:
             return
         self._last_background[failure] = time.monotonic()
         self._background[failure] = asyncio.create_task(self._sweep(failure, sweep))

@@ -77,7 +77,8 @@ from dataclasses import replace
 from functools import partial
 
 from app.retention_status import RetentionStatus, RetentionStore
-from app.services.evidence.retention.mongodb import TTL_RULES, check_mongodb, fix_ttl, mongo_items
+from app.services.evidence.retention.modes import with_modes
+from app.services.evidence.retention.mongodb import check_mongodb, fix_ttl, mongo_items, ttl_rules
 from app.services.evidence.retention.report import (
     ACTIONABLE,
     RetentionItem,
@@ -86,11 +87,11 @@ from app.services.evidence.retention.report import (
     attempt,
 )
 from app.services.evidence.retention.s3 import (
-    LIFECYCLE_RULES,
     LifecycleRule,
     bucket_item,
     check_bucket,
     fix_bucket,
+    lifecycle_rules,
 )
 from app.settings import Settings
 from app.stores import Stores
@@ -138,8 +139,11 @@ async def check(stores: Stores, settings: Settings) -> RetentionReport:
     """The retention rules as the live stores have them; never raises for a store's answer."""
     async with asyncio.TaskGroup() as tasks:
         mongo = tasks.create_task(_check_mongodb_part(stores, settings))
-        buckets = [tasks.create_task(_check_bucket_part(stores, e)) for e in LIFECYCLE_RULES]
-    return RetentionReport([*mongo.result(), *(task.result() for task in buckets)])
+        buckets = [
+            tasks.create_task(_check_bucket_part(stores, e)) for e in lifecycle_rules(settings)
+        ]
+    items = [*mongo.result(), *(task.result() for task in buckets)]
+    return RetentionReport(with_modes(items, settings.retention_sweep))
 
 
 async def apply(stores: Stores, settings: Settings) -> RetentionReport:
@@ -153,13 +157,13 @@ async def apply(stores: Stores, settings: Settings) -> RetentionReport:
     actions: dict[tuple[RetentionStore, str], str] = {}
     if stores.mongo is not None:
         db = stores.mongo[settings.mongodb_database]
-        for rule in TTL_RULES:
+        for rule in ttl_rules(settings):
             key = (RetentionStore.mongodb, f"{settings.mongodb_database}.{rule.collection}")
             if before[key].status in ACTIONABLE:
                 done = await attempt(partial(fix_ttl, db, rule))
                 actions[key] = f"failed: {done.detail}" if isinstance(done, StoreFailure) else done
     if stores.s3 is not None:
-        for expected in LIFECYCLE_RULES:
+        for expected in lifecycle_rules(settings):
             key = (RetentionStore.s3, expected.bucket)
             if before[key].status in ACTIONABLE:
                 done = await attempt(partial(fix_bucket, stores.s3, expected))

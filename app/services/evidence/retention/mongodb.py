@@ -46,7 +46,15 @@ class TtlRule:
         )
 
 
-TTL_RULES: tuple[TtlRule, ...] = (TtlRule("instagram_messages"), TtlRule("instagram_comments"))
+TTL_COLLECTIONS = ("instagram_messages", "instagram_comments")
+# The rules with the contract's 30 days; ``ttl_rules`` gives them for the configured window.
+TTL_RULES: tuple[TtlRule, ...] = tuple(TtlRule(name) for name in TTL_COLLECTIONS)
+
+
+def ttl_rules(settings: Settings) -> tuple[TtlRule, ...]:
+    """The TTL rules for ``DELETION_INSTAGRAM_RETENTION``."""
+    seconds = int(settings.instagram_retention.total_seconds())
+    return tuple(TtlRule(name, expire_after_seconds=seconds) for name in TTL_COLLECTIONS)
 
 
 # --- MongoDB ------------------------------------------------------------------------------
@@ -114,7 +122,10 @@ async def probe_ttl_support(db: MongoDatabase) -> tuple[RetentionStatus, str | N
 
 
 async def check_mongodb(db: MongoDatabase, settings: Settings) -> list[RetentionItem]:
-    judged = [(rule, *judge_ttl(rule, await _indexes(db, rule.collection))) for rule in TTL_RULES]
+    judged = [
+        (rule, *judge_ttl(rule, await _indexes(db, rule.collection)))
+        for rule in ttl_rules(settings)
+    ]
     absent: tuple[RetentionStatus, str | None] | None = None
     if any(status is None for _, status, _ in judged):
         absent = await probe_ttl_support(db)
@@ -146,7 +157,7 @@ def mongo_items(settings: Settings, status: RetentionStatus, detail: str) -> lis
             status,
             detail=detail,
         )
-        for rule in TTL_RULES
+        for rule in ttl_rules(settings)
     ]
 
 

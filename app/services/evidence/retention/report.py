@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from app.retention_status import RetentionStatus, RetentionStore
+from app.retention_status import RetentionMode, RetentionStatus, RetentionStore
 
 DAY_SECONDS = 86_400
 RETENTION_DAYS = 30
@@ -56,6 +56,9 @@ class RetentionItem:
     found: str | None = None
     detail: str | None = None
     action: str | None = None  # what ``apply`` did or tried
+    # Who enforces this location's retention, and why (see ``modes``).
+    mode: RetentionMode | None = None
+    mode_reason: str | None = None
 
 
 @dataclass(frozen=True)

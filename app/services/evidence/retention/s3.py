@@ -15,6 +15,7 @@ from app.services.evidence.retention.report import (
     RetentionItem,
     store_failure,
 )
+from app.settings import Settings
 
 VERSIONED = frozenset({"Enabled", "Suspended"})
 
@@ -116,7 +117,14 @@ class LifecycleRule:
         }
 
 
-LIFECYCLE_RULES: tuple[LifecycleRule, ...] = (LifecycleRule("soundops-ig-cache"),)
+CACHE_BUCKET = "soundops-ig-cache"
+# The rule with the contract's 30 days; ``lifecycle_rules`` gives it for the configured window.
+LIFECYCLE_RULES: tuple[LifecycleRule, ...] = (LifecycleRule(CACHE_BUCKET),)
+
+
+def lifecycle_rules(settings: Settings) -> tuple[LifecycleRule, ...]:
+    """The lifecycle rules for ``DELETION_INSTAGRAM_RETENTION`` (a whole number of days)."""
+    return (LifecycleRule(CACHE_BUCKET, expiration_days=settings.instagram_retention.days),)
 
 
 # --- S3 -----------------------------------------------------------------------------------
