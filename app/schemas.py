@@ -121,7 +121,10 @@ class DeletionRequestOut(BaseModel):
         default=None,
         description=(
             "Requests from e-mail: why it needed an operator's review (`sender_not_on_file`, "
-            "`no_match`, `several_tenants`, `several_pages`, `dmarc_fail`)."
+            "`no_match`, `several_tenants`, `several_pages`, `dmarc_fail`; "
+            "`third_party_only`: a username nobody on file has, who wrote comments or "
+            "messages here; `third_party_unchecked`: nobody on file, and MongoDB could not "
+            "be asked whether the username wrote anything)."
         ),
     )
     review: ReviewOut | None = Field(
@@ -305,7 +308,9 @@ class ApproveBody(BaseModel):
             "of candidates). For `meta_data` it may add `tenant_id` to choose among the "
             "tenants the identity matches, or give `tenant_id` alone to keep the named "
             "identity. The request is then pinned to that tenant and the accounts matched "
-            "in it: it never reaches more when it runs."
+            "in it: it never reaches more when it runs. A `third_party_only` or "
+            "`third_party_unchecked` review approved without it is pinned to no tenant: "
+            "it reaches only what the named username wrote."
         ),
         examples=[{"site_name": "the-band"}, {"tenant_id": "0b7e3c1e-4f7a-4d3e-9a51-2f0d6f1c9a10"}],
     )
