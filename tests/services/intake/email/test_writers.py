@@ -52,9 +52,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
     and someone whose username the fan's is a prefix of."""
     now = datetime.now(UTC)
     docs: dict[str, list[dict[str, Any]]] = {"instagram_comments": [], "instagram_messages": []}
-    for tenant_key, writer in itertools.product(
-        ("lunar", "velvet"), (FAN, COPPER, "fan.club_jo2")
-    ):
+    for tenant_key, writer in itertools.product(("lunar", "velvet"), (FAN, COPPER, "fan.club_jo2")):
         tenant = EMAIL_WORLD.tenant(tenant_key)
         account = tenant.accounts[0]
         base = {
