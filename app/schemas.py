@@ -223,6 +223,13 @@ class Health(BaseModel):
 class PreviewTask(BaseModel):
     purger: PurgerName
     would_delete: dict[str, int]
+    as_third_party: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Of `would_delete`, what the subject wrote to other people's accounts (a "
+            "`meta_data` request by `ig_username`), by collection."
+        ),
+    )
     would_retain: dict[str, RetainedOut]
     skipped: str | None = Field(
         default=None,

@@ -7,6 +7,8 @@ from app.purgers.base import PurgerName, third_party_counts
 from app.schemas import (
     BackupHorizonOut,
     DeletionRequestOut,
+    PreviewOut,
+    PreviewTask,
     RetainedOut,
     ReviewOut,
     StatusPageOut,
@@ -15,6 +17,7 @@ from app.schemas import (
 )
 from app.services.claims import completion_sentence, store_claim
 from app.services.evidence.receipts import BackupHorizon
+from app.services.preview import PreviewItem
 from app.subjects import Review
 
 
@@ -90,4 +93,22 @@ def status_page(request: DeletionRequest, backups: BackupHorizon) -> StatusPageO
             expire_by=backups.expire_by,
             statement=backups.statement,
         ),
+    )
+
+
+def preview_out(items: list[PreviewItem]) -> PreviewOut:
+    return PreviewOut(
+        tasks=[
+            PreviewTask(
+                purger=item.purger,
+                would_delete=item.result.deleted,
+                as_third_party=third_party_counts(item.result.deleted),
+                would_retain={
+                    name: RetainedOut(count=r.count, reason=r.reason)
+                    for name, r in item.result.retained.items()
+                },
+                skipped=item.skipped,
+            )
+            for item in items
+        ]
     )
