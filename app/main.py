@@ -44,6 +44,7 @@ from app.services.execution import Engine, Worker, new_worker_id
 from app.services.holds import HoldService
 from app.services.intake.email.inbound import InboundMail
 from app.services.intake.email.service import EmailRequests
+from app.services.intake.email.writers import Writers
 from app.services.intake.meta.callbacks import MetaCallbacks
 from app.services.intake.rest import RequestService
 from app.services.plans import planned_purgers
@@ -141,7 +142,9 @@ async def build_state(
         meta=MetaCallbacks(settings, request_service, directory, sessionmaker),
         status_limiter=RateLimiter(settings.status_page_per_minute),
         email_requests=EmailRequests(settings, sessionmaker, preview, directory),
-        inbound=InboundMail(settings, sessionmaker, directory),
+        inbound=InboundMail(
+            settings, sessionmaker, directory, Writers(purgers.get(PurgerName.mongodb))
+        ),
     )
 
 

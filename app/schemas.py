@@ -230,7 +230,10 @@ class DeletionRequestOut(BaseModel):
         default=None,
         description=(
             "Requests from e-mail: why it needed an operator's review (`sender_not_on_file`, "
-            "`no_match`, `several_tenants`, `several_pages`, `dmarc_fail`); null otherwise."
+            "`no_match`, `several_tenants`, `several_pages`, `dmarc_fail`; "
+            "`third_party_only`: a username nobody on file has, who wrote comments or "
+            "messages here; `third_party_unchecked`: nobody on file, and MongoDB could not "
+            "be asked whether the username wrote anything); null otherwise."
         ),
     )
     review: ReviewOut | None = Field(
@@ -484,6 +487,13 @@ class PreviewTask(BaseModel):
     would_delete: dict[str, int] = Field(
         description="Items it would delete now, by table, collection or bucket."
     )
+    as_third_party: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Of `would_delete`, what the subject wrote to other people's accounts (a "
+            "`meta_data` request by `ig_username`), by collection."
+        ),
+    )
     would_retain: dict[str, RetainedOut] = Field(
         description="Items it would keep, with the legal reason."
     )
@@ -660,7 +670,9 @@ class ApproveBody(BaseModel):
             "of candidates). For `meta_data` it may add `tenant_id` to choose among the "
             "tenants the identity matches, or give `tenant_id` alone to keep the named "
             "identity. The request is then pinned to that tenant and the accounts matched "
-            "in it: it never reaches more when it runs. Null or absent: approve as named."
+            "in it: it never reaches more when it runs. A `third_party_only` or "
+            "`third_party_unchecked` review approved without it is pinned to no tenant: "
+            "it reaches only what the named username wrote. Null or absent: approve as named."
         ),
         examples=[{"site_name": "the-band"}, {"tenant_id": EXAMPLE_TENANT_ID}],
     )

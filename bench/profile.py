@@ -84,7 +84,21 @@ def render(summary: dict[str, object]) -> str:
     lines += [f"| {k} | {v:.0%} |" for k, v in summary["self_by_package"]]  # type: ignore[attr-defined]
     lines += ["", "| innermost service function on the stack | share |", "|---|---:|"]
     lines += [
-        f"| `{k}` | {v:.0%} |"
+        f"| {_located(k)} | {v:.0%} |"
         for k, v in summary["innermost_service_function"]  # type: ignore[attr-defined]
     ]
     return "\n".join(lines)
+
+
+def _located(where: str) -> str:
+    """``file:function`` as profiled; where the module has since become a package (e.g.
+    ``app/cli.py`` -> ``app/cli/``), the module of the package that now defines it."""
+    file, _, function = where.partition(":")
+    if Path(file).exists() or not Path(file).with_suffix("").is_dir():
+        return f"`{where}`"
+    name = function.split(".")[0]
+    pattern = re.compile(rf"^\s*(?:async\s+def|def|class)\s+{re.escape(name)}\b", re.MULTILINE)
+    for module in sorted(Path(file).with_suffix("").rglob("*.py")):
+        if pattern.search(module.read_text()):
+            return f"`{module}:{function}` (profiled as `{file}`)"
+    return f"`{where}` (since moved)"

@@ -495,6 +495,7 @@ async def test_a_fans_request_deletes_what_they_wrote_counted_apart_end_to_end(
     assert preview.status_code == 200, preview.text
     would = {t["purger"]: t for t in preview.json()["tasks"]}
     assert would["mongodb"]["would_delete"] == expected
+    assert would["mongodb"]["as_third_party"] == {"instagram_comments": len(written)}
 
     created = await stack.client.post(URL, json=body, headers=bearer(mint()))
     data = await stack.wait(created.json()["id"])
@@ -801,6 +802,62 @@ async def test_a_disconnect_cuts_at_once_while_meta_is_down_and_destroys_tokens_
     assert store["verified"] is False and store["skipped"] == "revoke_unconfirmed"
     assert "revoke not confirmed by Meta" in store["outcome"]
     assert "Meta did not confirm the revoke" in body["summary"]
+
+
+@META_DOWN
+async def test_a_deauthorize_cuts_at_once_while_meta_is_down_and_destroys_tokens_at_deadline(
+    stack: Stack,
+) -> None:
+    """The person removed the app at Meta, and every Graph call fails: the signed callback
+    cuts posts, automations and the status in the first run; the tokens stay (for the
+    webhook removal) until the deadline, then go, and nobody claims Meta's side."""
+    _meta_down(stack.graph)
+    alpha, bravo = stack.world.tenants["alpha"], stack.world.tenants["bravo"]
+    account, other = alpha.accounts
+    unchanged = {a.id: await _account_rows(stack, a.id) for a in (other, *bravo.accounts)}
+    before = await _account_rows(stack, account.id)
+    assert before["scheduled"] and before["enabled_rules"] and all(before["tokens"])
+    value = sign(
+        {
+            "algorithm": "HMAC-SHA256",
+            "user_id": account.facebook_user_id,
+            "issued_at": int(time.time()),
+        },
+        FB_SECRET.encode(),
+    )
+    answer = await stack.client.post("/meta/deauthorize", data={"signed_request": value})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"expanded": True, "disconnects": 1, "skipped_reconnected": 0}
+    (filed,) = (await stack.client.get(URL, headers=bearer(mint()))).json()["items"]
+    assert (filed["kind"], filed["source"]) == ("instagram_disconnect", "meta_callback")
+    request_id = filed["id"]
+
+    give_up = time.monotonic() + 30  # a cut that waited for Meta would wait forever
+    while (await _task(stack, request_id, "postgres"))["status"] != "succeeded":
+        assert time.monotonic() < give_up, "the cut waits for Meta"
+        await asyncio.sleep(0.05)
+    assert (await _task(stack, request_id, "meta_graph"))["status"] in ("running", "retrying")
+    cut = await _account_rows(stack, account.id)
+    assert (cut["status"], cut["scheduled"], cut["enabled_rules"]) == ("disconnected", 0, 0)
+    assert all(cut["tokens"]), "the tokens are held for Meta until the deadline"
+
+    data = await stack.wait(request_id, timeout=60)
+    assert data["status"] == "completed", data
+    graph_task = {t["purger"]: t for t in data["tasks"]}["meta_graph"]
+    assert graph_task["status"] == "skipped"
+    assert graph_task["error"].startswith("revoke not confirmed by Meta before the deadline")
+    assert (await _account_rows(stack, account.id))["tokens"] == [None, None]
+    for account_id, rows in unchanged.items():
+        assert await _account_rows(stack, account_id) == rows
+    # Meta removed the permissions itself: only the webhook subscription was tried.
+    tried = {c.edge for c in stack.graph.calls if c.method == "DELETE"}
+    assert tried == {"subscribed_apps"}, tried
+    page = await _status_page(stack, data)
+    assert "revoke not confirmed by Meta before the deadline" in page
+    public = await stack.client.get(
+        f"/deletion-status/{data['confirmation_code']}", headers={"Accept": "application/json"}
+    )
+    assert "Meta did not confirm the revoke" in public.json()["summary"]
 
 
 @META_DOWN

@@ -63,6 +63,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar
 
+import pymongo
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -280,6 +281,27 @@ class MongoPurger:
         with mongo_errors():
             names = await self._db.list_collection_names()
         return sorted(names)
+
+    # --- look-ups that change nothing ---------------------------------------------------
+
+    async def finds_third_party(self, subject: Subject, *, within: float) -> bool:
+        """Whether the subject's ``third_party`` matches alone select any document (e-mail
+        intake: does anyone's data hold what a named person wrote?). One equality
+        ``find_one`` (limit 1, ``_id`` only) per collection and value, pushed down on
+        FerretDB, an index on MongoDB; stops at the first document found. ``within`` (seconds)
+        bounds the whole look-up, server selection included (the driver's own operation
+        timeout, so nothing is cancelled under it). Raises :class:`PurgeRetriable` when
+        MongoDB does not answer within it, :class:`PurgeFailed` on a server error."""
+        filters = self.filters(subject)
+        with pymongo.timeout(within), mongo_errors():
+            for key, groups in filters.items():
+                name = _collection_of(key)
+                if name == key:
+                    continue  # the subject's own documents: not asked here
+                for one in itertools.chain.from_iterable(groups):
+                    if await self._db[name].find_one(one, projection={"_id": True}):
+                        return True
+        return False
 
     # --- internals ---------------------------------------------------------------------
 

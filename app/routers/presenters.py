@@ -15,6 +15,8 @@ from app.schemas import (
     BackupHorizonOut,
     DeletionRequestOut,
     HoldOut,
+    PreviewOut,
+    PreviewTask,
     RetainedOut,
     ReviewOut,
     StatusPageOut,
@@ -23,6 +25,7 @@ from app.schemas import (
 )
 from app.services.claims import completion_sentence, store_claim
 from app.services.evidence.receipts import BackupHorizon
+from app.services.preview import PreviewItem
 from app.subjects import Review
 
 
@@ -114,4 +117,22 @@ def hold_out(hold: LegalHold, *, held_requests: int | None = None) -> HoldOut:
         released_at=hold.released_at,
         released_by=hold.released_by,
         held_requests=held_requests,
+    )
+
+
+def preview_out(items: list[PreviewItem]) -> PreviewOut:
+    return PreviewOut(
+        tasks=[
+            PreviewTask(
+                purger=item.purger,
+                would_delete=item.result.deleted,
+                as_third_party=third_party_counts(item.result.deleted),
+                would_retain={
+                    name: RetainedOut(count=r.count, reason=r.reason)
+                    for name, r in item.result.retained.items()
+                },
+                skipped=item.skipped,
+            )
+            for item in items
+        ]
     )

@@ -12,7 +12,7 @@ from app.deps import Admin, Reader, State, Writer
 from app.errors import Unprocessable
 from app.models import RequestKind, RequestSource, RequestStatus
 from app.repository import RequestFilter
-from app.routers.presenters import request_out
+from app.routers.presenters import preview_out, request_out
 from app.schemas import (
     CREATE_EXAMPLES,
     CancelBody,
@@ -20,9 +20,7 @@ from app.schemas import (
     DeletionRequestOut,
     DeletionRequestPage,
     PreviewOut,
-    PreviewTask,
     Problem,
-    RetainedOut,
     SignedReceiptOut,
 )
 from app.services.identities import lookup_hash
@@ -125,20 +123,7 @@ async def preview_request(
     body: Annotated[CreateDeletionRequest, Body(openapi_examples=CREATE_EXAMPLES)],
 ) -> PreviewOut:
     items = await state.preview.preview(RequestKind(body.kind), body.subject.identities())
-    return PreviewOut(
-        tasks=[
-            PreviewTask(
-                purger=item.purger,
-                would_delete=item.result.deleted,
-                would_retain={
-                    name: RetainedOut(count=r.count, reason=r.reason)
-                    for name, r in item.result.retained.items()
-                },
-                skipped=item.skipped,
-            )
-            for item in items
-        ]
-    )
+    return preview_out(items)
 
 
 @router.get(

@@ -408,3 +408,27 @@ async def test_an_approved_request_by_a_fans_username_reaches_what_they_wrote(
     after = await shared.snapshots()
     assert written_by(after, "fan1") == {name: [] for name in COLLECTIONS}
     assert (after["postgres"], after["s3"]) == (before["postgres"], before["s3"])
+
+
+async def test_a_request_approved_without_a_connection_never_reaches_one_made_since(
+    shared: Shared,
+) -> None:
+    """A fan's e-mailed request approved as ``third_party_only`` is pinned to no connection:
+    if the username has a connection by the time it runs (made since, or a careless
+    approval), that connection, its data and its cached media are not reached."""
+    alpha = shared.alpha
+    before = await shared.snapshots()
+
+    subject = await shared.resolve(
+        RequestKind.meta_data, Selection(), ig_username=alpha.ig_username
+    )
+    results = await shared.run(subject)
+
+    resolution = subject.resolution
+    assert (resolution.tenant_ids, resolution.account_ids) == ([], [])
+    assert (resolution.ig_user_ids, resolution.subject_ig_user_ids) == ([], [])
+    assert resolution.third_party_usernames == [alpha.ig_username]
+    after = await shared.snapshots()
+    assert (after["postgres"], after["s3"]) == (before["postgres"], before["s3"])
+    assert mentioning(after, [str(alpha.id)]) == mentioning(before, [str(alpha.id)])
+    assert results["mongodb"].deleted == {"instagram_messages": 0, "instagram_comments": 0}

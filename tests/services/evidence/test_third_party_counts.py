@@ -1,6 +1,6 @@
 """Third-party data (what a person wrote to other accounts) is counted apart, as
-``as_third_party``, on the task, the receipt and the status page; without any, each keeps
-its form."""
+``as_third_party``, on the preview, the task, the receipt and the status page; without any,
+each keeps its form."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from app.models import DeletionRequest, DeletionTask
-from app.routers.presenters import request_out, status_page
+from app.purgers.base import PurgeResult, PurgerName
+from app.routers.presenters import preview_out, request_out, status_page
 from app.routers.status_page import render_html
 from app.services.evidence import receipts
+from app.services.preview import PreviewItem
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 MONGO = {
@@ -68,3 +70,16 @@ def test_the_task_and_the_status_page_count_third_party_data_apart() -> None:
     html = render_html(page)
     assert "of which 4 item(s) you wrote to other accounts" in html
     assert html.count("you wrote to other accounts") == 1
+
+
+def test_the_preview_counts_third_party_data_apart() -> None:
+    preview = preview_out(
+        [
+            PreviewItem(PurgerName.postgres, PurgeResult(deleted={"instagram_accounts": 1})),
+            PreviewItem(PurgerName.mongodb, PurgeResult(deleted=MONGO)),
+        ]
+    )
+    postgres, mongo = preview.tasks
+    assert mongo.would_delete == MONGO
+    assert mongo.as_third_party == {"instagram_comments": 4}
+    assert postgres.as_third_party == {}

@@ -54,7 +54,17 @@ REQUESTED_BY = "email"
 EMAIL_KINDS = frozenset({RequestKind.account, RequestKind.meta_data})
 # Why a request filed from e-mail waits for an operator: codes, never personal data.
 REVIEW_REASONS = frozenset(
-    {"sender_not_on_file", "no_match", "several_tenants", "several_pages", "dmarc_fail"}
+    {
+        "sender_not_on_file",
+        "no_match",
+        "several_tenants",
+        "several_pages",
+        "dmarc_fail",
+        # Nobody on file, but the named username wrote here (a third-party data subject),
+        # or MongoDB could not be asked whether it did.
+        "third_party_only",
+        "third_party_unchecked",
+    }
 )
 FiledStatus = Literal["awaiting_confirmation", "needs_review"]
 

@@ -10,10 +10,14 @@ The same handling serves both ways in (``POST /v1/inbound-email`` and ``mailbox 
 4. otherwise the names in the message are matched against the SoundOps database, and the
    request is filed ``awaiting_confirmation`` (a one-time link goes to the address on
    file, never to the sender's ``Reply-To``) or ``needs_review`` with a reason code.
-   A ``meta_data`` request naming a username that no connection has (a fan, whose only
-   data is what they wrote to others: nobody is on file to confirm) is ``no_match``,
-   reviewed; the reviewer's preview counts that data as ``as_third_party``, and once
-   approved the request reaches it (the pin limits connections only).
+   A ``meta_data`` request naming a username that no connection has, but that wrote
+   comments or messages here (a fan: nobody is on file to confirm), is reviewed as
+   ``third_party_only`` (``writers``: one equality look-up with limit 1 per collection);
+   when MongoDB cannot answer that look-up in time, as ``third_party_unchecked`` (filed
+   all the same: the message is not held back); with no MongoDB in the deployment, or no
+   writing found, as ``no_match``. The reviewer's preview counts that data as
+   ``as_third_party``; approving either ``third_party_*`` review without a choice pins
+   the request to no connection, so it reaches only what the named person wrote.
 
 Raises ``ServiceUnavailable`` when the tracking or SoundOps database, or the SMTP server
 for a link, cannot be reached: the caller retries the same message later, and the
@@ -43,6 +47,7 @@ from app.pii import keyed_hash
 from app.services.evidence.notices import DeliveryFailed, send_email
 from app.services.intake.email import filing, links, replies
 from app.services.intake.email.parse import MailKind, ParsedMail, parse_message
+from app.services.intake.email.writers import Writers, WritersUnavailable
 from app.services.target import NamedTenant, TargetDirectory, TargetUnavailable, selection_of
 from app.settings import Settings
 from app.subjects import Review, ReviewCandidate, validated_subject
@@ -91,10 +96,12 @@ class InboundMail:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         target: TargetDirectory | None,
+        writers: Writers | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessionmaker
         self._target = target
+        self._writers = writers or Writers(None)
 
     async def handle(self, raw: bytes, *, via: str, oversize: bool = False) -> InboundResult:
         """``oversize``: ``raw`` holds only the headers of a message over the size limit
@@ -219,8 +226,25 @@ class InboundMail:
             found += await target.tenants_by(identity, list(mail.candidates), normalised=True)
         written, named = _first_matches(None, mail.candidates, found)
         if not named:
-            return _fallback_review(RequestKind.meta_data, mail)
+            return await self._writer_review(mail) or _fallback_review(RequestKind.meta_data, mail)
         return _decided(mail, named[0].identity, written, named)
+
+    async def _writer_review(self, mail: ParsedMail) -> Decision | None:
+        """Nobody on file: a username that wrote here is a third-party data subject's
+        request (``third_party_only``); None when no username wrote anything."""
+        usernames = [
+            value for c in mail.candidates if _USERNAME.match(value := c.removeprefix("@"))
+        ]
+        if not usernames:
+            return None
+        try:
+            writer = await self._writers.first_writer(usernames)
+            reason = "third_party_only"
+        except WritersUnavailable:
+            writer, reason = usernames[0], "third_party_unchecked"
+        if writer is None:
+            return None
+        return _review({"ig_username": writer}, reason, Review(named={"ig_username": writer}))
 
     # --- mail -------------------------------------------------------------------------
 

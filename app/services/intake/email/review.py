@@ -35,6 +35,9 @@ log = structlog.get_logger(__name__)
 
 # Reviews whose approval needs the operator's choice of one tenant (a subject).
 NEEDS_CHOICE = frozenset({"several_tenants", "several_pages", "no_match"})
+# Reviews of a username that nobody on file has (a fan who wrote to artists): approved as
+# they are, pinned to no connection, so that the request reaches only what they wrote.
+WRITER_ONLY = frozenset({"third_party_only", "third_party_unchecked"})
 # A request in review that no operator decided in this time is cancelled (and minimised):
 # it must not keep what the message named for ever.
 REVIEW_TTL = timedelta(days=30)
@@ -65,10 +68,13 @@ async def approve(
 
     A request in review because its name matched several tenants or Pages, or nothing,
     needs ``subject``; any approval must come to exactly one tenant, else 409 saying how
-    many candidates there are. When a verified request for the (corrected) subject is open
-    already, this one is closed as its duplicate instead (``cancelled``, the reason names
-    the open one). 404 unknown; 409 another status; 422 an invalid subject; 503 the
-    SoundOps database is needed to check the choice and cannot be reached."""
+    many candidates there are. The one exception: a ``third_party_*`` review (a username
+    nobody on file has) approved without ``subject`` is pinned to no tenant and no
+    connection, and reaches only what the named person wrote. When a verified request for
+    the (corrected) subject is open already, this one is closed as its duplicate instead
+    (``cancelled``, the reason names the open one). 404 unknown; 409 another status; 422
+    an invalid subject; 503 the SoundOps database is needed to check the choice and cannot
+    be reached."""
     request = await repository.get_request_fresh(session, request_id)
     if request is None:
         await session.rollback()
@@ -90,6 +96,8 @@ async def approve(
             '{"subject": {...}} naming exactly one tenant.',
             extra={"candidates": count},
         )
+    elif reason in WRITER_ONLY:
+        candidates = []  # nobody on file: no connection, only what the person wrote
     elif shown is not None:
         candidates = [
             (str(c.tenant_id), str(c.instagram_account_id) if c.instagram_account_id else None)
@@ -98,7 +106,7 @@ async def approve(
     else:  # filed without what the review shows: the named subject as it resolves now
         _, candidates = await _chosen(kind, named, {}, target)
     tenants = {tenant for tenant, _ in candidates}
-    if len(tenants) != 1:
+    if len(tenants) != 1 and not (identities is None and reason in WRITER_ONLY):
         hint = " (a meta_data subject may add tenant_id)" if kind is RequestKind.meta_data else ""
         raise Conflict(
             f"The subject resolves to {len(tenants)} tenants ({len(candidates)} candidates); "
