@@ -156,6 +156,13 @@ class TaskOut(BaseModel):
     finished_at: datetime | None = Field(
         description="When it reached `succeeded`, `skipped` or `failed` (UTC); null before."
     )
+    next_attempt_at: datetime | None = Field(
+        default=None,
+        description=(
+            "While `retrying`: when the next attempt is due (UTC, ISO 8601), after a "
+            "transient error's backoff; null otherwise."
+        ),
+    )
 
 
 class ReviewOut(Review):
@@ -175,6 +182,7 @@ _TASKS = [
         "error": None,
         "started_at": "2026-11-02T09:15:02Z",
         "finished_at": "2026-11-02T09:15:09Z",
+        "next_attempt_at": None,
     },
     {
         "purger": "mongodb",
@@ -186,6 +194,7 @@ _TASKS = [
         "error": None,
         "started_at": "2026-11-02T09:15:02Z",
         "finished_at": "2026-11-02T09:17:30Z",
+        "next_attempt_at": None,
     },
 ]
 REQUEST_EXAMPLE: dict[str, Any] = {
@@ -461,7 +470,7 @@ class Health(BaseModel):
 class RetentionModeOut(BaseModel):
     """Who enforces retention at one location of SoundOps' Instagram data."""
 
-    store: RetentionStore
+    store: RetentionStore = Field(description="The store (`mongodb` or `s3`).")
     location: str = Field(description="`database.collection` (MongoDB) or the bucket (S3).")
     mode: RetentionMode = Field(
         description=(
@@ -475,9 +484,43 @@ class RetentionModeOut(BaseModel):
 
 
 class StoresHealth(BaseModel):
-    status: Literal["ok", "unavailable"]
-    checks: dict[str, str] = Field(default_factory=dict)
-    retention: list[RetentionModeOut] = Field(default_factory=list)
+    """Whether every configured store answers, and who enforces retention where."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "checks": {"postgres": "ok", "mongodb": "ok", "s3": "ok"},
+                    "retention": [
+                        {
+                            "store": "mongodb",
+                            "location": "soundops.instagram_messages",
+                            "mode": "ttl",
+                            "reason": "TTL index of 30 days in place",
+                        },
+                        {
+                            "store": "s3",
+                            "location": "soundops-ig-cache",
+                            "mode": "lifecycle",
+                            "reason": "lifecycle rule of 30 days in place",
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    status: Literal["ok", "unavailable"] = Field(
+        description="`ok` when every configured store answered, else `unavailable`."
+    )
+    checks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each configured store: `ok`, or `unavailable (<error class>)`.",
+    )
+    retention: list[RetentionModeOut] = Field(
+        default_factory=list, description="Per location of Instagram data: its retention mode."
+    )
 
 
 class PreviewTask(BaseModel):
@@ -807,7 +850,17 @@ class SignedReceiptOut(BaseModel):
 class CreateHold(BaseModel):
     """A legal hold on a subject: its deletion requests wait in `on_hold` until released."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject": {"tenant_id": EXAMPLE_TENANT_ID},
+                    "reason": "Litigation hold, case 2026-001",
+                }
+            ]
+        },
+    )
 
     subject: HoldSubject = Field(
         description=(
@@ -826,8 +879,24 @@ class CreateHold(BaseModel):
     )
 
 
+_HOLD_EXAMPLE: dict[str, Any] = {
+    "id": "00000000-0000-4000-8000-0000000000c1",
+    "subject": {"tenant_id": EXAMPLE_TENANT_ID},
+    "reason": "Litigation hold, case 2026-001",
+    "created_at": "2026-11-02T09:15:00Z",
+    "created_by": "dpo",
+    "released_at": None,
+    "released_by": None,
+    "held_requests": 1,
+}
+
+
 class HoldOut(BaseModel):
-    id: uuid.UUID
+    """A legal hold, active or (with `include_released`) released."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_HOLD_EXAMPLE]})
+
+    id: uuid.UUID = Field(description="The hold's id.")
     subject: dict[str, str] = Field(
         description=(
             "While active: the identities held. Once released: their keyed hashes "
@@ -835,10 +904,12 @@ class HoldOut(BaseModel):
         )
     )
     reason: str | None = Field(description="Why; removed when the hold is released.")
-    created_at: datetime
-    created_by: str
-    released_at: datetime | None = None
-    released_by: str | None = None
+    created_at: datetime = Field(description="When it was placed (UTC, ISO 8601).")
+    created_by: str = Field(description="Who placed it (the token's `sub`).")
+    released_at: datetime | None = Field(
+        default=None, description="When it was released (UTC); null while active."
+    )
+    released_by: str | None = Field(default=None, description="Who released it; null while active.")
     held_requests: int | None = Field(
         default=None,
         description=(
@@ -849,5 +920,13 @@ class HoldOut(BaseModel):
 
 
 class HoldPage(BaseModel):
-    items: list[HoldOut]
-    next_cursor: str | None
+    """One page of holds, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_HOLD_EXAMPLE], "next_cursor": None}]}
+    )
+
+    items: list[HoldOut] = Field(description="The holds on this page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last."
+    )

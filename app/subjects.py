@@ -113,7 +113,9 @@ class HoldSubject(AccountSubject, MetaDataSubject):
     same canonical form a request stores (so a hold and a request hash alike). A request
     is held when one identity it named or resolved to is one of these."""
 
-    instagram_account_id: uuid.UUID | None = None
+    instagram_account_id: uuid.UUID | None = Field(
+        default=None, description="One connected Instagram account (its id in SoundOps)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> HoldSubject:  # replaces the one-identity rule: at least one

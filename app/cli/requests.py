@@ -166,7 +166,7 @@ def requests_watch(
 
     def render(data: dict[str, Any]) -> Table:
         table = Table(title=f"{data['id']}  {data['kind']}  [bold]{data['status']}[/bold]")
-        for column in ("store", "status", "attempts", "deleted", "error"):
+        for column in ("store", "status", "attempts", "deleted", "next attempt", "error"):
             table.add_column(column)
         for task in data["tasks"]:
             table.add_row(
@@ -174,6 +174,7 @@ def requests_watch(
                 task["status"],
                 str(task["attempts"]),
                 str(sum(task["deleted"].values())),
+                (task["next_attempt_at"] or "")[:19],
                 task["error"] or "",
             )
         return table
@@ -232,7 +233,7 @@ def requests_show(
         f"created {item['created_at']}  due {item['due_at']}  status page {item['status_url']}"
     )
     tasks = Table(title="tasks")
-    for column in ("purger", "status", "attempts", "deleted", "retained", "error"):
+    for column in ("purger", "status", "attempts", "deleted", "retained", "next attempt", "error"):
         tasks.add_column(column)
     for t in item["tasks"]:
         tasks.add_row(
@@ -241,6 +242,7 @@ def requests_show(
             str(t["attempts"]),
             json.dumps(t["deleted"]),
             json.dumps(t["retained"]),
+            (t["next_attempt_at"] or "")[:19],
             t["error"] or "",
         )
     console.print(tasks)

@@ -68,6 +68,9 @@ def request_out(
                 error=task.error,
                 started_at=task.started_at,
                 finished_at=task.finished_at,
+                next_attempt_at=(
+                    task.next_attempt_at if task.status == TaskStatus.retrying else None
+                ),
             )
             for task in request.tasks
         ],

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +259,34 @@ async def test_a_cancelled_request_runs_no_purger_and_is_only_minimised(
     assert data["status"] == "cancelled"
     assert {t["status"] for t in data["tasks"]} == {"pending"}
     assert (await event_types(state, request_id))[-1] == ("minimised", None)
+
+
+async def test_a_retrying_task_shows_when_its_next_attempt_is_due(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, script: Script
+) -> None:
+    """API and CLI show `next_attempt_at` on a task that waits for its next try, and only
+    then (a finished task's old schedule is not news)."""
+    from sqlalchemy import update
+
+    from app.models import DeletionTask
+
+    script.write(default=["ok"])
+    request_id = await file(client, auth)
+    assert await run_until_settled(state, [request_id]) == {request_id: "completed"}
+    due = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    async with state.sessionmaker() as session:
+        await session.execute(
+            update(DeletionTask)
+            .where(DeletionTask.request_id == uuid.UUID(request_id))
+            .values(next_attempt_at=due)
+        )
+        await session.execute(
+            update(DeletionTask)
+            .where(DeletionTask.request_id == uuid.UUID(request_id))
+            .where(DeletionTask.purger == "s3")
+            .values(status="retrying")
+        )
+        await session.commit()
+    data = await get(client, auth, request_id)
+    assert datetime.fromisoformat(task(data, "s3")["next_attempt_at"]) == due
+    assert task(data, "postgres")["next_attempt_at"] is None  # succeeded: nothing due
