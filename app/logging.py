@@ -84,7 +84,9 @@ def _route_stdlib_logs(renderer: structlog.types.Processor, level: int) -> None:
     for old in [h for h in root.handlers if isinstance(h, _CurrentStderr)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    # Other libraries' INFO lines stay off (as before: the root had no handler): some name
+    # what they handle (an SMTP server logs recipients). Their warnings and errors pass.
+    root.setLevel(max(level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()  # uvicorn's own plain-text handlers, if it installed them
