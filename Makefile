@@ -1,7 +1,7 @@
 # Developer entry points. The venv logic lives in scripts/bootstrap.sh.
 VENV := .venv
 
-.PHONY: install lock run test lint format openapi bench screenshots
+.PHONY: install lock run test lint format openapi bench bench-quick screenshots
 
 install:  ## create/refresh .venv (requirements/test.lock, then the project, editable)
 	bash scripts/bootstrap.sh
@@ -32,7 +32,11 @@ screenshots: install  ## the console's screenshots in docs/console (headless Chr
 	CONSOLE_SCREENSHOTS=docs/console FERRETDB_BIN=$${FERRETDB_BIN:-.cache/bin/ferretdb} \
 		$(VENV)/bin/pytest tests/routers/test_admin_browser.py -q -p no:cacheprovider
 
-bench: install  ## benchmarks of docs/benchmarks.md (~15 min; starts its own test servers)
+bench: install  ## benchmarks of docs/benchmarks.md (~25 min; starts its own test servers)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	[ -x .cache/bin/ferretdb ] || bash scripts/build_ferretdb.sh
-	FERRETDB_BIN=$${FERRETDB_BIN:-.cache/bin/ferretdb} $(VENV)/bin/python -m bench --profile
+	FERRETDB_BIN=$${FERRETDB_BIN:-.cache/bin/ferretdb} $(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+BENCH_ARGS ?= --profile
+bench-quick: BENCH_ARGS = --quick
+bench-quick: bench  ## every benchmark at small sizes (~2 min) into bench/results/quick.md; before and after a hot-path change

@@ -1,11 +1,16 @@
-"""All benchmarks of issue #8 in one run; writes docs/benchmarks.md and bench/results/latest.json.
+"""All benchmarks in one run; writes docs/benchmarks.md and bench/results/latest.json.
 
-    make bench                      # = .venv/bin/python -m bench --profile
-    .venv/bin/python -m bench --quick   # small sizes, a smoke run of every part (~2 min)
+    make bench                          # = .venv/bin/python -m bench --profile (~25 min)
+    make bench-quick                    # = .venv/bin/python -m bench --quick   (~2 min)
 
 Starts its own PostgreSQL 15, FerretDB (on its PostgreSQL backend, in a cluster of its
 own), moto and fake Graph API (like the tests), so it needs what ``make test`` installs.
-Takes ~15 minutes at the default sizes on 2 cores.
+
+Each part's figures are rendered beside those of the run before it (the previous result of
+that part is kept in the results file under ``previous``), so every figure carries its
+trend. ``--quick`` runs every part at small sizes and writes ``bench/results/quick.json``
+and ``bench/results/quick.md`` (never the full run's document): run it before and after a
+change to a hot path and read the two columns.
 """
 
 from __future__ import annotations
@@ -16,93 +21,117 @@ import json
 import shlex
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from bench import ferret_backends, intake, large_purge, profile, retention_sweep, third_party
+from bench import (
+    ferret_backends,
+    intake,
+    large_purge,
+    profile,
+    queue_throughput,
+    retention_sweep,
+    third_party,
+)
 from bench.common import machine
 
 DOC = Path("docs/benchmarks.md")
 RESULTS = Path("bench/results")
 PROFILE = RESULTS / "purge.pyspy.txt"
 
+# The parts, in the order they run and appear; a part run alone with --only names its own
+# date in its section and keeps the header of the last whole run.
+PARTS: dict[str, ModuleType] = {
+    "purge": large_purge,
+    "queue": queue_throughput,
+    "intake": intake,
+    "third_party": third_party,
+    "backends": ferret_backends,
+    "retention": retention_sweep,
+}
+
 
 def parse() -> argparse.Namespace:
-    # --profile belongs to both parts: one flag (same dest) profiles both.
+    # --profile belongs to two parts: one flag (same dest) profiles both.
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0], conflict_handler="resolve"
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument(
-        "--only",
-        choices=["purge", "third_party", "intake", "backends", "retention"],
-        help="run one part (the document keeps the others)",
+        "--quick",
+        action="store_true",
+        help="every part at small sizes (~2 min); writes bench/results/quick.{json,md}",
     )
-    parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument("--only", choices=list(PARTS), help="run one part (the others are kept)")
+    parser.add_argument("--output", type=Path, help=f"the document (default {DOC})")
     parser.add_argument(
         "--render-only",
         action="store_true",
-        help="rewrite the document from bench/results/latest.json without running anything",
+        help="rewrite the document from the results file without running anything",
     )
-    large_purge.add_arguments(parser)
-    third_party.add_arguments(parser)
-    intake.add_arguments(parser)
-    ferret_backends.add_arguments(parser)
-    retention_sweep.add_arguments(parser)
+    for module in PARTS.values():
+        module.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
-        args.rows, args.docs, args.versions, args.cache = 10_000, 10_000, 2_000, 500
-        args.disconnects, args.small_tenants = 4, 1
-        args.seconds, args.warmup = 3, 1
-        args.backend_docs, args.backend_small, args.repeats = 20_000, 100, 3
-        args.sweep_docs, args.sweep_expired, args.sweep_repeat = 20_000, 10_000, 1
-        args.tp_docs, args.tp_written, args.tp_tenants = 10_000, 1_000, 50
+        for module in PARTS.values():
+            for name, value in module.QUICK.items():
+                setattr(args, name, value)
     return args
+
+
+def paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The results file and the document: the quick run keeps files of its own."""
+    if args.quick:
+        return RESULTS / "quick.json", args.output or RESULTS / "quick.md"
+    return RESULTS / "latest.json", args.output or DOC
+
+
+def remember(results: dict[str, Any], part: str) -> None:
+    """Keep the part's last result as its ``previous`` before it is measured again."""
+    if part in results:
+        results.setdefault("previous", {})[part] = results[part]
 
 
 def main() -> None:
     args = parse()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    latest = RESULTS / "latest.json"
+    latest, output = paths(args)
     results: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else {}
     if args.render_only:
-        args.output.write_text(document(results))
-        print(f"wrote {args.output} from {latest}")
+        output.write_text(document(results))
+        print(f"wrote {output} from {latest}")
         return
-    # The header describes the run of the purge and intake figures; a part run alone
-    # (third party, FerretDB backends, retention) names its own date and keeps that header.
-    header = args.only not in ("third_party", "backends", "retention") or "machine" not in results
+    header = args.only is None or "machine" not in results
     if header:
         results["machine"] = machine()
         results["command"] = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
     started = time.monotonic()
-    if args.only in (None, "purge"):
-        print("== large purge, disconnects, memory", flush=True)
-        PROFILE.unlink(missing_ok=True)
-        results["purge"] = asyncio.run(large_purge.run(args))
-        if PROFILE.exists():
+    for part, module in PARTS.items():
+        if args.only not in (None, part):
+            continue
+        print(f"== {part}", flush=True)
+        if part == "purge":
+            PROFILE.unlink(missing_ok=True)
+        result = asyncio.run(module.run(args))
+        result.setdefault("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+        remember(results, part)
+        results[part] = result
+        if part == "purge" and PROFILE.exists():
+            remember(results, "profile")
             results["profile"] = profile.summarize(PROFILE)
-    if args.only in (None, "third_party"):
-        print("== third-party deletion", flush=True)
-        results["third_party"] = asyncio.run(third_party.run(args))
-    if args.only in (None, "intake"):
-        print("== intake", flush=True)
-        results["intake"] = asyncio.run(intake.run(args))
-    if args.only in (None, "backends"):
-        print("== FerretDB backends", flush=True)
-        results["backends"] = asyncio.run(ferret_backends.run(args))
-    if args.only in (None, "retention"):
-        print("== retention sweep", flush=True)
-        results["retention"] = asyncio.run(retention_sweep.run(args))
+        # Written after every part: a long run cut short keeps what it measured.
+        latest.write_text(json.dumps(results, indent=2, default=str))
     if header:
         results["minutes"] = round((time.monotonic() - started) / 60, 1)
     latest.write_text(json.dumps(results, indent=2, default=str))
-    args.output.write_text(document(results))
-    print(f"wrote {args.output} and {latest}")
+    output.write_text(document(results))
+    print(f"wrote {output} and {latest}")
 
 
 def document(results: dict[str, Any]) -> str:
     m = results["machine"]
+    previous = results.get("previous", {})
     parts = [
         "# Benchmarks",
         "",
@@ -110,7 +139,8 @@ def document(results: dict[str, Any]) -> str:
         " Each section's figures come from one run on the machine described here (the run"
         " below, unless the section names its own), the service and its baseline measured"
         " side by side in that run: on a shared 2-core machine the ratios are the figures to"
-        " compare, not the absolute seconds.",
+        " compare, not the absolute seconds. Beside each figure stands the previous run's"
+        ' ("before"), so that each carries its trend.',
         "",
         "| machine | |",
         "|---|---|",
@@ -123,36 +153,30 @@ def document(results: dict[str, Any]) -> str:
         f"| run | {m['date']}, `{results['command']}`, {results.get('minutes', '?')} min |",
         "",
     ]
-    if "purge" in results:
-        parts += [large_purge.render(results["purge"]), ""]
-    if "profile" in results:
-        parts += [
-            "## Profile of the large purge",
-            "",
-            profile.render(results["profile"]),
-            "",
-        ]
-    if "third_party" in results:
-        parts += [third_party.render(results["third_party"]), ""]
-    if "intake" in results:
-        parts += [intake.render(results["intake"]), ""]
-    if "backends" in results:
-        parts += [ferret_backends.render(results["backends"]), ""]
-    if "retention" in results:
-        parts += [retention_sweep.render(results["retention"]), ""]
+    for part, module in PARTS.items():
+        if part in results:
+            parts += [module.render(results[part], previous.get(part)), ""]
+        if part == "purge" and "profile" in results:
+            parts += [
+                "## Profile of the large purge",
+                "",
+                profile.render(results["profile"]),
+                "",
+            ]
     parts += [
         "## Commands",
         "",
         "```",
         "make bench                               # everything, writes this file",
-        "python -m bench --quick                  # smoke run with small sizes",
+        "make bench-quick                         # every part, small sizes, ~2 min:"
+        " bench/results/quick.md",
         "python -m bench --only purge --rows 400000 --docs 400000   # one part, other sizes",
         "python -m bench.large_purge --help       # the purge / disconnect / memory scenario",
+        "python -m bench.queue_throughput --help  # the durable queue, 1-3 workers, a burst",
         "python -m bench.intake --help            # the intake load test on its own",
         "python -m bench.third_party --help       # third-party deletion on its own",
-        "python -m bench.queue_throughput         # the durable queue with no-op purgers",
         "python -m bench --only backends          # FerretDB's SQLite and PostgreSQL backends",
-        "python -m bench --only retention         # the retention sweep figure, added here",
+        "python -m bench --only retention         # the retention sweep",
         "```",
         "",
     ]

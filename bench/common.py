@@ -186,3 +186,23 @@ def cpu_used(before: Snapshot, after: Snapshot) -> dict[str, float]:
     return {
         label: round(seconds, 1) for label, seconds in sorted(used.items(), key=lambda kv: -kv[1])
     }
+
+
+def previously(previous: dict[str, Any] | None, *keys: str | int, fmt: str = "{}") -> str:
+    """A figure of the previous run, for the "before" column: "-" when it has none.
+
+    ``previous`` is a part's result of the run before; its shape may be older than the
+    current one, so every missing key reads as "not measured then".
+    """
+    value: Any = previous
+    for key in keys:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return "-"
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return "-"

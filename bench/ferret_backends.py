@@ -27,6 +27,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from bench.common import previously
 from testsupport.harness.services import FERRETDB_BACKENDS, start_ferretdb
 
 Document = dict[str, Any]
@@ -146,19 +147,23 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
 
 
-def render(result: dict[str, Any]) -> str:
+QUICK: dict[str, Any] = {"backend_docs": 20_000, "backend_small": 100, "repeats": 3}
+
+
+def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     sqlite, pg = result["sqlite"]["seconds"], result["postgresql"]["seconds"]
     rows = [
         "| operation | SQLite backend (s) | PostgreSQL backend (s) | SQLite / PostgreSQL"
-        " | PostgreSQL, test-services.md |",
-        "|---|---:|---:|---:|---:|",
+        f" | PostgreSQL before ({previously(previous, 'date')}) | PostgreSQL, test-services.md |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for key, label in LABELS.items():
         ratio = sqlite[key] / pg[key] if pg[key] else float("inf")
         reference = REFERENCE.get(key, {}).get("postgresql", "-")
         rows.append(
             f"| {label} | {_seconds(sqlite[key])} | {_seconds(pg[key])}"
-            f" | {ratio:.{0 if ratio >= 10 else 1}f}x | {reference} |"
+            f" | {ratio:.{0 if ratio >= 10 else 1}f}x"
+            f" | {previously(previous, 'postgresql', 'seconds', key, fmt='{:.3f}')} | {reference} |"
         )
     return "\n".join(
         [

@@ -38,6 +38,7 @@ from app.purgers.mongodb import MongoPurger
 from app.services.evidence.retention.enforce import RetentionEnforcer
 from app.settings import Settings
 from app.stores import open_stores
+from bench.common import previously
 from testsupport.harness.services import start_ferretdb
 
 COLLECTIONS = ("instagram_messages", "instagram_comments")
@@ -168,8 +169,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def render(result: dict[str, Any]) -> str:
+QUICK: dict[str, Any] = {"sweep_docs": 20_000, "sweep_expired": 10_000, "sweep_repeat": 1}
+
+
+def _median_text(previous: dict[str, Any] | None, key: str) -> str:
+    values = (previous or {}).get(key)
+    return f"{statistics.median(values):.1f}" if values else "-"
+
+
+def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     idle = statistics.median(result["disconnect_idle"])
+    was = {
+        "sweep": previously(previous, "sweep_seconds", fmt="{:.1f}"),
+        "idle": _median_text(previous, "disconnect_idle"),
+        "during": _median_text(previous, "disconnect_during_sweep"),
+    }
     during = result["disconnect_during_sweep"]
     during_text = f"{statistics.median(during):.1f}" if during else "- (the sweep was over first)"
     return "\n".join(
@@ -182,12 +196,14 @@ def render(result: dict[str, Any]) -> str:
             f" `_id`-range batches of {result['batch']:,} (run {result['date']},"
             " `python -m bench --only retention`).",
             "",
-            "| | seconds |",
-            "|---|---:|",
-            f"| sweep of {result['swept']:,} expired documents | {result['sweep_seconds']:.1f} |",
+            f"| | seconds | before ({previously(previous, 'date')};"
+            f" {previously(previous, 'docs', fmt='{:,}')} documents) |",
+            "|---|---:|---:|",
+            f"| sweep of {result['swept']:,} expired documents | {result['sweep_seconds']:.1f}"
+            f" | {was['sweep']} |",
             f"| a small tenant's disconnect, MongoDB step ({result['small']} documents per"
-            f" collection; purge + verify), idle | {idle:.1f} |",
-            f"| the same, while the sweep runs | {during_text} |",
+            f" collection; purge + verify), idle | {idle:.1f} | {was['idle']} |",
+            f"| the same, while the sweep runs | {during_text} | {was['during']} |",
             "",
             f"Each disconnect figure is the median of {len(result['disconnect_idle'])} runs"
             f" (idle: {result['disconnect_idle']} s; during the sweep, one after the other from"

@@ -28,7 +28,14 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.db import upgrade
-from bench.common import ServiceProcess, cpu_snapshot, cpu_used, machine, service_env
+from bench.common import (
+    ServiceProcess,
+    cpu_snapshot,
+    cpu_used,
+    machine,
+    previously,
+    service_env,
+)
 from bench.large_purge import SCHEMA, Client, task_seconds
 from testsupport.fake_graph import FakeGraph
 from testsupport.harness.services import start_ferretdb, start_postgres
@@ -195,6 +202,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             [await db[n].count_documents({"from_username": FAN}) for n in COLLECTIONS]
         )
         result["others_kept_after_floor"] = await others(db) == before
+        floor_seconds = result["floor"]["seconds"]
+        ratio = result["service"]["seconds"] / floor_seconds if floor_seconds else None
+        result["ratio"] = round(ratio, 2) if ratio is not None else None
     finally:
         await mongo.close()
         graph.close()
@@ -203,9 +213,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def render(result: dict[str, Any]) -> str:
+QUICK: dict[str, Any] = {"tp_docs": 10_000, "tp_written": 1_000, "tp_tenants": 50}
+
+
+def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     service, floor_ = result["service"], result["floor"]
     ratio = service["seconds"] / floor_["seconds"] if floor_["seconds"] else float("inf")
+    was = {
+        "service": previously(previous, "service", "seconds", fmt="{:.2f}"),
+        "floor": previously(previous, "floor", "seconds", fmt="{:.2f}"),
+        "ratio": previously(previous, "ratio", fmt="{:.2f}x"),
+        "when": previously(previous, "date"),
+        "backend": previously(previous, "backend"),
+    }
     written = sum(result["fan_documents"].values())
     kept = ["yes" if result[f"others_kept_after_{who}"] else "NO" for who in ("service", "floor")]
     third = {k: v for k, v in service["deleted"].items() if k.endswith(".as_third_party")}
@@ -225,11 +245,15 @@ def render(result: dict[str, Any]) -> str:
             " 30,000, verification, receipt). Floor: the same equality-filter batched deletes"
             " on the raw driver, no verification.",
             "",
-            "| | total (s) | MongoDB step (s) | deleted |",
-            "|---|---:|---:|---|",
-            f"| service | {service['seconds']:.2f} | {mongo_step:.2f} | `{json.dumps(third)}` |",
-            f"| floor | {floor_['seconds']:.2f} | {floor_['seconds']:.2f} | {written:,} |",
-            f"| service / floor | **{ratio:.2f}x** | {mongo_step / floor_['seconds']:.2f}x | |",
+            f"| | total (s) | before (s): {was['when']}, {was['backend']} backend"
+            " | MongoDB step (s) | deleted |",
+            "|---|---:|---:|---:|---|",
+            f"| service | {service['seconds']:.2f} | {was['service']} | {mongo_step:.2f}"
+            f" | `{json.dumps(third)}` |",
+            f"| floor | {floor_['seconds']:.2f} | {was['floor']} | {floor_['seconds']:.2f}"
+            f" | {written:,} |",
+            f"| service / floor | **{ratio:.2f}x** | {was['ratio']}"
+            f" | {mongo_step / floor_['seconds']:.2f}x | |",
             "",
             "CPU seconds on the whole machine during each run (every FerretDB process on the"
             " machine counts as FerretDB, other people's too), service / floor: FerretDB"
