@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import repository
 from app.datamap import Selection
@@ -139,23 +139,23 @@ def build(command: NewDeletion, *, hash_key: bytes, deadline_days: int) -> Delet
 
 
 async def insert(
-    session: AsyncSession, command: NewDeletion, *, hash_key: bytes, deadline_days: int
+    db: AsyncSession | AsyncConnection,
+    command: NewDeletion,
+    *,
+    hash_key: bytes,
+    deadline_days: int,
 ) -> DeletionRequest | None:
     """Store the request a command files, with its tasks, subject hashes and ``created``
-    event, in the session's transaction (the caller commits). None, with nothing written,
-    when a unique index refuses it: the same Idempotency-Key or Message-ID, or an open
-    request of the same kind for the same subject that it may not stand beside."""
+    event: in the session's transaction (the caller commits), or on PostgreSQL on an
+    autocommit connection (one statement, stored when this returns). None, with nothing
+    written, when a unique index refuses it: the same Idempotency-Key or Message-ID, or an
+    open request of the same kind for the same subject that it may not stand beside."""
     request = build(command, hash_key=hash_key, deadline_days=deadline_days)
     review_reason = command.email.review_reason if command.email is not None else None
-    hashes = identity_hashes(hash_key, command.identities)
-    # A legal hold on the subject: the request is filed, and waits (services/holds.py).
-    held = command.status is RequestStatus.pending and await repository.is_held(session, hashes)
-    if held:
-        request.status, request.run_after = RequestStatus.on_hold, None
     stored = await repository.insert_new_request(
-        session,
+        db,
         request,
-        hashes,
+        identity_hashes(hash_key, command.identities),
         actor=command.requested_by,
         detail={
             "kind": command.kind.value,
@@ -163,7 +163,7 @@ async def insert(
             "status": str(request.status),
             **({"review_reason": review_reason} if review_reason else {}),
         },
+        # A legal hold on the subject: the request is filed, and waits (services/holds.py).
+        held_event=HELD_EVENT if command.status is RequestStatus.pending else None,
     )
-    if stored and held:
-        repository.add_event(session, request.id, HELD_EVENT, actor=command.requested_by)
     return request if stored else None
