@@ -56,7 +56,7 @@ bearer = HTTPBearer()
 SECRET = os.environ.get("FLOOR_JWT_SECRET", "")
 
 
-def writer(
+async def writer(
     credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
 ) -> str:
     try:

@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="load generator's HTTP client (httpx costs ~1 ms of CPU a request)",
     )
     parser.add_argument(
+        "--intake-environment",
+        choices=["production", "development"],
+        default="production",
+        help="the service's DELETION_ENVIRONMENT (production is what is deployed)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after the measured runs, sample the service with py-spy at the highest level "
@@ -201,6 +207,8 @@ def _command(args: argparse.Namespace) -> str:
     parts += ["--intake-seconds", f"{args.intake_seconds:g}"]
     parts += ["--intake-warmup", f"{args.intake_warmup:g}"]
     parts += ["--intake-levels", *map(str, args.intake_levels)]
+    if args.intake_environment != "production":
+        parts += ["--intake-environment", args.intake_environment]
     if args.intake_client != "raw":
         parts += ["--intake-client", args.intake_client]
     if args.profile:
@@ -235,7 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             env = _clean_env()
             env.update(
-                DELETION_ENVIRONMENT="production",
+                DELETION_ENVIRONMENT=args.intake_environment,
                 DELETION_PUBLIC_BASE_URL=PUBLIC_BASE_URL,
                 # Intake only: no store is reached, and production insists on saying so.
                 DELETION_ABSENT_STORES="postgres,mongodb,s3,meta_graph",
@@ -309,10 +317,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "ratio": rate / floor_rate if floor_rate else math.nan,
                     }
                 )
-            profile = None
+            profile = floor_profile = None
             if args.profile:
                 profile = await _profile(service, token, top, args, ours, logs)
                 accepted["service"] += profile.pop("accepted", 0)
+                floor_profile = await _profile(floor, token, top, args, ours, logs)
+                accepted["floor"] += floor_profile.pop("accepted", 0)
             for name in ("service", "floor"):
                 stored[name] = await _stored(urls[name])
     finally:
@@ -331,6 +341,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.intake_seconds,
         "warmup": args.intake_warmup,
         "client": args.intake_client,
+        "environment": args.intake_environment,
         "floor": "FastAPI + PyJWT + one raw asyncpg INSERT",
         "targets": {
             "ratios": {str(k): v for k, v in TARGET_RATIOS.items()},
@@ -348,6 +359,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stored": stored,
         "verdict": _verdict(levels, dict(accepted), stored),
         "profile": profile,
+        "floor_profile": floor_profile,
     }
 
 
@@ -380,27 +392,27 @@ PROFILE_FRAMES = {
     "_make_filtering_bound_logger.<locals>.make_method.<locals>.meth": "`request_created` log line",
 }
 TOP_FRAMES = 12
-PROFILE_COPY = Path("bench/results/intake.pyspy.txt")
+PROFILE_COPY = Path("bench/results/intake-service.pyspy.txt")
 
 
 async def _profile(
-    service: Server,
+    server: Server,
     token: str,
     concurrency: int,
     args: argparse.Namespace,
     ours: list[int],
     logs: Path,
 ) -> dict[str, Any]:
-    """Sample the service with py-spy during one more run (not a measured one)."""
+    """Sample a server with py-spy during one more run (not a measured one)."""
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     if not Path(py_spy).exists():
         return {"error": "py-spy is not installed (pip install py-spy)"}
-    raw = logs / "service.pyspy"
+    raw = logs / f"{server.name}.pyspy"
     duration = max(2, int(args.intake_seconds))
-    load = asyncio.create_task(_load(service, token, concurrency, args, ours))
+    load = asyncio.create_task(_load(server, token, concurrency, args, ours))
     await asyncio.sleep(args.intake_warmup)
     spy = await asyncio.create_subprocess_exec(
-        py_spy, "record", "--pid", str(service.process.pid), "--duration", str(duration),
+        py_spy, "record", "--pid", str(server.process.pid), "--duration", str(duration),
         "--rate", "200", "--format", "raw", "--output", str(raw),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -411,8 +423,9 @@ async def _profile(
             "error": f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}",
             "accepted": figures["accepted"],
         }
-    PROFILE_COPY.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(raw, PROFILE_COPY)  # the whole profile, for a flame graph
+    copy = PROFILE_COPY.with_name(f"intake-{server.name}.pyspy.txt")
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(raw, copy)  # the whole profile, for a flame graph
     return {
         **summarize(raw.read_text()),
         "concurrency": concurrency,
@@ -495,7 +508,8 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
         "",
         f"Measured {result.get('date', '?')}. `POST /v1/deletion-requests` (kind `account`, a"
         " distinct `tenant_id` each time, bearer JWT) on the service (`soundops-deletion"
-        " serve`, production settings, no worker, PostgreSQL tracking database) against the"
+        f" serve`, {result.get('environment', 'production')} settings, no worker, PostgreSQL"
+        " tracking database) against the"
         " thinnest-endpoint floor (`bench/floor_app.py`: FastAPI, a pydantic body, PyJWT"
         " verifying the token on every request, one raw asyncpg INSERT into the same"
         " `deletion_requests` table from an `asyncpg.create_pool` pool; no ORM, no middleware,"
@@ -552,12 +566,12 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
             f"{', '.join(map(str, sorted(set(noisy))))} connections: absolute figures there "
             "are low, the ratios (service and floor alternate) less affected.",
         ]
-    lines += _profile_lines(result.get("profile"))
+    lines += _profile_lines(result.get("profile"), result.get("floor_profile"))
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
 
-def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
+def _profile_lines(profile: dict[str, Any] | None, floor: dict[str, Any] | None) -> list[str]:
     if not profile:
         return []
     if "error" in profile:
@@ -574,8 +588,11 @@ def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
             indent = "  " * ((len(label) - len(label.lstrip())) // 2)
             lines.append(f"{indent}- {label.strip()}: {share:.0%}")
     if profile.get("self"):
-        lines += ["", "| top frames by own time | share |", "|---|---:|"]
+        lines += ["", "| the service's top frames by own time | share |", "|---|---:|"]
         lines += [f"| `{name}` | {share:.1%} |" for name, share in profile["self"]]
+    if floor and floor.get("self"):
+        lines += ["", "| the floor's top frames by own time | share |", "|---|---:|"]
+        lines += [f"| `{name}` | {share:.1%} |" for name, share in floor["self"]]
     return lines
 
 
