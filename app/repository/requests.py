@@ -416,6 +416,15 @@ def _postgres_intake() -> str:
 _POSTGRES_INTAKE = _postgres_intake()
 
 
+def new_row(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    """Every column of a new row of ``model`` as an INSERT stores it: the values given (by
+    attribute name), each column's Python default where none was."""
+    return {
+        column_key: values[key] if key in values else make()
+        for key, column_key, make in _column_defaults(model)
+    }
+
+
 async def insert_new_request(
     db: AsyncSession | AsyncConnection,
     request: DeletionRequest,
@@ -425,36 +434,62 @@ async def insert_new_request(
     detail: dict[str, Any],
     held_event: str | None = None,
 ) -> bool:
-    """Store a new request with its tasks, its subject hashes and its ``created`` event,
-    without the ORM's flush and read-back: one statement on PostgreSQL, a few on SQLite.
-    ``db``: a session (its transaction; the caller commits) or a connection (PostgreSQL in
-    autocommit: the one statement is the transaction).
-
-    ``held_event``: when given, a subject under an active legal hold (by its identity
-    hashes) is filed ``on_hold`` instead, with no ``run_after``, and its log gets an event
-    of this type after the ``created`` one; ``detail["status"]`` of the ``created`` event
-    is the status filed.
-
-    False, with nothing written, when the request conflicts with a stored one (the unique
-    indexes above decide, also against a concurrent transaction). When stored, the request
-    and its tasks are left as a committed session leaves what it added: detached, with
-    every column loaded.
-    """
-    connection = await db.connection() if isinstance(db, AsyncSession) else db
-    dialect = connection.dialect.name
+    """:func:`insert_request_rows` for a request built as ORM objects. When stored, the
+    request and its tasks are left as a committed session leaves what it added: detached,
+    with every column loaded (and the status it was filed with)."""
     request_row = _new_row(request)
     for task in request.tasks:
         task.request_id = request.id
     task_rows = [_new_row(task) for task in request.tasks]
-    hash_rows = [{"request_id": request.id, "hash": value} for value in sorted(subject_hashes)]
-    now = utcnow()
+    stored = await insert_request_rows(
+        db, request_row, task_rows, subject_hashes, actor=actor, detail=detail,
+        held_event=held_event,
+    )  # fmt: skip
+    if not stored:
+        return False
+    request.status, request.run_after = request_row["status"], request_row["run_after"]
+    for obj in (request, *request.tasks):
+        make_transient_to_detached(obj)
+    return True
+
+
+async def insert_request_rows(
+    db: AsyncSession | AsyncConnection,
+    request_row: dict[str, Any],
+    task_rows: list[dict[str, Any]],
+    subject_hashes: set[str],
+    *,
+    actor: str,
+    detail: dict[str, Any],
+    held_event: str | None = None,
+) -> bool:
+    """Store a new request (its row, from :func:`new_row`) with its tasks, its subject
+    hashes and its ``created`` event, without the ORM's flush and read-back: one statement
+    on PostgreSQL, a few on SQLite. ``db``: a session (its transaction; the caller
+    commits) or a connection (PostgreSQL in autocommit: the one statement is the
+    transaction).
+
+    ``held_event``: when given, a subject under an active legal hold (by its identity
+    hashes) is filed ``on_hold`` instead, with no ``run_after`` (``request_row`` says so
+    afterwards), and its log gets an event of this type after the ``created`` one;
+    ``detail["status"]`` of the ``created`` event is the status filed.
+
+    False, with nothing written, when the request conflicts with a stored one (the unique
+    indexes above decide, also against a concurrent transaction).
+    """
+    connection = await db.connection() if isinstance(db, AsyncSession) else db
+    dialect = connection.dialect.name
+    request_id = request_row["id"]
+    for task_row in task_rows:
+        task_row["request_id"] = request_id
+    hash_rows = [{"request_id": request_id, "hash": value} for value in sorted(subject_hashes)]
     created = {
-        "request_id": request.id,
+        "request_id": request_id,
         "type": "created",
         "actor": actor,
         "purger": None,
-        "detail": {**detail, "status": str(request.status)},
-        "at": now,
+        "detail": {**detail, "status": str(request_row["status"])},
+        "at": utcnow(),
     }
     on_hold = {"status": RequestStatus.on_hold.value, "run_after": None}
     held_events = [
@@ -481,9 +516,8 @@ async def insert_new_request(
         held = bool(row.held)
     else:
         held = held_event is not None and await _is_held(connection, subject_hashes)
-        if held:
-            request_row.update(on_hold)
-        result = await connection.execute(_INSERT_REQUEST[dialect], request_row)
+        insert_row = {**request_row, **on_hold} if held else request_row
+        result = await connection.execute(_INSERT_REQUEST[dialect], insert_row)
         if not result.rowcount:
             return False
         if task_rows:
@@ -492,7 +526,5 @@ async def insert_new_request(
             await connection.execute(_INSERT_HASHES, hash_rows)
         await connection.execute(_INSERT_EVENT, held_events if held else [created])
     if held:
-        request.status, request.run_after = RequestStatus.on_hold, None
-    for obj in (request, *request.tasks):
-        make_transient_to_detached(obj)
+        request_row.update(status=RequestStatus.on_hold, run_after=None)
     return True

@@ -24,7 +24,13 @@ from app.models import (
     utcnow,
 )
 from app.services.evidence import receipts
-from app.services.intake.command import NewDeletion, idempotency_hash, insert, subject_key
+from app.services.intake.command import (
+    FiledRequest,
+    NewDeletion,
+    file,
+    idempotency_hash,
+    subject_key,
+)
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
 
@@ -33,7 +39,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Intake:
-    request: DeletionRequest
+    """A filing's outcome: the new request as stored, or the existing one it named."""
+
+    request: DeletionRequest | FiledRequest
     created: bool
 
 
@@ -58,7 +66,7 @@ class RequestService:
             else None
         )
 
-    def status_url(self, request: DeletionRequest) -> str:
+    def status_url(self, request: DeletionRequest | FiledRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
 
     async def create(self, command: NewDeletion) -> Intake:
@@ -107,15 +115,15 @@ class RequestService:
         log.info("request_created", request_id=str(request.id), kind=kind.value)
         return Intake(request, created=True)
 
-    async def _insert(self, command: NewDeletion) -> DeletionRequest | None:
+    async def _insert(self, command: NewDeletion) -> FiledRequest | None:
         deadline_days = self._settings.deadline_days
         if self._autocommit is not None:
             async with self._autocommit.connect() as connection:
-                return await insert(
+                return await file(
                     connection, command, hash_key=self._hash_key, deadline_days=deadline_days
                 )
         async with self._sessions() as session:
-            request = await insert(
+            request = await file(
                 session, command, hash_key=self._hash_key, deadline_days=deadline_days
             )
             if request is not None:
