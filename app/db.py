@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +25,56 @@ from app.settings import normalise_db_url
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
+# A pooled connection idle for longer than this is pinged before it is handed out.
+PING_IDLE_SECONDS = 1.0
+POOL_SIZE = 40
 
-def create_engine(url: str) -> AsyncEngine:
+
+def create_engine(url: str, *, ping_idle_seconds: float = PING_IDLE_SECONDS) -> AsyncEngine:
     url = normalise_db_url(url)
     # Bound parameters can hold personal data: never let them into error messages or logs.
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": True,
         "hide_parameters": True,
         # A worker runs several requests with several tasks each, every task with its
-        # own session: a small pool would make them queue for connections.
-        "pool_size": 20,
-        "max_overflow": 20,
+        # own session, and intake may have as many requests in flight: a small pool would
+        # make them queue for connections. One fixed size (no overflow connections opened
+        # and closed under load); the most recently returned connection goes out first,
+        # so that a lull leaves the others idle long enough to be pinged.
+        "pool_size": POOL_SIZE,
+        "max_overflow": 0,
+        "pool_use_lifo": True,
     }
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 30}, "hide_parameters": True}
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         _configure_sqlite(engine)
+    else:
+        _ping_idle_connections(engine, ping_idle_seconds)
     return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled connection before handing it out only when it sat idle for longer
+    than ``idle_seconds`` (instead of ``pool_pre_ping``: a round-trip on every checkout,
+    the largest single cost of an intake request). A ping that fails replaces the
+    connection (the pool retries the checkout with a new one). A connection that died
+    within the last second fails its statement instead: the app answers that 503 with
+    Retry-After (app/http_errors.py), and the pool replaces the connection."""
+
+    @sa.event.listens_for(engine.sync_engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine.sync_engine, "checkout")
+    def _ping_stale(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # whatever the driver raises: the connection is gone
+            raise sa.exc.DisconnectionError("idle connection failed its ping") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -14,7 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import ProblemError, ServiceUnavailable, Unprocessable, validation_errors
@@ -96,6 +96,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for error_type in (OperationalError, InterfaceError, OSError, TimeoutError):
         app.add_exception_handler(error_type, _store_down)
+
+    @app.exception_handler(DBAPIError)
+    async def _driver_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        # A pooled connection that the server closed (a restart, a failover, an admin
+        # terminating it) fails its statement with whatever the server said last, e.g.
+        # "terminating connection due to administrator command"; the pool drops it.
+        if exc.connection_invalidated:
+            return await _store_down(request, exc)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

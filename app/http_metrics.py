@@ -9,6 +9,7 @@ request ids, confirmation tokens and status-page codes. Requests that match no r
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +28,22 @@ def route_label(scope: Scope) -> str:
 class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The labelled series, looked up once per label set (``labels()`` validates and
+        # locks on every call); label sets are bounded (route templates, statuses).
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def _record(self, method: str, route: str, status: int, seconds: float) -> None:
+        counted = self._counted.get((method, route, status))
+        if counted is None:
+            counted = metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status))
+            self._counted[(method, route, status)] = counted
+        timed = self._timed.get((method, route))
+        if timed is None:
+            timed = metrics.HTTP_SECONDS.labels(method=method, route=route)
+            self._timed[(method, route)] = timed
+        counted.inc()
+        timed.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,8 +61,4 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route, method = route_label(scope), scope["method"]
-            metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-            metrics.HTTP_SECONDS.labels(method=method, route=route).observe(
-                time.perf_counter() - started
-            )
+            self._record(scope["method"], route_label(scope), status, time.perf_counter() - started)

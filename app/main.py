@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -176,6 +178,13 @@ def new_worker(state: AppState) -> Worker:
     return state.worker
 
 
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
+def _otel_configured() -> bool:
+    return any(name.startswith("OTEL_") for name in os.environ)
+
+
 def _paths(router: APIRouter) -> list[str]:
     return [route.path for route in router.routes if isinstance(route, APIRoute)]
 
@@ -206,6 +215,10 @@ def create_app(
             await close_state(state)
 
     app = FastAPI(
+        # FastAPI's own OpenTelemetry instrumentation only where a deployment configures
+        # OpenTelemetry (this service exports Prometheus metrics): unconfigured, it still
+        # looks up three OTEL_* variables in the environment on every request.
+        telemetry=None if _otel_configured() else _NO_TELEMETRY,
         title="soundops-deletion",
         version=__version__,
         description=DESCRIPTION,

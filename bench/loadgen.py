@@ -20,6 +20,10 @@ of everything else on the machine is reported as ``foreign_cores`` (noise).
 
     .venv/bin/python -m bench.loadgen --url http://127.0.0.1:8000 --token JWT \
         --concurrency 64 [--seconds 10] [--warmup 2] [--pid SERVER_PID] [--client raw]
+
+``--serve-trivial PORT`` instead runs a trivial server (a canned 202 for every request,
+no framework, on uvloop): the load generator driven against it measures its own
+ceiling, so that a reader knows the client is not what limits a figure.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ import resource
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,6 +49,7 @@ BODY = '{"kind":"account","subject":{"tenant_id":"%s"}}'
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Send = Callable[[bytes], Awaitable[str]]
+T = TypeVar("T")
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -170,6 +175,48 @@ def raw_clients(url: str, token: str, count: int) -> list[RawConnection]:
     return [RawConnection(host, port, head) for _ in range(count)]
 
 
+# ----------------------------------------------------------------- trivial server
+
+TRIVIAL_ANSWER = (
+    b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+)
+
+
+class TrivialProtocol(asyncio.Protocol):
+    """Answers every HTTP/1.1 request (Content-Length bodies) with a canned 202."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            length = 0
+            for line in self._buffer[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(self._buffer) < end + 4 + length:
+                return
+            self._buffer = self._buffer[end + 4 + length :]
+            assert self._transport is not None
+            self._transport.write(TRIVIAL_ANSWER)
+
+
+async def serve_trivial(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(TrivialProtocol, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 # ---------------------------------------------------------------------------- run
 
 
@@ -258,6 +305,7 @@ async def generate(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "requests": count,
         "answers_total": sum(statuses.values()),
+        "accepted": statuses[expected],
         "errors": {status: n for status, n in statuses.items() if status != expected},
         "requests_per_second": count / elapsed if elapsed > 0 else 0.0,
         "p50_ms": percentile(latencies, 0.50) * 1000,
@@ -282,8 +330,11 @@ async def generate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--token", required=True, help="bearer token sent with every request")
+    parser.add_argument("--url", help="base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--token", default="", help="bearer token sent with every request")
+    parser.add_argument(
+        "--serve-trivial", type=int, metavar="PORT", help="run the trivial server instead"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -294,13 +345,20 @@ def main() -> None:
         "--ours", type=int, nargs="*", default=[], help="roots of this benchmark's process trees"
     )
     args = parser.parse_args()
+    if args.serve_trivial:
+        _run(serve_trivial(args.serve_trivial))
+        return
+    if not args.url:
+        parser.error("--url is required")
+    print(json.dumps(_run(generate(args))))
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        result = asyncio.run(generate(args))
-    else:
-        result = uvloop.run(generate(args))
-    print(json.dumps(result))
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, TypedDict, Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
@@ -25,6 +25,8 @@ from app.models import (
     DeletionEvent,
     DeletionRequest,
     DeletionTask,
+    LegalHold,
+    LegalHoldHash,
     RequestKind,
     RequestStatus,
     SubjectHash,
@@ -347,28 +349,55 @@ def _record(value: Any) -> str:
     return json.dumps(value, default=_json_value, separators=(",", ":"))
 
 
-# One statement for all four tables: every row goes as a JSON document that PostgreSQL
-# turns into the table's own row type, so the statement names no column of its own.
+# One statement for the legal-hold check and all four tables: every row goes as a JSON
+# document that PostgreSQL turns into the table's own row type, so the statement names no
+# column of its own. A subject under an active hold is filed ``on_hold`` (the request row
+# patched by $3, the events of $7 instead of $6). One statement is
+# atomic on its own: intake runs it in autocommit, one round-trip in all.
 _POSTGRES_INTAKE_SQL = """
-WITH new AS (
+WITH held AS (
+    SELECT EXISTS (
+        SELECT 1 FROM {hold_hashes} h JOIN {holds} l ON l.id = h.hold_id
+        WHERE l.released_at IS NULL AND h.hash = ANY(CAST($1 AS VARCHAR[]))
+    ) AS held
+), new AS (
     INSERT INTO {requests}
-    SELECT * FROM jsonb_populate_record(NULL::{requests}, CAST(:request AS JSONB))
+    SELECT r.* FROM held, jsonb_populate_record(
+        NULL::{requests},
+        CASE WHEN held.held THEN CAST($2 AS JSONB) || CAST($3 AS JSONB)
+        ELSE CAST($2 AS JSONB) END
+    ) r
     ON CONFLICT DO NOTHING RETURNING id
 ), tasks AS (
     INSERT INTO {tasks}
-    SELECT t.* FROM new, jsonb_populate_recordset(NULL::{tasks}, CAST(:tasks AS JSONB)) t
+    SELECT t.* FROM new, jsonb_populate_recordset(NULL::{tasks}, CAST($4 AS JSONB)) t
 ), hashes AS (
     INSERT INTO {hashes}
-    SELECT h.* FROM new, jsonb_populate_recordset(NULL::{hashes}, CAST(:hashes AS JSONB)) h
-), event AS (
+    SELECT h.* FROM new, jsonb_populate_recordset(NULL::{hashes}, CAST($5 AS JSONB)) h
+), events AS (
     INSERT INTO {events} ({event_columns})
-    SELECT {event_columns} FROM new, jsonb_populate_record(NULL::{events}, CAST(:event AS JSONB))
+    SELECT {event_columns} FROM new, held, jsonb_populate_recordset(
+        NULL::{events},
+        CASE WHEN held.held THEN CAST($7 AS JSONB) ELSE CAST($6 AS JSONB) END
+    )
 )
-SELECT count(*) FROM new
+SELECT (SELECT count(*) FROM new) AS stored, (SELECT held FROM held) AS held
 """
 
 
-def _postgres_intake() -> sa.TextClause:
+async def _is_held(connection: AsyncConnection, hashes: set[str]) -> bool:
+    """Whether an active hold has one of these identity hashes (the check above)."""
+    if not hashes:
+        return False
+    active = (
+        sa.select(LegalHoldHash.hash)
+        .join(LegalHold, LegalHold.id == LegalHoldHash.hold_id)
+        .where(LegalHold.released_at.is_(None), LegalHoldHash.hash.in_(sorted(hashes)))
+    )
+    return (await connection.execute(active.limit(1))).first() is not None
+
+
+def _postgres_intake() -> str:
     events = cast(sa.Table, DeletionEvent.__table__)
     names = {
         "requests": _REQUESTS.name,
@@ -376,67 +405,126 @@ def _postgres_intake() -> sa.TextClause:
         "hashes": SubjectHash.__tablename__,
         "events": events.name,
         "event_columns": ", ".join(c.name for c in events.columns if c.name != "id"),
+        "holds": LegalHold.__tablename__,
+        "hold_hashes": LegalHoldHash.__tablename__,
     }
-    # Only the models' own table and column names go into the text, never a value.
-    return sa.text(_POSTGRES_INTAKE_SQL.format(**names))
+    # Only the models' own table and column names go into the text, never a value. Run
+    # as the driver's SQL with positional parameters: nothing to compile per request.
+    return _POSTGRES_INTAKE_SQL.format(**names)
 
 
 _POSTGRES_INTAKE = _postgres_intake()
 
 
+def new_row(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    """Every column of a new row of ``model`` as an INSERT stores it: the values given (by
+    attribute name), each column's Python default where none was."""
+    return {
+        column_key: values[key] if key in values else make()
+        for key, column_key, make in _column_defaults(model)
+    }
+
+
 async def insert_new_request(
-    session: AsyncSession,
+    db: AsyncSession | AsyncConnection,
     request: DeletionRequest,
     subject_hashes: set[str],
     *,
     actor: str,
     detail: dict[str, Any],
+    held_event: str | None = None,
 ) -> bool:
-    """Store a new request with its tasks, its subject hashes and its ``created`` event in
-    the session's transaction, without the ORM's flush and read-back: one statement on
-    PostgreSQL, four on SQLite.
-
-    False, with nothing written, when the request conflicts with a stored one (the unique
-    indexes above decide, also against a concurrent transaction). When stored, the request
-    and its tasks are left as a committed session leaves what it added: detached, with
-    every column loaded.
-    """
-    connection = await session.connection()
-    dialect = connection.dialect.name
+    """:func:`insert_request_rows` for a request built as ORM objects. When stored, the
+    request and its tasks are left as a committed session leaves what it added: detached,
+    with every column loaded (and the status it was filed with)."""
     request_row = _new_row(request)
     for task in request.tasks:
         task.request_id = request.id
     task_rows = [_new_row(task) for task in request.tasks]
-    hash_rows = [{"request_id": request.id, "hash": value} for value in sorted(subject_hashes)]
-    event_row = {
-        "request_id": request.id,
+    stored = await insert_request_rows(
+        db, request_row, task_rows, subject_hashes, actor=actor, detail=detail,
+        held_event=held_event,
+    )  # fmt: skip
+    if not stored:
+        return False
+    request.status, request.run_after = request_row["status"], request_row["run_after"]
+    for obj in (request, *request.tasks):
+        make_transient_to_detached(obj)
+    return True
+
+
+async def insert_request_rows(
+    db: AsyncSession | AsyncConnection,
+    request_row: dict[str, Any],
+    task_rows: list[dict[str, Any]],
+    subject_hashes: set[str],
+    *,
+    actor: str,
+    detail: dict[str, Any],
+    held_event: str | None = None,
+) -> bool:
+    """Store a new request (its row, from :func:`new_row`) with its tasks, its subject
+    hashes and its ``created`` event, without the ORM's flush and read-back: one statement
+    on PostgreSQL, a few on SQLite. ``db``: a session (its transaction; the caller
+    commits) or a connection (PostgreSQL in autocommit: the one statement is the
+    transaction).
+
+    ``held_event``: when given, a subject under an active legal hold (by its identity
+    hashes) is filed ``on_hold`` instead, with no ``run_after`` (``request_row`` says so
+    afterwards), and its log gets an event of this type after the ``created`` one;
+    ``detail["status"]`` of the ``created`` event is the status filed.
+
+    False, with nothing written, when the request conflicts with a stored one (the unique
+    indexes above decide, also against a concurrent transaction).
+    """
+    connection = await db.connection() if isinstance(db, AsyncSession) else db
+    dialect = connection.dialect.name
+    request_id = request_row["id"]
+    for task_row in task_rows:
+        task_row["request_id"] = request_id
+    hash_rows = [{"request_id": request_id, "hash": value} for value in sorted(subject_hashes)]
+    created = {
+        "request_id": request_id,
         "type": "created",
         "actor": actor,
         "purger": None,
-        "detail": detail,
+        "detail": {**detail, "status": str(request_row["status"])},
         "at": utcnow(),
     }
+    on_hold = {"status": RequestStatus.on_hold.value, "run_after": None}
+    held_events = [
+        {**created, "detail": {**detail, "status": on_hold["status"]}},
+        {**created, "type": held_event, "detail": {}},
+    ]
     if dialect == "postgresql":
-        stored = await connection.scalar(
-            _POSTGRES_INTAKE,
-            {
-                "request": _record(request_row),
-                "tasks": _record(task_rows),
-                "hashes": _record(hash_rows),
-                "event": _record(event_row),
-            },
-        )
-        if not stored:
+        row = (
+            await connection.exec_driver_sql(
+                _POSTGRES_INTAKE,
+                (
+                    sorted(subject_hashes) if held_event else [],
+                    _record(request_row),
+                    _record(on_hold),
+                    _record(task_rows),
+                    _record(hash_rows),
+                    _record([created]),
+                    _record(held_events),
+                ),
+            )
+        ).one()
+        if not row.stored:
             return False
+        held = bool(row.held)
     else:
-        result = await connection.execute(_INSERT_REQUEST[dialect], request_row)
+        held = held_event is not None and await _is_held(connection, subject_hashes)
+        insert_row = {**request_row, **on_hold} if held else request_row
+        result = await connection.execute(_INSERT_REQUEST[dialect], insert_row)
         if not result.rowcount:
             return False
         if task_rows:
             await connection.execute(_INSERT_TASKS, task_rows)
         if hash_rows:
             await connection.execute(_INSERT_HASHES, hash_rows)
-        await connection.execute(_INSERT_EVENT, event_row)
-    for obj in (request, *request.tasks):
-        make_transient_to_detached(obj)
+        await connection.execute(_INSERT_EVENT, held_events if held else [created])
+    if held:
+        request_row.update(status=RequestStatus.on_hold, run_after=None)
     return True

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
 from app.models import (
     DeletionRequest,
     LegalHold,
@@ -33,13 +38,68 @@ def _retained(raw: dict[str, object]) -> dict[str, RetainedOut]:
     return {name: RetainedOut.model_validate(value) for name, value in raw.items()}
 
 
-def _review(request: DeletionRequest) -> ReviewOut:
+class TaskShown(Protocol):
+    """What a task shows: a stored one, or one just filed."""
+
+    @property
+    def purger(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def deleted(self) -> dict[str, int]: ...
+    @property
+    def retained(self) -> dict[str, Any]: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def next_attempt_at(self) -> datetime | None: ...
+
+
+class RequestShown(Protocol):
+    """What a request shows: a stored one (``DeletionRequest``), or one just filed
+    (``FiledRequest``, from its rows)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def requested_by(self) -> str: ...
+    @property
+    def confirmation_code(self) -> str: ...
+    @property
+    def status_reason(self) -> str | None: ...
+    @property
+    def review_reason(self) -> str | None: ...
+    @property
+    def review(self) -> dict[str, Any] | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+    @property
+    def tasks(self) -> Sequence[TaskShown]: ...
+
+
+def _review(request: RequestShown) -> ReviewOut:
     shown = Review.model_validate(request.review or {})
     return ReviewOut(reason=request.review_reason, **shown.model_dump())
 
 
 def request_out(
-    request: DeletionRequest, status_url: str, *, admin: bool = False
+    request: RequestShown, status_url: str, *, admin: bool = False
 ) -> DeletionRequestOut:
     """``admin``: the caller may see what an e-mail named (``review``, while in review)."""
     in_review = request.status == RequestStatus.needs_review

@@ -15,14 +15,21 @@ import string
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import repository
 from app.datamap import Selection
-from app.models import DeletionRequest, RequestKind, RequestSource, RequestStatus, utcnow
+from app.models import (
+    DeletionRequest,
+    DeletionTask,
+    RequestKind,
+    RequestSource,
+    RequestStatus,
+    utcnow,
+)
 from app.pii import keyed_hash
 from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
@@ -73,7 +80,14 @@ class NewDeletion:
 
 
 def new_confirmation_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    """CODE_LENGTH characters of CODE_ALPHABET, uniformly random: the base-62 digits of one
+    random number below 62**CODE_LENGTH (one draw instead of one per character)."""
+    number = secrets.randbelow(len(CODE_ALPHABET) ** CODE_LENGTH)
+    digits = []
+    for _ in range(CODE_LENGTH):
+        number, digit = divmod(number, len(CODE_ALPHABET))
+        digits.append(CODE_ALPHABET[digit])
+    return "".join(digits)
 
 
 def subject_key(hash_key: bytes, kind: RequestKind, identities: dict[str, str]) -> str:
@@ -94,76 +108,171 @@ def fingerprint(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def build(command: NewDeletion, *, hash_key: bytes, deadline_days: int) -> DeletionRequest:
-    """The request a command files, with its tasks (not stored)."""
+def build_rows(
+    command: NewDeletion, *, hash_key: bytes, deadline_days: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The rows a command files: its request and its tasks from the plan, every column
+    (by column name) as it is stored (not stored here)."""
     now = utcnow()
     email = command.email
-    request = DeletionRequest(
-        id=uuid.uuid4(),
-        kind=command.kind,
-        status=command.status,
-        source=command.source,
-        requested_by=command.requested_by,
-        subject=command.identities,
-        subject_key=subject_key(hash_key, command.kind, command.identities),
-        notify_email=command.notify_email,
-        reason=command.reason,
-        idempotency_key=(
+    request_id = uuid.uuid4()
+    values: dict[str, Any] = {
+        "id": request_id,
+        "kind": command.kind,
+        "status": command.status,
+        "source": command.source,
+        "requested_by": command.requested_by,
+        "subject": command.identities,
+        "subject_key": subject_key(hash_key, command.kind, command.identities),
+        "notify_email": command.notify_email,
+        "reason": command.reason,
+        "idempotency_key": (
             idempotency_hash(hash_key, command.idempotency_key)
             if command.idempotency_key is not None
             else None
         ),
-        request_fingerprint=command.fingerprint,
-        confirmation_code=new_confirmation_code(),
-        created_at=now,
-        updated_at=now,
-        due_at=now + timedelta(days=deadline_days),
+        "request_fingerprint": command.fingerprint,
+        "confirmation_code": new_confirmation_code(),
+        "created_at": now,
+        "updated_at": now,
+        "due_at": now + timedelta(days=deadline_days),
         # Unverified requests are no work for a worker until confirmed or approved.
-        run_after=now if command.status is RequestStatus.pending else None,
-        pinned=command.pinned.model_dump() if command.pinned is not None else None,
-    )
+        "run_after": now if command.status is RequestStatus.pending else None,
+        "pinned": command.pinned.model_dump() if command.pinned is not None else None,
+    }
     if email is not None:
-        request.message_id_hash = email.message_id_hash
-        request.confirm_token_hash = email.confirm_token_hash
-        request.confirm_expires_at = (
-            now + email.confirm_ttl if email.confirm_ttl is not None else None
+        values.update(
+            message_id_hash=email.message_id_hash,
+            confirm_token_hash=email.confirm_token_hash,
+            confirm_expires_at=now + email.confirm_ttl if email.confirm_ttl is not None else None,
+            review_reason=email.review_reason,
+            confirm_recipients=list(email.recipients) or None,
+            review=email.review.model_dump(mode="json") if email.review is not None else None,
         )
-        request.review_reason = email.review_reason
-        request.confirm_recipients = list(email.recipients) or None
-        request.review = email.review.model_dump(mode="json") if email.review is not None else None
-    request.tasks = [
-        repository.new_task(step.purger, position, [p.value for p in step.after])
+    tasks = [
+        repository.new_row(
+            DeletionTask,
+            {
+                "request_id": request_id,
+                "purger": step.purger,
+                "position": position,
+                "after": [p.value for p in step.after],
+                "deleted": {},
+                "retained": {},
+            },
+        )
         for position, step in enumerate(plan_for(command.kind))
     ]
+    return repository.new_row(DeletionRequest, values), tasks
+
+
+def build(command: NewDeletion, *, hash_key: bytes, deadline_days: int) -> DeletionRequest:
+    """The request a command files, with its tasks, as ORM objects (not stored)."""
+    request_row, task_rows = build_rows(command, hash_key=hash_key, deadline_days=deadline_days)
+    request = DeletionRequest(**request_row)
+    request.tasks = [DeletionTask(**row) for row in task_rows]
     return request
 
 
+@dataclass(frozen=True, slots=True)
+class FiledTask:
+    """A task as intake stored it."""
+
+    purger: str
+    status: str
+    attempts: int
+    deleted: dict[str, int]
+    retained: dict[str, Any]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FiledRequest:
+    """A request as intake stored it, read from its rows (no ORM object is made for the
+    answer to a filing): what a caller is shown of a request, as of a stored one."""
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    source: str
+    requested_by: str
+    confirmation_code: str
+    status_reason: str | None
+    review_reason: str | None
+    review: dict[str, Any] | None
+    created_at: datetime
+    due_at: datetime
+    completed_at: datetime | None
+    tasks: tuple[FiledTask, ...]
+
+    @classmethod
+    def of(cls, request: dict[str, Any], tasks: list[dict[str, Any]]) -> FiledRequest:
+        task_fields = FiledTask.__dataclass_fields__
+        return cls(
+            **{name: request[name] for name in cls.__dataclass_fields__ if name != "tasks"},
+            tasks=tuple(FiledTask(**{name: task[name] for name in task_fields}) for task in tasks),
+        )
+
+
+def _filing(command: NewDeletion) -> tuple[dict[str, Any], str | None]:
+    """The ``created`` event's detail, and the event a legal hold adds (pending only)."""
+    review_reason = command.email.review_reason if command.email is not None else None
+    detail = {
+        "kind": command.kind.value,
+        "source": command.source.value,
+        "status": str(command.status),
+        **({"review_reason": review_reason} if review_reason else {}),
+    }
+    # A legal hold on the subject: the request is filed, and waits (services/holds.py).
+    return detail, HELD_EVENT if command.status is RequestStatus.pending else None
+
+
+async def file(
+    db: AsyncSession | AsyncConnection,
+    command: NewDeletion,
+    *,
+    hash_key: bytes,
+    deadline_days: int,
+) -> FiledRequest | None:
+    """:func:`insert` without ORM objects: the same rows, stored the same way; the request
+    as stored, or None when a unique index refused it."""
+    request_row, task_rows = build_rows(command, hash_key=hash_key, deadline_days=deadline_days)
+    detail, held_event = _filing(command)
+    stored = await repository.insert_request_rows(
+        db,
+        request_row,
+        task_rows,
+        identity_hashes(hash_key, command.identities),
+        actor=command.requested_by,
+        detail=detail,
+        held_event=held_event,
+    )
+    return FiledRequest.of(request_row, task_rows) if stored else None
+
+
 async def insert(
-    session: AsyncSession, command: NewDeletion, *, hash_key: bytes, deadline_days: int
+    db: AsyncSession | AsyncConnection,
+    command: NewDeletion,
+    *,
+    hash_key: bytes,
+    deadline_days: int,
 ) -> DeletionRequest | None:
     """Store the request a command files, with its tasks, subject hashes and ``created``
-    event, in the session's transaction (the caller commits). None, with nothing written,
-    when a unique index refuses it: the same Idempotency-Key or Message-ID, or an open
-    request of the same kind for the same subject that it may not stand beside."""
+    event: in the session's transaction (the caller commits), or on PostgreSQL on an
+    autocommit connection (one statement, stored when this returns). None, with nothing
+    written, when a unique index refuses it: the same Idempotency-Key or Message-ID, or an
+    open request of the same kind for the same subject that it may not stand beside."""
     request = build(command, hash_key=hash_key, deadline_days=deadline_days)
-    review_reason = command.email.review_reason if command.email is not None else None
-    hashes = identity_hashes(hash_key, command.identities)
-    # A legal hold on the subject: the request is filed, and waits (services/holds.py).
-    held = command.status is RequestStatus.pending and await repository.is_held(session, hashes)
-    if held:
-        request.status, request.run_after = RequestStatus.on_hold, None
+    detail, held_event = _filing(command)
     stored = await repository.insert_new_request(
-        session,
+        db,
         request,
-        hashes,
+        identity_hashes(hash_key, command.identities),
         actor=command.requested_by,
-        detail={
-            "kind": command.kind.value,
-            "source": command.source.value,
-            "status": str(request.status),
-            **({"review_reason": review_reason} if review_reason else {}),
-        },
+        detail=detail,
+        held_event=held_event,
     )
-    if stored and held:
-        repository.add_event(session, request.id, HELD_EVENT, actor=command.requested_by)
     return request if stored else None

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import repository
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
@@ -24,7 +24,13 @@ from app.models import (
     utcnow,
 )
 from app.services.evidence import receipts
-from app.services.intake.command import NewDeletion, idempotency_hash, insert, subject_key
+from app.services.intake.command import (
+    FiledRequest,
+    NewDeletion,
+    file,
+    idempotency_hash,
+    subject_key,
+)
 from app.services.target import TargetDirectory, TargetUnavailable
 from app.settings import Settings
 
@@ -33,7 +39,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Intake:
-    request: DeletionRequest
+    """A filing's outcome: the new request as stored, or the existing one it named."""
+
+    request: DeletionRequest | FiledRequest
     created: bool
 
 
@@ -50,8 +58,15 @@ class RequestService:
         self._hash_key = hash_key
         self._directory = directory
         self._receipt_key = receipts.private_key(settings)
+        # Intake's one statement on PostgreSQL needs no transaction around it.
+        engine = sessionmaker.kw.get("bind")
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql"
+            else None
+        )
 
-    def status_url(self, request: DeletionRequest) -> str:
+    def status_url(self, request: DeletionRequest | FiledRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
 
     async def create(self, command: NewDeletion) -> Intake:
@@ -81,28 +96,39 @@ class RequestService:
                 return Intake(existing, created=False)
             await self._check_ownership(command.identities)
 
-        # Insert first, one transaction: the unique indexes (one Idempotency-Key per
-        # caller, one open request per kind and subject) decide, also against a concurrent
-        # identical request; only when one of them refuses is the existing request read.
-        async with self._sessions() as session:
-            request = await insert(
-                session,
-                command,
-                hash_key=self._hash_key,
-                deadline_days=self._settings.deadline_days,
-            )
-            if request is None:
+        # Insert first: the unique indexes (one Idempotency-Key per caller, one open
+        # request per kind and subject) decide, also against a concurrent identical
+        # request; only when one of them refuses is the existing request read. On
+        # PostgreSQL one statement in autocommit (the hold check and every row of the
+        # request), elsewhere one transaction.
+        request = await self._insert(command)
+        if request is None:
+            async with self._sessions() as session:
                 existing = await find(session)
-                if existing is None:
-                    # The request it conflicted with closed in between (or random ids
-                    # collided): nothing was stored, the same call again will store it.
-                    raise ServiceUnavailable(
-                        "The request could not be stored; retry it.", headers={"Retry-After": "1"}
-                    )
-                return Intake(existing, created=False)
-            await session.commit()
+            if existing is None:
+                # The request it conflicted with closed in between (or random ids
+                # collided): nothing was stored, the same call again will store it.
+                raise ServiceUnavailable(
+                    "The request could not be stored; retry it.", headers={"Retry-After": "1"}
+                )
+            return Intake(existing, created=False)
         log.info("request_created", request_id=str(request.id), kind=kind.value)
         return Intake(request, created=True)
+
+    async def _insert(self, command: NewDeletion) -> FiledRequest | None:
+        deadline_days = self._settings.deadline_days
+        if self._autocommit is not None:
+            async with self._autocommit.connect() as connection:
+                return await file(
+                    connection, command, hash_key=self._hash_key, deadline_days=deadline_days
+                )
+        async with self._sessions() as session:
+            request = await file(
+                session, command, hash_key=self._hash_key, deadline_days=deadline_days
+            )
+            if request is not None:
+                await session.commit()
+            return request
 
     async def _find_existing(
         self,

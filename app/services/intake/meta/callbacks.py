@@ -35,7 +35,7 @@ from app.errors import ServiceUnavailable
 from app.models import DeletionRequest, MetaDeauthorization, RequestKind, RequestSource, utcnow
 from app.pii import keyed_hash
 from app.services.identities import identity_hash
-from app.services.intake.command import NewDeletion, fingerprint
+from app.services.intake.command import FiledRequest, NewDeletion, fingerprint
 from app.services.intake.meta import signed_request
 from app.services.intake.rest import RequestService
 from app.services.target import TargetDirectory, TargetUnavailable
@@ -136,7 +136,9 @@ class MetaCallbacks:
     def _key(verified: signed_request.SignedRequest) -> str:
         return "signed_request:" + hashlib.sha256(verified.signature).hexdigest()
 
-    async def data_deletion(self, family: Family, value: str | None) -> DeletionRequest:
+    async def data_deletion(
+        self, family: Family, value: str | None
+    ) -> DeletionRequest | FiledRequest:
         verified = self._verify(family, value)
         subject = self._subject(family, verified)
         intake = await self._requests.create(
