@@ -90,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="py-spy record the first worker of the first round into this file (raw format)",
     )
+    parser.add_argument(
+        "--q-burst-profile",
+        type=Path,
+        default=None,
+        help="py-spy record the serve process during the burst into this file (raw format)",
+    )
 
 
 QUICK: dict[str, Any] = {"q_requests": 200, "q_workers": [1, 2], "q_burst": 200}
@@ -425,7 +431,12 @@ async def _post_all(url: str, users: list[str], connections: int) -> dict[str, A
 
 
 async def burst(
-    server: PostgresServer, count: int, workers: int, connections: int, script: Path
+    server: PostgresServer,
+    count: int,
+    workers: int,
+    connections: int,
+    script: Path,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
     tracking, soundops = f"bench_burst_{suffix}", f"bench_soundops_{suffix}"
@@ -465,9 +476,13 @@ async def burst(
                 service_before = _cpu_seconds(service.process.pid)
                 workers_before = [_cpu_seconds(p.pid) for p in processes]
                 pg_before = pg_cpu.seconds()
+                spy = _py_spy(service.process.pid, profile) if profile is not None else None
                 started = time.monotonic()
                 accepted = await _post_all(service.url, users, connections)
                 serve_cpu = _cpu_seconds(service.process.pid) - service_before
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
                 await _wait_done(conn, count, " AND kind = 'instagram_disconnect'")
                 seconds = time.monotonic() - started
                 worker_cpu = sum(
@@ -561,7 +576,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "noop.json"
             script.write_text(json.dumps({"log": None, "default": ["ok"]}))
-            for index, workers in enumerate(args.q_workers):
+            for index, workers in enumerate(w for w in args.q_workers if w > 0):
                 figures = await drain_round(
                     server,
                     workers,
@@ -585,6 +600,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.q_burst_workers,
                     args.q_burst_connections,
                     script,
+                    getattr(args, "q_burst_profile", None),
                 )
                 b = result["burst"]
                 print(

@@ -42,7 +42,9 @@ from app.repository.email_intake import (
 )
 from app.repository.events import (
     add_event,
+    event_row,
     has_event,
+    insert_events,
     list_events,
 )
 from app.repository.holds import (
@@ -138,6 +140,7 @@ __all__ = [
     "due_deauthorizations",
     "due_operator_notices",
     "encode_cursor",
+    "event_row",
     "expire_confirmations",
     "expire_reviews",
     "extend_lease",
@@ -158,6 +161,7 @@ __all__ = [
     "hold_stats",
     "hold_waiting_requests",
     "holds_lease",
+    "insert_events",
     "insert_new_request",
     "is_held",
     "list_events",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Unpack
+from typing import Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +46,8 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
         sa.or_(DeletionRequest.lease_expires_at.is_(None), DeletionRequest.lease_expires_at < now),
     )
 
+
+REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 
 # Short work first: a disconnect (a few rows, a Meta call) is claimed before account and
 # Meta data deletions that may take minutes, so that it never queues behind them (#18).
@@ -146,14 +148,16 @@ async def extend_lease(
 async def holds_lease(
     session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
 ) -> bool:
-    """Fencing check, inside the transaction that writes a task's outcome."""
+    """Fencing check, inside the transaction that writes a task's outcome (Core, on the
+    session's connection: the worker's hot path)."""
+    connection = await session.connection()
     row = (
-        await session.execute(
-            sa.select(DeletionRequest.id)
+        await connection.execute(
+            sa.select(REQUESTS.c.id)
             .where(
-                DeletionRequest.id == request_id,
-                DeletionRequest.lease_owner == worker_id,
-                DeletionRequest.lease_expires_at > now,
+                REQUESTS.c.id == request_id,
+                REQUESTS.c.lease_owner == worker_id,
+                REQUESTS.c.lease_expires_at > now,
             )
             .with_for_update()
         )
@@ -168,13 +172,13 @@ async def release(
     **values: Unpack[RequestChanges],
 ) -> bool:
     """Give the request back (with its new status and next run time), if still ours."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id, DeletionRequest.lease_owner == worker_id)
+    connection = await session.connection()
+    result = await connection.execute(
+        sa.update(REQUESTS)
+        .where(REQUESTS.c.id == request_id, REQUESTS.c.lease_owner == worker_id)
         .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 async def queue_depth(session: AsyncSession, now: datetime) -> int:

@@ -74,6 +74,7 @@ class Transition:
         self.request_id = request_id
         self.worker_id = worker_id
         self._held: bool | None = None
+        self.events: list[dict[str, Any]] = []
 
     async def held(self) -> bool:
         """Whether a legal hold matches the request; asked once per transaction (the
@@ -85,14 +86,12 @@ class Transition:
     def record(
         self, event: str, detail: dict[str, Any] | None = None, *, purger: str | None = None
     ) -> None:
-        """Add an event to the request's log, by this worker."""
-        repository.add_event(
-            self.session,
-            self.request_id,
-            event,
-            actor=self.worker_id,
-            purger=purger,
-            detail=detail,
+        """Add an event to the request's log, by this worker (all of the transaction's
+        events are inserted in one statement before it commits)."""
+        self.events.append(
+            repository.event_row(
+                self.request_id, event, actor=self.worker_id, purger=purger, detail=detail
+            )
         )
 
     async def update(self, **changes: Unpack[RequestChanges]) -> None:
@@ -218,7 +217,9 @@ class Leases:
         the block's changes and events, then commit."""
         async with self._sessions() as session:
             await self.fence(session, request_id)
-            yield Transition(session, request_id, self.worker_id)
+            tx = Transition(session, request_id, self.worker_id)
+            yield tx
+            await repository.insert_events(session, tx.events)
             await session.commit()
 
     def group(

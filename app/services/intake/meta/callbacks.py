@@ -154,6 +154,9 @@ class MetaCallbacks:
         user_id = self._subject(family, verified).identities()[identity]
         key = self._settings.effective_hash_key
         now = utcnow()
+        # Recorded already claimed by this callback when it can expand it now (one
+        # transaction less); otherwise left due for the worker at once.
+        owner = f"callback:{uuid.uuid4().hex[:8]}" if self._directory is not None else None
         record = MetaDeauthorization(
             id=uuid.uuid4(),
             replay_key=keyed_hash(key, f"meta-deauthorize:{family}:{self._key(verified)}"),
@@ -167,13 +170,22 @@ class MetaCallbacks:
             ),
             received_at=now,
             run_after=now,
-            attempts=0,
+            attempts=0 if owner is None else 1,
+            lease_owner=owner,
+            lease_expires_at=(
+                None if owner is None else now + timedelta(seconds=self._settings.lease_seconds)
+            ),
         )
         async with self._sessions() as session:
-            record = await repository.record_deauthorization(session, record)
-        if record.expanded_at is not None:  # delivered again: what it led to the first time
-            return Deauthorized(True, record.disconnects, record.skipped_reconnected)
-        expanded = await self.expand(record.id, owner=f"callback:{uuid.uuid4().hex[:8]}")
+            stored = await repository.record_deauthorization(session, record)
+        if stored.expanded_at is not None:  # delivered again: what it led to the first time
+            return Deauthorized(True, stored.disconnects, stored.skipped_reconnected)
+        if owner is None:
+            return Deauthorized(False)  # no SoundOps database here: the worker expands it
+        if stored is record:  # recorded now, claimed by this callback
+            return await self._expand_claimed(stored, owner, lambda attempts: timedelta(0))
+        # Delivered again before its expansion ended: expand it, unless another holds it.
+        expanded = await self.expand(stored.id, owner=owner)
         return expanded or Deauthorized(False)
 
     async def expand(
@@ -196,6 +208,19 @@ class MetaCallbacks:
             )
         if record is None:
             return None
+        return await self._expand_claimed(record, owner, retry_after)
+
+    async def _expand_claimed(
+        self,
+        record: MetaDeauthorization,
+        owner: str,
+        retry_after: Callable[[int], timedelta],
+    ) -> Deauthorized:
+        """Expand a deauthorization that ``owner`` holds, and give it back: expanded, or
+        due again after ``retry_after(attempts)`` when the SoundOps database cannot be
+        read."""
+        assert self._directory is not None
+        record_id = record.id
         try:
             filed, reconnected = await self._file_disconnects(self._directory, record)
         except (TargetUnavailable, ServiceUnavailable):
