@@ -25,6 +25,7 @@ from __future__ import annotations
 from app.repository.deauthorizations import (
     DeauthorizationChanges,
     claim_deauthorization,
+    claim_due_deauthorizations,
     due_deauthorizations,
     finish_deauthorization,
     record_deauthorization,
@@ -132,6 +133,7 @@ __all__ = [
     "add_subject_hashes",
     "claim_batch",
     "claim_deauthorization",
+    "claim_due_deauthorizations",
     "claim_next",
     "claim_operator_notice",
     "confirm_request",
