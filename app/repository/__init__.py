@@ -25,6 +25,7 @@ from __future__ import annotations
 from app.repository.deauthorizations import (
     DeauthorizationChanges,
     claim_deauthorization,
+    claim_due_deauthorizations,
     due_deauthorizations,
     finish_deauthorization,
     record_deauthorization,
@@ -42,7 +43,9 @@ from app.repository.email_intake import (
 )
 from app.repository.events import (
     add_event,
+    event_row,
     has_event,
+    insert_events,
     list_events,
 )
 from app.repository.holds import (
@@ -71,8 +74,10 @@ from app.repository.operator_notices import (
 from app.repository.queue import (
     WORKABLE,
     Claim,
+    claim_batch,
     claim_next,
     extend_lease,
+    get_requests_with_tasks,
     holds_lease,
     queue_depth,
     release,
@@ -128,7 +133,9 @@ __all__ = [
     "add_hold",
     "add_operator_notice",
     "add_subject_hashes",
+    "claim_batch",
     "claim_deauthorization",
+    "claim_due_deauthorizations",
     "claim_next",
     "claim_operator_notice",
     "confirm_request",
@@ -137,6 +144,7 @@ __all__ = [
     "due_deauthorizations",
     "due_operator_notices",
     "encode_cursor",
+    "event_row",
     "expire_confirmations",
     "expire_reviews",
     "extend_lease",
@@ -151,11 +159,13 @@ __all__ = [
     "get_request_by_confirm_token_hash",
     "get_request_by_idempotency_key",
     "get_request_fresh",
+    "get_requests_with_tasks",
     "get_tasks",
     "has_event",
     "hold_stats",
     "hold_waiting_requests",
     "holds_lease",
+    "insert_events",
     "insert_new_request",
     "insert_request_rows",
     "is_held",

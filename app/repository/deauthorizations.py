@@ -72,6 +72,60 @@ async def due_deauthorizations(
     return list((await session.execute(query)).scalars())
 
 
+async def claim_due_deauthorizations(
+    session: AsyncSession, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[MetaDeauthorization]:
+    """Take up to ``limit`` due, unexpanded deauthorizations under a lease (the longest
+    due first), commit, and return them. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets
+    several workers take different ones at once; the conditional UPDATE makes it safe on
+    SQLite too."""
+    candidates = list(
+        (
+            await session.execute(
+                sa.select(MetaDeauthorization.id)
+                .where(_deauthorization_due(now))
+                .order_by(MetaDeauthorization.run_after)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars()
+    )
+    if not candidates:
+        await session.rollback()
+        return []
+    claimed = list(
+        (
+            await session.execute(
+                sa.update(MetaDeauthorization)
+                .where(MetaDeauthorization.id.in_(candidates), _deauthorization_due(now))
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=now + lease,
+                    attempts=MetaDeauthorization.attempts + 1,
+                )
+                .returning(MetaDeauthorization.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalars()
+    )
+    records = (
+        (
+            await session.execute(
+                sa.select(MetaDeauthorization)
+                .where(MetaDeauthorization.id.in_(claimed))
+                .order_by(MetaDeauthorization.run_after)
+                .execution_options(populate_existing=True)
+            )
+        )
+        .scalars()
+        .all()
+        if claimed
+        else []
+    )
+    await session.commit()
+    return list(records)
+
+
 async def claim_deauthorization(
     session: AsyncSession, record_id: uuid.UUID, owner: str, now: datetime, lease: timedelta
 ) -> MetaDeauthorization | None:

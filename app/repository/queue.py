@@ -6,13 +6,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Unpack
+from typing import Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import (
     DeletionRequest,
+    DeletionTask,
+    RequestKind,
     RequestStatus,
     utcnow,
 )
@@ -45,44 +47,89 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+REQUESTS = cast(sa.Table, DeletionRequest.__table__)
+
+# Short work first: a disconnect (a few rows, a Meta call) is claimed before account and
+# Meta data deletions that may take minutes, so that it never queues behind them (#18).
+SHORT_FIRST = sa.case(
+    (DeletionRequest.kind == RequestKind.instagram_disconnect.value, 0),
+    else_=1,
+)
+
+
 async def claim_next(
     session: AsyncSession, worker_id: str, lease: timedelta, now: datetime
 ) -> Claim | None:
-    """Take the next due request under a lease, or None.
+    """Take the next due request under a lease, or None."""
+    claims = await claim_batch(session, worker_id, lease, now, 1)
+    return claims[0] if claims else None
 
-    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's
-    candidates; the conditional UPDATE makes the claim safe on SQLite too.
+
+async def claim_batch(
+    session: AsyncSession, worker_id: str, lease: timedelta, now: datetime, limit: int
+) -> list[Claim]:
+    """Take up to ``limit`` due requests under a lease (short work first, then the longest
+    due): two statements for the whole batch.
+
+    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's candidates
+    (no two workers wait on the same rows); the conditional UPDATE makes the claim safe
+    on SQLite too.
     """
-    candidate = (
+    candidates = (
         await session.execute(
             sa.select(DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status)
             .where(_claimable(now))
-            .order_by(DeletionRequest.run_after, DeletionRequest.created_at)
-            .limit(1)
+            .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )
-    ).first()
-    if candidate is None:
-        return None
-    request_id, previous_owner, status = candidate
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id, _claimable(now))
-        .values(
-            # pending -> running; finished requests keep their status (confirmations).
-            status=sa.case(
-                (DeletionRequest.status == RequestStatus.pending, RequestStatus.running.value),
-                else_=DeletionRequest.status,
-            ),
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    ).all()
+    if not candidates:
+        return []
+    claimed = set(
+        (
+            await session.execute(
+                sa.update(DeletionRequest)
+                .where(DeletionRequest.id.in_([c[0] for c in candidates]), _claimable(now))
+                .values(
+                    # pending -> running; finished requests keep their status (confirmations).
+                    status=sa.case(
+                        (
+                            DeletionRequest.status == RequestStatus.pending,
+                            RequestStatus.running.value,
+                        ),
+                        else_=DeletionRequest.status,
+                    ),
+                    lease_owner=worker_id,
+                    lease_expires_at=now + lease,
+                    updated_at=now,
+                )
+                .returning(DeletionRequest.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalars()
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None
-    return Claim(request_id, previous_owner, status == RequestStatus.pending)
+    return [
+        Claim(request_id, previous_owner, status == RequestStatus.pending)
+        for request_id, previous_owner, status in candidates
+        if request_id in claimed
+    ]
+
+
+async def get_requests_with_tasks(
+    session: AsyncSession, request_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[DeletionRequest, list[DeletionTask]]]:
+    """Claimed requests and their tasks (in plan order), read in the claiming transaction."""
+    rows = (
+        (
+            await session.execute(
+                sa.select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return {request.id: (request, list(request.tasks)) for request in rows}
 
 
 async def extend_lease(
@@ -101,14 +148,16 @@ async def extend_lease(
 async def holds_lease(
     session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
 ) -> bool:
-    """Fencing check, inside the transaction that writes a task's outcome."""
+    """Fencing check, inside the transaction that writes a task's outcome (Core, on the
+    session's connection: the worker's hot path)."""
+    connection = await session.connection()
     row = (
-        await session.execute(
-            sa.select(DeletionRequest.id)
+        await connection.execute(
+            sa.select(REQUESTS.c.id)
             .where(
-                DeletionRequest.id == request_id,
-                DeletionRequest.lease_owner == worker_id,
-                DeletionRequest.lease_expires_at > now,
+                REQUESTS.c.id == request_id,
+                REQUESTS.c.lease_owner == worker_id,
+                REQUESTS.c.lease_expires_at > now,
             )
             .with_for_update()
         )
@@ -123,13 +172,13 @@ async def release(
     **values: Unpack[RequestChanges],
 ) -> bool:
     """Give the request back (with its new status and next run time), if still ours."""
-    result = await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id, DeletionRequest.lease_owner == worker_id)
+    connection = await session.connection()
+    result = await connection.execute(
+        sa.update(REQUESTS)
+        .where(REQUESTS.c.id == request_id, REQUESTS.c.lease_owner == worker_id)
         .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 async def queue_depth(session: AsyncSession, now: datetime) -> int:

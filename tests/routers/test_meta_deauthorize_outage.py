@@ -224,3 +224,33 @@ async def test_several_workers_and_a_dead_one_expand_a_deauthorization_exactly_o
         assert record.lease_owner is None
         assert sum(await asyncio.gather(*(e.expand_deauthorizations() for e in engines))) == 0
         assert len(await svc.requests()) == 1
+
+
+async def test_a_burst_of_deauthorizations_is_answered_once_recorded_and_none_is_lost(
+    tracking_url: str, soundops: tuple[str, World]
+) -> None:
+    """More callbacks at once than a process expands inline: each answered 200 once
+    recorded; the workers' sweeps (two at once) expand the rest; every person's accounts
+    get exactly one disconnect each."""
+    url, world = soundops
+    accounts = [
+        a
+        for tenant in world.tenants.values()
+        for a in tenant.accounts
+        if a.facebook_user_id is not None
+    ]
+    people = sorted({str(a.facebook_user_id) for a in accounts})
+    strangers = [str(10_215_554_000_000 + n) for n in range(12)]  # nothing connected
+    async with service(tracking_url, target_postgres_url=url) as svc:
+        answers = await asyncio.gather(*(svc.deauthorize(u) for u in [*people, *strangers]))
+        assert [a.status_code for a in answers] == [200] * len(answers)
+        assert len(await svc.records()) == len(people) + len(strangers)
+        engines = [new_engine(svc.state, f"worker-{n}") for n in range(2)]
+        async with asyncio.timeout(20):
+            while not all(r.expanded_at for r in await svc.records()):
+                await asyncio.gather(*(e.expand_deauthorizations() for e in engines))
+        records = await svc.records()
+        assert all(r.lease_owner is None and r.user_id is None for r in records)
+        assert sum(r.disconnects or 0 for r in records) == len(accounts)
+        filed = sorted(r.subject["instagram_account_id"] for r in await svc.requests())
+        assert filed == sorted(str(a.id) for a in accounts)

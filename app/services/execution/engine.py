@@ -22,7 +22,7 @@ from app import repository
 from app.models import RequestStatus
 from app.purgers.base import PurgerName, PurgerSlot
 from app.services.execution.completion import Completion
-from app.services.execution.lease import Leases
+from app.services.execution.lease import Claimed, Leases
 from app.services.execution.runner import Runner
 from app.services.execution.sweeps import Sweeps
 from app.services.intake.meta.callbacks import MetaCallbacks
@@ -68,19 +68,30 @@ class Engine:
     async def claim(self) -> repository.Claim | None:
         return await self._leases.claim()
 
-    async def run_claimed(self, request_id: uuid.UUID) -> None:
-        """Work on a claimed request, with heartbeats, until its tasks have settled (or its
-        confirmations are done)."""
-        await self._leases.hold(request_id, partial(self._work, request_id))
+    async def claim_batch(self, limit: int) -> list[Claimed]:
+        """Up to ``limit`` due requests, claimed and read in one transaction."""
+        return await self._leases.claim_batch(limit)
 
-    async def _work(self, request_id: uuid.UUID) -> None:
-        async with self._sessions() as session:
-            request = await repository.get_request(session, request_id)
-            if request is None:
-                return
-            run_over = request.status in RUN_OVER
-            tasks = [] if run_over else list(await repository.get_tasks(session, request_id))
-        if run_over or await self._runner.run(request, tasks) is RequestStatus.completed:
+    async def run_claimed(self, request_id: uuid.UUID, claimed: Claimed | None = None) -> None:
+        """Work on a claimed request, with heartbeats, until its tasks have settled (or its
+        confirmations are done). ``claimed``: the request as its claim read it."""
+        await self._leases.hold(request_id, partial(self._work, request_id, claimed))
+
+    async def _work(self, request_id: uuid.UUID, claimed: Claimed | None = None) -> None:
+        if claimed is not None:
+            request, tasks = claimed.request, claimed.tasks
+        else:
+            async with self._sessions() as session:
+                found = await repository.get_request(session, request_id)
+                if found is None:
+                    return
+                request = found
+                tasks = list(await repository.get_tasks(session, request_id))
+        if request.status in RUN_OVER:
+            await self._completion.notify_and_minimise(request_id)
+            return
+        settled = await self._runner.run(request, tasks)
+        if settled is not None and settled.claim_kept:
             await self._completion.notify_and_minimise(request_id)
 
     # --- the sweeps, as the worker runs them --------------------------------------------

@@ -22,6 +22,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Unpack
 
@@ -29,7 +30,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
-from app.models import utcnow
+from app.models import DeletionRequest, DeletionTask, utcnow
 from app.repository import RequestChanges, TaskChanges
 from app.settings import Settings
 
@@ -49,6 +50,15 @@ def backoff(settings: Settings, attempt: int, after: timedelta | None = None) ->
     return timedelta(seconds=delay)
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A request just claimed, as it was read in the claiming transaction."""
+
+    claim: repository.Claim
+    request: DeletionRequest
+    tasks: list[DeletionTask]
+
+
 class LeaseLost(Exception):
     """Another worker holds the request now; this one stops touching it."""
 
@@ -63,18 +73,25 @@ class Transition:
         self.session = session
         self.request_id = request_id
         self.worker_id = worker_id
+        self._held: bool | None = None
+        self.events: list[dict[str, Any]] = []
+
+    async def held(self) -> bool:
+        """Whether a legal hold matches the request; asked once per transaction (the
+        writes that share a group transaction see the same answer)."""
+        if self._held is None:
+            self._held = await repository.request_is_held(self.session, self.request_id)
+        return self._held
 
     def record(
         self, event: str, detail: dict[str, Any] | None = None, *, purger: str | None = None
     ) -> None:
-        """Add an event to the request's log, by this worker."""
-        repository.add_event(
-            self.session,
-            self.request_id,
-            event,
-            actor=self.worker_id,
-            purger=purger,
-            detail=detail,
+        """Add an event to the request's log, by this worker (all of the transaction's
+        events are inserted in one statement before it commits)."""
+        self.events.append(
+            repository.event_row(
+                self.request_id, event, actor=self.worker_id, purger=purger, detail=detail
+            )
         )
 
     async def update(self, **changes: Unpack[RequestChanges]) -> None:
@@ -108,24 +125,42 @@ class Leases:
 
     async def claim(self) -> repository.Claim | None:
         """Take the next due request under a lease, or None."""
+        claimed = await self.claim_batch(1)
+        return claimed[0].claim if claimed else None
+
+    async def claim_batch(self, limit: int) -> list[Claimed]:
+        """Take up to ``limit`` due requests under a lease, with their rows and tasks: one
+        transaction for the batch (the claims, their events, the reads)."""
         now = utcnow()
         async with self._sessions() as session:
-            claim = await repository.claim_next(session, self.worker_id, self.duration, now)
-            if claim is None:
+            claims = await repository.claim_batch(
+                session, self.worker_id, self.duration, now, limit
+            )
+            if not claims:
                 await session.rollback()
-                return None
-            if claim.previous_owner is not None:
-                repository.add_event(
-                    session,
-                    claim.request_id,
-                    "lease_taken_over",
-                    actor=self.worker_id,
-                    detail={"previous_owner": claim.previous_owner},
-                )
-            repository.add_event(session, claim.request_id, "claimed", actor=self.worker_id)
+                return []
+            for claim in claims:
+                if claim.previous_owner is not None:
+                    repository.add_event(
+                        session,
+                        claim.request_id,
+                        "lease_taken_over",
+                        actor=self.worker_id,
+                        detail={"previous_owner": claim.previous_owner},
+                    )
+                repository.add_event(session, claim.request_id, "claimed", actor=self.worker_id)
+            await session.flush()
+            rows = await repository.get_requests_with_tasks(
+                session, [claim.request_id for claim in claims]
+            )
             await session.commit()
-        log.info("request_claimed", request_id=str(claim.request_id), worker=self.worker_id)
-        return claim
+        for claim in claims:
+            log.info("request_claimed", request_id=str(claim.request_id), worker=self.worker_id)
+        return [
+            Claimed(claim, rows[claim.request_id][0], rows[claim.request_id][1])
+            for claim in claims
+            if claim.request_id in rows
+        ]
 
     async def hold(self, request_id: uuid.UUID, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` on a claimed request with heartbeats. A lost lease stops it (and is
@@ -182,8 +217,19 @@ class Leases:
         the block's changes and events, then commit."""
         async with self._sessions() as session:
             await self.fence(session, request_id)
-            yield Transition(session, request_id, self.worker_id)
+            tx = Transition(session, request_id, self.worker_id)
+            yield tx
+            await repository.insert_events(session, tx.events)
             await session.commit()
+
+    def group(
+        self,
+        request_id: uuid.UUID,
+        finish: Callable[[Transition], Awaitable[object]] | None = None,
+    ) -> GroupWrites:
+        """Writes of a claimed request's concurrent tasks, committed together
+        (:class:`GroupWrites`)."""
+        return GroupWrites(self, request_id, finish)
 
     async def release_at_shutdown(self, request_id: uuid.UUID) -> None:
         """Shutdown mid-request: hand it back at once so another worker continues."""
@@ -192,3 +238,91 @@ class Leases:
                 await repository.release(session, request_id, self.worker_id, run_after=utcnow())
                 repository.add_event(session, request_id, "released", actor=self.worker_id)
                 await session.commit()
+
+
+Write = Callable[[Transition], Awaitable[None]]
+
+
+class GroupWrites:
+    """Group commit of one claimed request's writes: the writes its concurrent tasks make
+    at the same moment (their starts, their outcomes) go into one fenced transaction.
+
+    :meth:`write` returns once its write is committed (or raises what the transaction
+    raised, :class:`LeaseLost` included), exactly as a :meth:`Leases.transition` of its
+    own would: nothing is acknowledged before it is durable. Writes made while a
+    transaction is under way wait for it and go together into the next one. Fail-stop:
+    once a transaction failed, every later write fails with it (the run ends; its lease
+    expires or it settles, and the request is taken up again). ``finish``,
+    when given, runs at the end of every transaction (after the batch's writes): the
+    runner settles the request there once its last task is recorded; what it returned in
+    the last committed transaction is :attr:`finished`.
+    """
+
+    # Turns of the event loop a transaction waits for the writes of the other tasks that
+    # were woken at the same moment (no-op or failing purgers end together).
+    GATHER_TURNS = 2
+
+    def __init__(
+        self,
+        leases: Leases,
+        request_id: uuid.UUID,
+        finish: Callable[[Transition], Awaitable[object]] | None = None,
+    ) -> None:
+        self._leases = leases
+        self.request_id = request_id
+        self._finish = finish
+        self.finished: object = None
+        self._queue: list[tuple[Write, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._failed: Exception | None = None
+
+    async def write(self, write: Write) -> None:
+        """Make ``write`` in the next group transaction; return once it is committed."""
+        await self.submit(write)
+
+    def submit(self, write: Write) -> asyncio.Future[None]:
+        """Queue ``write`` for the next group transaction; the future is its commit."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._failed is not None:
+            # Fail-stop: a write never lands after one before it failed (a task must not
+            # start when the resolution it needs was not recorded).
+            future.set_exception(self._failed)
+            return future
+        self._queue.append((write, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        for _ in range(self.GATHER_TURNS):
+            await asyncio.sleep(0)
+        while self._queue:
+            batch = [(w, f) for w, f in self._queue if not f.done()]  # done: cancelled
+            self._queue = []
+            if not batch:
+                continue
+            try:
+                async with self._leases.transition(self.request_id) as tx:
+                    for write, _ in batch:
+                        await write(tx)
+                    finished = await self._finish(tx) if self._finish is not None else None
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    self._failed = exc
+                    batch += self._queue  # queued meanwhile: never after a failed write
+                    self._queue = []
+                for _, future in batch:
+                    if future.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if finished is not None:
+                    self.finished = finished
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)

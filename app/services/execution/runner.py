@@ -67,8 +67,16 @@ from app.purgers.base import (
 )
 from app.repository import RequestChanges, TaskChanges
 from app.services.evidence import receipts
+from app.services.evidence.minimisation import minimised
 from app.services.execution.completion import email_targets
-from app.services.execution.lease import LeaseLost, Leases, backoff
+from app.services.execution.lease import (
+    GroupWrites,
+    LeaseLost,
+    Leases,
+    Transition,
+    Write,
+    backoff,
+)
 from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
 from app.services.resolution import ResolverLike, digest
@@ -82,14 +90,29 @@ DONE = frozenset({TaskStatus.succeeded, TaskStatus.skipped})
 FINAL = DONE | {TaskStatus.failed}
 
 
+@dataclass(frozen=True)
+class Settled:
+    """How a run ended: the request's status, and whether this worker still holds the
+    claim (a completed request with confirmations to send: the completion step is next)."""
+
+    status: RequestStatus
+    event: str
+    claim_kept: bool = False
+
+
 @dataclass
 class _Run:
-    """One claimed request being worked on."""
+    """One claimed request being worked on. ``writes`` commits the starts and outcomes
+    its tasks make at the same moment together; ``open`` are the tasks not yet recorded
+    or returned: once none is, the request settles in the transaction of the last
+    outcome."""
 
     request_id: uuid.UUID
     subject: Subject
+    writes: GroupWrites
     done: dict[str, asyncio.Event] = field(default_factory=dict)
     final: dict[str, TaskStatus] = field(default_factory=dict)
+    open: set[str] = field(default_factory=set)
     lost: bool = False
 
 
@@ -167,12 +190,11 @@ class Runner:
         self._datamap_version = datamap_version
         self._receipt_key = receipts.private_key(settings)
 
-    async def run(
-        self, request: DeletionRequest, tasks: list[DeletionTask]
-    ) -> RequestStatus | None:
+    async def run(self, request: DeletionRequest, tasks: list[DeletionTask]) -> Settled | None:
         """Run a claimed request's tasks (resolving its subject first, once), then settle it:
-        the status it settled to (None when it was released before, to resolve later). A
-        ``completed`` request is still claimed: the caller completes it. Raises
+        how it settled (None when it was released before, to resolve later). A completed
+        request with confirmations to send is still claimed (``claim_kept``): the caller
+        completes it; one with none is minimised and released as it settles. Raises
         :class:`LeaseLost` when another worker took the request over meanwhile."""
         request_id = request.id
         kind = RequestKind(request.kind)
@@ -182,14 +204,16 @@ class Runner:
             request.source == RequestSource.meta_callback
             and kind is RequestKind.instagram_disconnect
         )
+        record_resolution: Write | None = None
         if request.resolution is not None:
-            resolution: Resolution | None = Resolution.model_validate(request.resolution)
+            resolution = Resolution.model_validate(request.resolution)
         elif all(self._slot(task.purger) is None for task in tasks):
             resolution = Resolution()  # no store configured: every task is skipped anyway
         else:
-            resolution = await self._resolve(request_id, kind, identities, pinned)
-        if resolution is None:
-            return None
+            resolved = await self._resolve(request_id, kind, identities, pinned)
+            if resolved is None:
+                return None
+            resolution, record_resolution = resolved
         subject = Subject(
             request_id=request_id,
             kind=kind,
@@ -198,13 +222,33 @@ class Runner:
             revoked_at_meta=revoked_at_meta,
             revoke_deadline=self._revoke_deadline(request, kind),
         )
-        run = _Run(request_id, subject, done={t.purger: asyncio.Event() for t in tasks})
+        run = _Run(
+            request_id,
+            subject,
+            writes=self._leases.group(request_id),
+            done={t.purger: asyncio.Event() for t in tasks},
+            open={t.purger for t in tasks},
+        )
+        run.writes = self._leases.group(request_id, partial(self._settle_when_last, run))
+        # The resolution is recorded in the transaction that starts the first tasks (a
+        # queue: before their starts); no purger runs before it is committed.
+        recorded = run.writes.submit(record_resolution) if record_resolution else None
         async with asyncio.TaskGroup() as group:
             for task in tasks:
                 group.create_task(self._guarded(run, task))
+        if recorded is not None:
+            try:
+                await recorded
+            except LeaseLost:
+                run.lost = True
         if run.lost:
             raise LeaseLost
-        return await self._settle(request_id)
+        settled = run.writes.finished
+        if not isinstance(settled, Settled):  # no outcome was recorded last: settle now
+            async with self._leases.transition(request_id) as tx:
+                settled = await self._settle_in(tx)
+        log.info("request_" + settled.event, request_id=str(request_id))
+        return settled
 
     async def _resolve(
         self,
@@ -212,9 +256,10 @@ class Runner:
         kind: RequestKind,
         identities: dict[str, str],
         pinned: Selection | None,
-    ) -> Resolution | None:
-        """Resolve the subject once, before any purger runs, and record it; a pinned
-        request (confirmed or approved from e-mail) never beyond its pin. When it cannot be
+    ) -> tuple[Resolution, Write] | None:
+        """Resolve the subject once, before any purger runs; a pinned request (confirmed
+        or approved from e-mail) never beyond its pin. The resolution and the write that
+        records it (the caller makes it before any task starts). When it cannot be
         resolved, the claim is released: to try again later, or failed."""
         try:
             resolution = await self._resolver.resolve(kind, identities, pinned)
@@ -234,7 +279,8 @@ class Runner:
                 )
             return None
         key = self.settings.effective_hash_key
-        async with self._leases.transition(request_id) as tx:
+
+        async def record(tx: Transition) -> None:
             await tx.update(
                 resolution=resolution.model_dump(),
                 resolution_digest=digest(resolution, key),
@@ -247,7 +293,8 @@ class Runner:
                 "resolved",
                 {name: len(values) for name, values in resolution.model_dump().items()},
             )
-        return resolution
+
+        return resolution, record
 
     def _revoke_deadline(self, request: DeletionRequest, kind: RequestKind) -> datetime | None:
         """A disconnect whose Meta step runs here: the tokens are held for it until this
@@ -276,6 +323,7 @@ class Runner:
             log.error("task_bookkeeping_failed", purger=task.purger, error_type=type(exc).__name__)
             run.final[task.purger] = TaskStatus.running
         finally:
+            run.open.discard(task.purger)
             run.done[task.purger].set()
 
     async def _run_task(self, run: _Run, task: DeletionTask) -> TaskStatus:
@@ -310,11 +358,15 @@ class Runner:
             return TaskStatus.skipped
 
         attempt = task.attempts + 1
-        async with self._leases.transition(run.request_id) as tx:
+        held = False
+
+        async def start(tx: Transition) -> None:
             # The boundary where a legal hold stops a running request: no attempt starts
             # while one matches it (what it named or resolved to); it settles on hold.
-            if await repository.request_is_held(tx.session, run.request_id):
-                return status
+            nonlocal held
+            held = await tx.held()
+            if held:
+                return
             await tx.update_task(
                 task.id,
                 status=TaskStatus.running,
@@ -323,6 +375,11 @@ class Runner:
                 next_attempt_at=None,
             )
             tx.record("task_started", {"attempt": attempt}, purger=name)
+
+        # With the starts of the request's other tasks that are ready now: one transaction.
+        await run.writes.write(start)
+        if held:
+            return status
 
         counts = TaskCounts(
             task.deleted or {}, partial(self._write_counts, run.request_id, task.id)
@@ -449,7 +506,8 @@ class Runner:
             changes["deleted"] = deleted
         if retained is not None:
             changes["retained"] = retained
-        async with self._leases.transition(run.request_id) as tx:
+
+        async def outcome(tx: Transition) -> None:
             await tx.update_task(task.id, **changes)
             if verified is not None:
                 tx.record("task_verified", {"remaining": verified}, purger=task.purger)
@@ -458,6 +516,11 @@ class Runner:
                 {**(detail or {}), **({"error": error} if error else {})},
                 purger=task.purger,
             )
+
+        # With the outcomes of the request's other tasks that end now, and, when this is
+        # the last, the request's settlement: one transaction.
+        run.open.discard(task.purger)
+        await run.writes.write(outcome)
         log.info(event, request_id=str(run.request_id), purger=task.purger)
         metrics.TASKS.labels(purger=task.purger, outcome=status.value).inc()
         if status is TaskStatus.retrying:
@@ -467,66 +530,87 @@ class Runner:
         if detail and "seconds" in detail:
             metrics.TASK_SECONDS.labels(purger=task.purger).observe(detail["seconds"])
 
-    async def _settle(self, request_id: uuid.UUID) -> RequestStatus:
-        """Decide the request's status from its tasks, and release the claim; a completed
-        request keeps it, for its confirmations and minimisation next. A final status
-        (completed, failed) comes with the request's signed receipt."""
-        async with self._leases.transition(request_id) as tx:
-            tasks = await repository.get_tasks(tx.session, request_id)
-            statuses = {t.purger: TaskStatus(t.status) for t in tasks}
-            now = utcnow()
-            changes: RequestChanges
-            detail: dict[str, Any]
-            status: RequestStatus
-            if all(s in DONE for s in statuses.values()):
-                request = await repository.get_request(tx.session, request_id)
-                assert request is not None
-                status = RequestStatus.completed
-                changes = {
-                    "status": status,
-                    "completed_at": now,
-                    # Next, under this claim: confirmations, then minimisation. Due now, so
-                    # that another worker completes it if this one dies first.
-                    "run_after": now,
-                    "webhook_status": "pending" if self.settings.notify_webhook_url else None,
-                    "email_status": (
-                        "pending" if self.settings.smtp_url and email_targets(request) else None
-                    ),
-                }
-                event, detail = "completed", {}
-            elif await repository.request_is_held(tx.session, request_id):
-                status = RequestStatus.on_hold
-                changes = {"status": status, "run_after": None}
-                event, detail = HELD_EVENT, {"step": "before the next task"}
-            elif any(s is TaskStatus.retrying for s in statuses.values()):
-                next_at = min(
-                    (t.next_attempt_at for t in tasks if t.next_attempt_at is not None),
-                    default=now,
+    async def _settle_when_last(self, run: _Run, tx: Transition) -> Settled | None:
+        """At the end of each of the run's group transactions: once no task is open (this
+        transaction holds the last outcome), settle the request in it."""
+        if run.open or run.lost:
+            return None
+        return await self._settle_in(tx)
+
+    async def _settle_in(self, tx: Transition) -> Settled:
+        """Decide the request's status from its tasks, in ``tx``, and release the claim. A
+        completed request with confirmations to send keeps it, for the completion step
+        next; one with none is minimised at once. A final status (completed, failed) comes
+        with the request's signed receipt (made once, after the minimisation)."""
+        request_id = tx.request_id
+        tasks = await repository.get_tasks(tx.session, request_id)
+        statuses = {t.purger: TaskStatus(t.status) for t in tasks}
+        now = utcnow()
+        changes: RequestChanges
+        detail: dict[str, Any]
+        status: RequestStatus
+        claim_kept = False
+        minimise = False
+        if all(s in DONE for s in statuses.values()):
+            request = await repository.get_request_fresh(tx.session, request_id)
+            assert request is not None
+            status = RequestStatus.completed
+            changes = {
+                "status": status,
+                "completed_at": now,
+                # Next, under this claim: confirmations, then minimisation. Due now, so
+                # that another worker completes it if this one dies first.
+                "run_after": now,
+                "webhook_status": "pending" if self.settings.notify_webhook_url else None,
+                "email_status": (
+                    "pending" if self.settings.smtp_url and email_targets(request) else None
+                ),
+            }
+            event, detail = "completed", {}
+            if changes["webhook_status"] is None and changes["email_status"] is None:
+                # Nothing to confirm: the completion step would only minimise it.
+                minimise = True
+                rejected = await repository.has_event(tx.session, request_id, "rejected")
+                changes["run_after"] = None
+                changes.update(
+                    minimised(request, self.settings.effective_hash_key, rejected=rejected)
                 )
-                status = RequestStatus.running
-                changes = {"status": status, "run_after": next_at}
-                event, detail = "waiting_for_retry", {"run_after": next_at.isoformat()}
-            elif any(s is TaskStatus.failed for s in statuses.values()):
-                failed = sorted(p for p, s in statuses.items() if s is TaskStatus.failed)
-                status = RequestStatus.failed
-                changes = {
-                    "status": status,
-                    "run_after": None,
-                    "status_reason": "failed in: " + ", ".join(failed),
-                }
-                event, detail = "failed", {"failed": failed}
-            else:  # interrupted tasks: run again soon
-                status = RequestStatus.running
-                changes = {"status": status, "run_after": now}
-                event, detail = "requeued", {}
-            if status is RequestStatus.completed:
-                await tx.update(**changes)
             else:
-                await tx.release(**changes)
-            tx.record(event, detail)
-            if status in (RequestStatus.completed, RequestStatus.failed):
-                await receipts.issue(
-                    tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
-                )
-        log.info("request_" + event, request_id=str(request_id))
-        return status
+                claim_kept = True
+        elif await repository.request_is_held(tx.session, request_id):
+            status = RequestStatus.on_hold
+            changes = {"status": status, "run_after": None}
+            event, detail = HELD_EVENT, {"step": "before the next task"}
+        elif any(s is TaskStatus.retrying for s in statuses.values()):
+            next_at = min(
+                (t.next_attempt_at for t in tasks if t.next_attempt_at is not None),
+                default=now,
+            )
+            status = RequestStatus.running
+            changes = {"status": status, "run_after": next_at}
+            event, detail = "waiting_for_retry", {"run_after": next_at.isoformat()}
+        elif any(s is TaskStatus.failed for s in statuses.values()):
+            failed = sorted(p for p, s in statuses.items() if s is TaskStatus.failed)
+            status = RequestStatus.failed
+            changes = {
+                "status": status,
+                "run_after": None,
+                "status_reason": "failed in: " + ", ".join(failed),
+            }
+            event, detail = "failed", {"failed": failed}
+        else:  # interrupted tasks: run again soon
+            status = RequestStatus.running
+            changes = {"status": status, "run_after": now}
+            event, detail = "requeued", {}
+        if claim_kept:
+            await tx.update(**changes)
+        else:
+            await tx.release(**changes)
+        tx.record(event, detail)
+        if minimise:
+            tx.record("minimised")
+        if status in (RequestStatus.completed, RequestStatus.failed):
+            await receipts.issue(
+                tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
+            )
+        return Settled(status, event, claim_kept)

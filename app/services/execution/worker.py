@@ -41,6 +41,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._batch = max(1, self.settings.worker_concurrency // 2)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -56,6 +57,7 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker_started", worker=self.engine.worker_id)
+        polled = False
         try:
             while not self._stopping.is_set():
                 self.last_tick = time.monotonic()
@@ -82,11 +84,16 @@ class Worker:
                         self.retention.run,
                     )
                 claimed = False
-                if len(self._in_flight) < self.settings.worker_concurrency:
-                    claimed = await self._claim_one()
+                free = self.settings.worker_concurrency - len(self._in_flight)
+                # Claims in batches: while requests are in flight, a slot that frees waits
+                # for half of them to be free (one claiming transaction for several
+                # requests), at most until the next poll.
+                if free > 0 and (not self._in_flight or free >= self._batch or polled):
+                    claimed = await self._claim(free)
                 if claimed:
+                    polled = False
                     continue
-                await self._idle()
+                polled = await self._idle()
         finally:
             # A sweep cut off is taken up again (leases expire; a retention pass releases its
             # lease when cancelled).
@@ -132,18 +139,18 @@ class Worker:
         except Exception as exc:  # tracking DB down: try again next time
             log.warning(failure, error_type=type(exc).__name__)
 
-    async def _claim_one(self) -> bool:
+    async def _claim(self, limit: int) -> bool:
+        """Claim up to ``limit`` due requests (one transaction) and start each in a task."""
         try:
-            claim = await self.engine.claim()
+            claimed = await self.engine.claim_batch(limit)
         except Exception as exc:  # tracking DB down: keep polling, do not die
             log.warning("claim_failed", error_type=type(exc).__name__)
             return False
-        if claim is None:
-            return False
-        task = asyncio.create_task(self.engine.run_claimed(claim.request_id))
-        self._in_flight.add(task)
-        task.add_done_callback(self._done)
-        return True
+        for one in claimed:
+            task = asyncio.create_task(self.engine.run_claimed(one.claim.request_id, one))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        return bool(claimed)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -151,11 +158,15 @@ class Worker:
             log.error("request_run_crashed", error_type=type(task.exception()).__name__)
         self._wake.set()
 
-    async def _idle(self) -> None:
+    async def _idle(self) -> bool:
+        """Wait for a wake-up or the next poll; True when the poll interval passed."""
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self.settings.worker_poll_seconds):
                 await self._wake.wait()
+        except TimeoutError:
+            return True
+        return False
 
     async def _drain(self) -> None:
         """Finish what is running within the grace period; release the rest."""

@@ -5,12 +5,14 @@ request (or finds the one already filed for the same signed_request) and
 returns its status URL and confirmation code.
 
 A deauthorization is recorded in the tracking database first (``meta_deauthorizations``)
-and only then expanded: the person's connected accounts are looked up in the SoundOps
-database (one indexed query) and a disconnect is filed for each one connected before the
-deauthorization was issued. When that database is down or not configured the callback is
-still answered 200 once recorded, and the worker expands it later (``expand_due``). Each
-disconnect is filed under an idempotency key derived from the record, so an expansion
-repeated after a crash, or raced by several workers, files each disconnect once.
+and only then expanded (at once by the callback, or, in a burst beyond
+``INLINE_EXPANSIONS`` callbacks at a time, by the workers, claimed in batches): the
+person's connected accounts are looked up in the SoundOps database (one indexed query)
+and a disconnect is filed for each one connected before the deauthorization was issued.
+When that database is down or not configured the callback is still answered 200 once
+recorded, and the worker expands it later (``expand_due``). Each disconnect is filed
+under an idempotency key derived from the record, so an expansion repeated after a
+crash, or raced by several workers, files each disconnect once.
 
 Replays are known by the decoded signature (``signed_request.verify`` accepts one
 spelling per signature), so the same callback delivered again, however re-encoded, gives
@@ -53,6 +55,9 @@ SECRET_SETTING: dict[Family, str] = {
     "instagram": "DELETION_INSTAGRAM_APP_SECRET",
 }
 DEAUTHORIZE_REASON = "Meta deauthorize callback: the person removed the app"
+# Deauthorize callbacks of one process that expand at once, at most; the others of a
+# burst are answered once recorded and expanded by the workers (#18: thousands at once).
+INLINE_EXPANSIONS = 4
 
 
 def callback_request(
@@ -106,6 +111,7 @@ class MetaCallbacks:
         self._requests = requests
         self._directory = directory
         self._sessions = sessionmaker
+        self._expanding = 0  # callbacks expanding now (INLINE_EXPANSIONS at most)
 
     def _verify(self, family: Family, value: str | None) -> signed_request.SignedRequest:
         secret = (
@@ -150,12 +156,34 @@ class MetaCallbacks:
 
     async def deauthorize(self, family: Family, value: str | None) -> Deauthorized:
         """Record the verified callback (durably, once per signature), then expand it now
-        if the SoundOps database can be read; otherwise the worker does it later."""
+        if the SoundOps database can be read and fewer than ``INLINE_EXPANSIONS`` callbacks
+        are expanding; otherwise a worker does it (``expand_due``)."""
         verified = self._verify(family, value)
+        now = utcnow()
+        # Expanded at once by at most INLINE_EXPANSIONS callbacks at a time: beyond, a
+        # burst is answered as soon as each callback is recorded (durably), and the
+        # workers expand them. One that expands now records its deauthorization already
+        # claimed (one transaction less); the others leave it due for the workers.
+        inline = self._directory is not None and self._expanding < INLINE_EXPANSIONS
+        owner = f"callback:{uuid.uuid4().hex[:8]}" if inline else None
+        if inline:
+            self._expanding += 1
+        try:
+            return await self._record_and_expand(family, verified, owner, now)
+        finally:
+            if inline:
+                self._expanding -= 1
+
+    async def _record_and_expand(
+        self,
+        family: Family,
+        verified: signed_request.SignedRequest,
+        owner: str | None,
+        now: datetime,
+    ) -> Deauthorized:
         identity = IDENTITY[family]
         user_id = self._subject(family, verified).identities()[identity]
         key = self._settings.effective_hash_key
-        now = utcnow()
         record = MetaDeauthorization(
             id=uuid.uuid4(),
             replay_key=keyed_hash(key, f"meta-deauthorize:{family}:{self._key(verified)}"),
@@ -169,13 +197,22 @@ class MetaCallbacks:
             ),
             received_at=now,
             run_after=now,
-            attempts=0,
+            attempts=0 if owner is None else 1,
+            lease_owner=owner,
+            lease_expires_at=(
+                None if owner is None else now + timedelta(seconds=self._settings.lease_seconds)
+            ),
         )
         async with self._sessions() as session:
-            record = await repository.record_deauthorization(session, record)
-        if record.expanded_at is not None:  # delivered again: what it led to the first time
-            return Deauthorized(True, record.disconnects, record.skipped_reconnected)
-        expanded = await self.expand(record.id, owner=f"callback:{uuid.uuid4().hex[:8]}")
+            stored = await repository.record_deauthorization(session, record)
+        if stored.expanded_at is not None:  # delivered again: what it led to the first time
+            return Deauthorized(True, stored.disconnects, stored.skipped_reconnected)
+        if owner is None:
+            return Deauthorized(False)  # no SoundOps database here: the worker expands it
+        if stored is record:  # recorded now, claimed by this callback
+            return await self._expand_claimed(stored, owner, lambda attempts: timedelta(0))
+        # Delivered again before its expansion ended: expand it, unless another holds it.
+        expanded = await self.expand(stored.id, owner=owner)
         return expanded or Deauthorized(False)
 
     async def expand(
@@ -198,6 +235,19 @@ class MetaCallbacks:
             )
         if record is None:
             return None
+        return await self._expand_claimed(record, owner, retry_after)
+
+    async def _expand_claimed(
+        self,
+        record: MetaDeauthorization,
+        owner: str,
+        retry_after: Callable[[int], timedelta],
+    ) -> Deauthorized:
+        """Expand a deauthorization that ``owner`` holds, and give it back: expanded, or
+        due again after ``retry_after(attempts)`` when the SoundOps database cannot be
+        read."""
+        assert self._directory is not None
+        record_id = record.id
         try:
             filed, reconnected = await self._file_disconnects(self._directory, record)
         except (TargetUnavailable, ServiceUnavailable):
@@ -257,21 +307,33 @@ class MetaCallbacks:
         return filed, reconnected
 
     async def expand_due(
-        self, *, owner: str, retry_after: Callable[[int], timedelta], limit: int = 100
+        self,
+        *,
+        owner: str,
+        retry_after: Callable[[int], timedelta],
+        limit: int = 500,
+        batch: int = 20,
     ) -> int:
-        """The worker's sweep: expand the recorded deauthorizations that are due; how many
-        were expanded. Stops at the first that cannot be (the database is down)."""
+        """The worker's sweep: expand the recorded deauthorizations that are due, claimed
+        ``batch`` at a time (several workers take different ones), up to ``limit``; how
+        many were expanded. Stops at the first that cannot be (the database is down)."""
         if self._directory is None:
             return 0
-        async with self._sessions() as session:
-            due = await repository.due_deauthorizations(session, utcnow(), limit)
-            await session.commit()
+        lease = timedelta(seconds=self._settings.lease_seconds)
         expanded = 0
-        for record_id in due:
-            outcome = await self.expand(record_id, owner=owner, retry_after=retry_after)
-            if outcome is None:
-                continue  # another worker has it, or had it
-            if not outcome.expanded:
-                break  # the SoundOps database cannot be read now
-            expanded += 1
+        while expanded < limit:
+            async with self._sessions() as session:
+                claimed = await repository.claim_due_deauthorizations(
+                    session, owner, utcnow(), lease, min(batch, limit - expanded)
+                )
+            if not claimed:
+                return expanded
+            for n, record in enumerate(claimed):
+                outcome = await self._expand_claimed(record, owner, retry_after)
+                if not outcome.expanded:  # the SoundOps database cannot be read now
+                    async with self._sessions() as session:
+                        for rest in claimed[n + 1 :]:  # not tried: due again at once
+                            await repository.finish_deauthorization(session, rest.id, owner, {})
+                    return expanded
+                expanded += 1
         return expanded
