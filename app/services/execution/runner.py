@@ -69,6 +69,7 @@ from app.repository import RequestChanges, TaskChanges
 from app.services.evidence import receipts
 from app.services.execution.completion import email_targets
 from app.services.execution.lease import LeaseLost, Leases, backoff
+from app.services.execution.priority import ShortFirst
 from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
 from app.services.resolution import ResolverLike, digest
@@ -105,10 +106,14 @@ class TaskCounts:
     """
 
     def __init__(
-        self, base: Mapping[str, int], write: Callable[[dict[str, int]], Awaitable[None]]
+        self,
+        base: Mapping[str, int],
+        write: Callable[[dict[str, int]], Awaitable[None]],
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.base = {key: int(n) for key, n in base.items()}
         self._write = write
+        self._pause = pause  # a batch yield point (``priority.ShortFirst``)
         self.attempt: Counter[str] = Counter()
         self._lock = asyncio.Lock()
 
@@ -124,6 +129,8 @@ class TaskCounts:
                 raise
             except Exception as exc:  # the tracking DB blinked: the next write carries it
                 log.warning("progress_not_recorded", error_type=type(exc).__name__)
+        if self._pause is not None:
+            await self._pause()
 
     def total(self, result: Mapping[str, int] | None = None) -> dict[str, int]:
         """Earlier attempts plus this one; ``result`` is what the attempt's purge returned
@@ -166,6 +173,7 @@ class Runner:
         self._resolver = resolver
         self._datamap_version = datamap_version
         self._receipt_key = receipts.private_key(settings)
+        self.short_first = ShortFirst()
 
     async def run(
         self, request: DeletionRequest, tasks: list[DeletionTask]
@@ -266,8 +274,11 @@ class Runner:
     async def _guarded(self, run: _Run, task: DeletionTask) -> None:
         try:
             # Every log line of this task names the request and the store, nothing more.
-            with structlog.contextvars.bound_contextvars(
-                deletion_request_id=str(run.request_id), purger=task.purger
+            with (
+                structlog.contextvars.bound_contextvars(
+                    deletion_request_id=str(run.request_id), purger=task.purger
+                ),
+                self.short_first.running(run.subject.kind),
             ):
                 run.final[task.purger] = await self._run_task(run, task)
         except LeaseLost:
@@ -325,7 +336,9 @@ class Runner:
             tx.record("task_started", {"attempt": attempt}, purger=name)
 
         counts = TaskCounts(
-            task.deleted or {}, partial(self._write_counts, run.request_id, task.id)
+            task.deleted or {},
+            partial(self._write_counts, run.request_id, task.id),
+            pause=self.short_first.pause_for(run.subject.kind),
         )
         subject = replace(run.subject, progress=counts)
         started = time.monotonic()
