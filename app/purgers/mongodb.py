@@ -187,10 +187,15 @@ async def delete_in_id_ranges(
     of mixed BSON types, which ``$lte`` compares within their type only) reads again; what
     arrives meanwhile, ``verify`` finds and the request is retried."""
     deleted: int = 0
+    previous: list[Any] | None = None
     while True:
         bounds, seen = await _range_bounds(collection, selection, batch_size)
         if not seen:
             return deleted
+        if bounds == previous:
+            # The same documents are found again after a round that deleted none of them:
+            # never loop forever.
+            raise PurgeFailed(f"MongoDB delete in {collection.name} made no progress")
         this_round = 0
         for bound in bounds:
             result = await collection.delete_many({**selection, "_id": {"$lte": bound}})
@@ -201,9 +206,8 @@ async def delete_in_id_ranges(
         deleted += this_round
         if this_round >= seen:
             return deleted
-        if this_round == 0:
-            # The same documents are found but not deleted: never loop forever.
-            raise PurgeFailed(f"MongoDB delete in {collection.name} made no progress")
+        # Deleted fewer than seen: ids of another type, or someone else deleted some first.
+        previous = bounds if this_round == 0 else None
 
 
 async def _range_bounds(

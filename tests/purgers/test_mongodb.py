@@ -46,7 +46,7 @@ from app.purgers.base import (
     PurgeRetriable,
     Subject,
 )
-from app.purgers.mongodb import MongoPurger, mongo_errors
+from app.purgers.mongodb import MongoPurger, delete_in_id_ranges, mongo_errors
 from app.settings import Settings
 from testsupport.harness.services import FerretDBServer
 
@@ -632,6 +632,49 @@ async def test_ids_of_several_types_are_all_deleted_in_bounded_batches(
     assert result.deleted == {MESSAGES: 9 + 7 + 5, COMMENTS: 3 + 2}
     assert max(n for batch in recorder.deleted.values() for n in batch) <= 4
     assert_unchanged(except_accounts(before, world.band_main, world.band_side), await snapshot(db))
+
+
+class _FirstDeleteRaced:
+    """A collection where someone else deletes the selection just before our first delete."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.name = collection.name
+        self.raced = False
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return self._collection.find(*args, **kwargs)
+
+    async def delete_many(self, selection: Document) -> Any:
+        if not self.raced:
+            self.raced = True
+            await self._collection.delete_many({k: v for k, v in selection.items() if k != "_id"})
+        return await self._collection.delete_many(selection)
+
+
+class _NeverDeletes(_FirstDeleteRaced):
+    async def delete_many(self, selection: Document) -> Any:
+        return await self._collection.delete_many({"_id": "no such document"})
+
+
+async def test_documents_someone_else_deleted_first_are_not_a_failure(
+    db: AsyncDatabase[Document], world: World
+) -> None:
+    raced = _FirstDeleteRaced(db[MESSAGES])
+    selection = {"tenant_id": world.band}
+    deleted = await delete_in_id_ranges(raced, selection, 30_000, MESSAGES)
+    assert raced.raced
+    assert deleted == 0
+    assert await db[MESSAGES].count_documents(selection) == 0
+
+
+async def test_documents_found_again_and_never_deleted_fail_instead_of_looping(
+    db: AsyncDatabase[Document], world: World
+) -> None:
+    with pytest.raises(PurgeFailed, match="made no progress"):
+        await delete_in_id_ranges(
+            _NeverDeletes(db[MESSAGES]), {"tenant_id": world.band}, 30_000, MESSAGES
+        )
 
 
 # --- outages ---------------------------------------------------------------------------------
