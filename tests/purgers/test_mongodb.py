@@ -46,7 +46,7 @@ from app.purgers.base import (
     PurgeRetriable,
     Subject,
 )
-from app.purgers.mongodb import MongoPurger, mongo_errors
+from app.purgers.mongodb import MongoPurger, delete_in_id_ranges, mongo_errors
 from app.settings import Settings
 from testsupport.harness.services import FerretDBServer
 
@@ -559,6 +559,122 @@ async def test_more_matches_than_one_ferretdb_delete_allows_are_all_removed(
     after = await snapshot(db)
     assert_unchanged(except_accounts(before, world.band_main, world.band_side), after)
     print(f"purged {theirs + 12} messages in {seconds:.1f} s")
+
+
+class BatchRecorder(monitoring.CommandListener):
+    """Per collection: how many ``find`` commands were sent, and what each delete removed."""
+
+    def __init__(self) -> None:
+        self.finds: dict[str, int] = {}
+        self.deleted: dict[str, list[int]] = {}
+        self._deletes: dict[int, str] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = str(event.command.get(event.command_name))
+        if event.command_name == "find":
+            self.finds[name] = self.finds.get(name, 0) + 1
+        elif event.command_name == "delete":
+            self._deletes[event.request_id] = name
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        name = self._deletes.pop(event.request_id, None)
+        if name is not None:
+            self.deleted.setdefault(name, []).append(event.reply["n"])
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._deletes.pop(event.request_id, None)
+
+
+async def test_a_selection_is_read_once_and_deleted_in_batches_of_at_most_batch_size(
+    mongodb_url: str, db: AsyncDatabase[Document], world: World
+) -> None:
+    stamp = datetime(2026, 11, 2, tzinfo=UTC)
+    await insert(db, MESSAGES, [message(world.band_side, n, stamp) for n in range(1_000)])
+    account = subject(RequestKind.account, tenant_ids=[world.band])
+    before = await snapshot(db)
+    recorder = BatchRecorder()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_url, event_listeners=[recorder])
+    try:
+        purger = MongoPurger(client, db.name, soundops_mongo_map(), batch_size=300)
+        result = await purger.purge(account)
+        finds = dict(recorder.finds)
+        assert await purger.verify(account) == ZERO
+    finally:
+        await client.close()
+
+    assert result.deleted == {MESSAGES: 1_000 + 7 + 5, COMMENTS: 3 + 2}
+    # One read of the _ids per collection (streamed), however many batches it bounds.
+    assert finds == {MESSAGES: 1, COMMENTS: 1}
+    assert recorder.deleted == {MESSAGES: [300, 300, 300, 112], COMMENTS: [5]}
+    assert_unchanged(except_accounts(before, world.band_main, world.band_side), await snapshot(db))
+
+
+async def test_ids_of_several_types_are_all_deleted_in_bounded_batches(
+    mongodb_url: str, db: AsyncDatabase[Document], world: World
+) -> None:
+    # $lte compares within one BSON type: a round that leaves ids of another type reads again.
+    stamp = datetime(2026, 11, 2, tzinfo=UTC)
+    docs = [message(world.band_side, n, stamp) for n in range(9)]
+    for n, doc in enumerate(docs):
+        doc["_id"] = (n, f"id-{n}", bson.ObjectId())[n % 3]
+    await insert(db, MESSAGES, docs)
+    account = subject(RequestKind.account, tenant_ids=[world.band])
+    before = await snapshot(db)
+    recorder = BatchRecorder()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_url, event_listeners=[recorder])
+    try:
+        purger = MongoPurger(client, db.name, soundops_mongo_map(), batch_size=4)
+        result = await purger.purge(account)
+        assert await purger.verify(account) == ZERO
+    finally:
+        await client.close()
+
+    assert result.deleted == {MESSAGES: 9 + 7 + 5, COMMENTS: 3 + 2}
+    assert max(n for batch in recorder.deleted.values() for n in batch) <= 4
+    assert_unchanged(except_accounts(before, world.band_main, world.band_side), await snapshot(db))
+
+
+class _FirstDeleteRaced:
+    """A collection where someone else deletes the selection just before our first delete."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.name = collection.name
+        self.raced = False
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return self._collection.find(*args, **kwargs)
+
+    async def delete_many(self, selection: Document) -> Any:
+        if not self.raced:
+            self.raced = True
+            await self._collection.delete_many({k: v for k, v in selection.items() if k != "_id"})
+        return await self._collection.delete_many(selection)
+
+
+class _NeverDeletes(_FirstDeleteRaced):
+    async def delete_many(self, selection: Document) -> Any:
+        return await self._collection.delete_many({"_id": "no such document"})
+
+
+async def test_documents_someone_else_deleted_first_are_not_a_failure(
+    db: AsyncDatabase[Document], world: World
+) -> None:
+    raced = _FirstDeleteRaced(db[MESSAGES])
+    selection = {"tenant_id": world.band}
+    deleted = await delete_in_id_ranges(raced, selection, 30_000, MESSAGES)
+    assert raced.raced
+    assert deleted == 0
+    assert await db[MESSAGES].count_documents(selection) == 0
+
+
+async def test_documents_found_again_and_never_deleted_fail_instead_of_looping(
+    db: AsyncDatabase[Document], world: World
+) -> None:
+    with pytest.raises(PurgeFailed, match="made no progress"):
+        await delete_in_id_ranges(
+            _NeverDeletes(db[MESSAGES]), {"tenant_id": world.band}, 30_000, MESSAGES
+        )
 
 
 # --- outages ---------------------------------------------------------------------------------

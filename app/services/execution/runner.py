@@ -77,6 +77,7 @@ from app.services.execution.lease import (
     Write,
     backoff,
 )
+from app.services.execution.priority import ShortFirst
 from app.services.holds import HELD_EVENT
 from app.services.identities import hashes as identity_hashes
 from app.services.resolution import ResolverLike, digest
@@ -128,10 +129,14 @@ class TaskCounts:
     """
 
     def __init__(
-        self, base: Mapping[str, int], write: Callable[[dict[str, int]], Awaitable[None]]
+        self,
+        base: Mapping[str, int],
+        write: Callable[[dict[str, int]], Awaitable[None]],
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.base = {key: int(n) for key, n in base.items()}
         self._write = write
+        self._pause = pause  # a batch yield point (``priority.ShortFirst``)
         self.attempt: Counter[str] = Counter()
         self._lock = asyncio.Lock()
 
@@ -147,6 +152,8 @@ class TaskCounts:
                 raise
             except Exception as exc:  # the tracking DB blinked: the next write carries it
                 log.warning("progress_not_recorded", error_type=type(exc).__name__)
+        if self._pause is not None:
+            await self._pause()
 
     def total(self, result: Mapping[str, int] | None = None) -> dict[str, int]:
         """Earlier attempts plus this one; ``result`` is what the attempt's purge returned
@@ -189,6 +196,7 @@ class Runner:
         self._resolver = resolver
         self._datamap_version = datamap_version
         self._receipt_key = receipts.private_key(settings)
+        self.short_first = ShortFirst()
 
     async def run(self, request: DeletionRequest, tasks: list[DeletionTask]) -> Settled | None:
         """Run a claimed request's tasks (resolving its subject first, once), then settle it:
@@ -313,8 +321,11 @@ class Runner:
     async def _guarded(self, run: _Run, task: DeletionTask) -> None:
         try:
             # Every log line of this task names the request and the store, nothing more.
-            with structlog.contextvars.bound_contextvars(
-                deletion_request_id=str(run.request_id), purger=task.purger
+            with (
+                structlog.contextvars.bound_contextvars(
+                    deletion_request_id=str(run.request_id), purger=task.purger
+                ),
+                self.short_first.running(run.subject.kind),
             ):
                 run.final[task.purger] = await self._run_task(run, task)
         except LeaseLost:
@@ -382,7 +393,9 @@ class Runner:
             return status
 
         counts = TaskCounts(
-            task.deleted or {}, partial(self._write_counts, run.request_id, task.id)
+            task.deleted or {},
+            partial(self._write_counts, run.request_id, task.id),
+            pause=self.short_first.pause_for(run.subject.kind),
         )
         subject = replace(run.subject, progress=counts)
         started = time.monotonic()
