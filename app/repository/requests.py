@@ -352,33 +352,36 @@ def _record(value: Any) -> str:
 # One statement for the legal-hold check and all four tables: every row goes as a JSON
 # document that PostgreSQL turns into the table's own row type, so the statement names no
 # column of its own. A subject under an active hold is filed ``on_hold`` (the request row
-# patched by $3, the events of $7 instead of $6). One statement is
+# patched by "on_hold", the events of "held_events" instead of "events"; all of them in
+# one JSON document, $2, parsed once; the request's null columns left out). One statement is
 # atomic on its own: intake runs it in autocommit, one round-trip in all.
 _POSTGRES_INTAKE_SQL = """
-WITH held AS (
+WITH doc AS (
+    SELECT CAST($2 AS JSONB) AS d
+), held AS (
     SELECT EXISTS (
         SELECT 1 FROM {hold_hashes} h JOIN {holds} l ON l.id = h.hold_id
         WHERE l.released_at IS NULL AND h.hash = ANY(CAST($1 AS VARCHAR[]))
     ) AS held
 ), new AS (
     INSERT INTO {requests}
-    SELECT r.* FROM held, jsonb_populate_record(
+    SELECT r.* FROM doc, held, jsonb_populate_record(
         NULL::{requests},
-        CASE WHEN held.held THEN CAST($2 AS JSONB) || CAST($3 AS JSONB)
-        ELSE CAST($2 AS JSONB) END
+        CASE WHEN held.held THEN (doc.d -> 'request') || (doc.d -> 'on_hold')
+        ELSE doc.d -> 'request' END
     ) r
     ON CONFLICT DO NOTHING RETURNING id
 ), tasks AS (
     INSERT INTO {tasks}
-    SELECT t.* FROM new, jsonb_populate_recordset(NULL::{tasks}, CAST($4 AS JSONB)) t
+    SELECT t.* FROM new, doc, jsonb_populate_recordset(NULL::{tasks}, doc.d -> 'tasks') t
 ), hashes AS (
     INSERT INTO {hashes}
-    SELECT h.* FROM new, jsonb_populate_recordset(NULL::{hashes}, CAST($5 AS JSONB)) h
+    SELECT h.* FROM new, doc, jsonb_populate_recordset(NULL::{hashes}, doc.d -> 'hashes') h
 ), events AS (
     INSERT INTO {events} ({event_columns})
-    SELECT {event_columns} FROM new, held, jsonb_populate_recordset(
+    SELECT {event_columns} FROM new, doc, held, jsonb_populate_recordset(
         NULL::{events},
-        CASE WHEN held.held THEN CAST($7 AS JSONB) ELSE CAST($6 AS JSONB) END
+        CASE WHEN held.held THEN doc.d -> 'held_events' ELSE doc.d -> 'events' END
     )
 )
 SELECT (SELECT count(*) FROM new) AS stored, (SELECT held FROM held) AS held
@@ -502,12 +505,16 @@ async def insert_request_rows(
                 _POSTGRES_INTAKE,
                 (
                     sorted(subject_hashes) if held_event else [],
-                    _record(request_row),
-                    _record(on_hold),
-                    _record(task_rows),
-                    _record(hash_rows),
-                    _record([created]),
-                    _record(held_events),
+                    _record(
+                        {
+                            "request": {k: v for k, v in request_row.items() if v is not None},
+                            "on_hold": on_hold,
+                            "tasks": task_rows,
+                            "hashes": hash_rows,
+                            "events": [created],
+                            "held_events": held_events,
+                        }
+                    ),
                 ),
             )
         ).one()
