@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
+from app.db import DriverConnection
 from app.models import (
     OPEN_STATUSES,
     VERIFIED_OPEN_STATUSES,
@@ -457,7 +458,7 @@ async def insert_new_request(
 
 
 async def insert_request_rows(
-    db: AsyncSession | AsyncConnection,
+    db: AsyncSession | AsyncConnection | DriverConnection,
     request_row: dict[str, Any],
     task_rows: list[dict[str, Any]],
     subject_hashes: set[str],
@@ -469,8 +470,8 @@ async def insert_request_rows(
     """Store a new request (its row, from :func:`new_row`) with its tasks, its subject
     hashes and its ``created`` event, without the ORM's flush and read-back: one statement
     on PostgreSQL, a few on SQLite. ``db``: a session (its transaction; the caller
-    commits) or a connection (PostgreSQL in autocommit: the one statement is the
-    transaction).
+    commits) or a connection (PostgreSQL in autocommit, or the driver's own connection,
+    app.db.DriverConnection: the one statement is the transaction).
 
     ``held_event``: when given, a subject under an active legal hold (by its identity
     hashes) is filed ``on_hold`` instead, with no ``run_after`` (``request_row`` says so
@@ -481,7 +482,7 @@ async def insert_request_rows(
     indexes above decide, also against a concurrent transaction).
     """
     connection = await db.connection() if isinstance(db, AsyncSession) else db
-    dialect = connection.dialect.name
+    dialect = "postgresql" if isinstance(connection, DriverConnection) else connection.dialect.name
     request_id = request_row["id"]
     for task_row in task_rows:
         task_row["request_id"] = request_id
@@ -500,28 +501,29 @@ async def insert_request_rows(
         {**created, "type": held_event, "detail": {}},
     ]
     if dialect == "postgresql":
-        row = (
-            await connection.exec_driver_sql(
-                _POSTGRES_INTAKE,
-                (
-                    sorted(subject_hashes) if held_event else [],
-                    _record(
-                        {
-                            "request": {k: v for k, v in request_row.items() if v is not None},
-                            "on_hold": on_hold,
-                            "tasks": task_rows,
-                            "hashes": hash_rows,
-                            "events": [created],
-                            "held_events": held_events,
-                        }
-                    ),
-                ),
-            )
-        ).one()
-        if not row.stored:
+        params = (
+            sorted(subject_hashes) if held_event else [],
+            _record(
+                {
+                    "request": {k: v for k, v in request_row.items() if v is not None},
+                    "on_hold": on_hold,
+                    "tasks": task_rows,
+                    "hashes": hash_rows,
+                    "events": [created],
+                    "held_events": held_events,
+                }
+            ),
+        )
+        if isinstance(connection, DriverConnection):
+            stored, held = await connection.fetchrow(_POSTGRES_INTAKE, *params)
+        else:
+            row = (await connection.exec_driver_sql(_POSTGRES_INTAKE, params)).one()
+            stored, held = tuple(row)
+        if not stored:
             return False
-        held = bool(row.held)
+        held = bool(held)
     else:
+        assert not isinstance(connection, DriverConnection)
         held = held_event is not None and await _is_held(connection, subject_hashes)
         insert_row = {**request_row, **on_hold} if held else request_row
         result = await connection.execute(_INSERT_REQUEST[dialect], insert_row)
