@@ -10,6 +10,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from app.db import DriverConnection, create_engine
 from app.main import create_app
@@ -74,6 +76,12 @@ async def test_a_connection_that_died_unpinged_fails_as_a_store_error_then_is_re
         await engine.dispose()
 
 
+def checked_out(engine: AsyncEngine) -> int:
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
 async def test_a_driver_connection_that_died_unpinged_fails_as_a_store_error_then_is_replaced(
     pg_server: PostgresServer, tracking_pg: str
 ) -> None:
@@ -81,7 +89,7 @@ async def test_a_driver_connection_that_died_unpinged_fails_as_a_store_error_the
     try:
         async with DriverConnection(engine) as connection:
             assert (await connection.fetchrow("SELECT 1"))[0] == 1
-        assert engine.pool.checkedout() == 0  # returned to the pool
+        assert checked_out(engine) == 0  # returned to the pool
         assert kill_connections(pg_server, tracking_pg) == 1
         # The same as through SQLAlchemy's Connection: a store error marked invalidated
         # (a 503), and the pool drops the connection.
@@ -101,7 +109,7 @@ async def test_a_driver_connection_that_died_unpinged_fails_as_a_store_error_the
         with pytest.raises(Exception, match="driver_nowhere"):
             async with DriverConnection(engine) as connection:
                 await connection.fetchrow("SELECT * FROM driver_nowhere")
-        assert engine.pool.checkedout() == 0
+        assert checked_out(engine) == 0
     finally:
         await engine.dispose()
 
