@@ -420,13 +420,42 @@ def _postgres_intake() -> str:
 _POSTGRES_INTAKE = _postgres_intake()
 
 
+@functools.cache
+def _row_template(
+    model: type[Base],
+) -> tuple[dict[str, Any], tuple[tuple[str, str, Callable[[], Any]], ...], dict[str, str]]:
+    """A model's new row in parts (computed once): the columns whose default is one
+    immutable value (or none), made once; the columns whose default is made per row (an
+    id, a time, an empty dict); every column key by attribute name."""
+    fixed: dict[str, Any] = {}
+    per_row: list[tuple[str, str, Callable[[], Any]]] = []
+    for prop, (key, column_key, make) in zip(
+        sa.inspect(model).column_attrs, _column_defaults(model), strict=True
+    ):
+        default = prop.columns[0].default
+        if default is None or isinstance(default, ScalarElementColumnDefault):
+            value = make()
+            if value is None or isinstance(value, int | str):  # enums are str here
+                fixed[column_key] = value
+                continue
+        per_row.append((key, column_key, make))
+    keys = {key: column_key for key, column_key, _ in _column_defaults(model)}
+    return fixed, tuple(per_row), keys
+
+
 def new_row(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
     """Every column of a new row of ``model`` as an INSERT stores it: the values given (by
     attribute name), each column's Python default where none was."""
-    return {
-        column_key: values[key] if key in values else make()
-        for key, column_key, make in _column_defaults(model)
-    }
+    fixed, per_row, keys = _row_template(model)
+    row = fixed.copy()
+    for key, column_key, make in per_row:
+        if key not in values:
+            row[column_key] = make()
+    for key, value in values.items():
+        given = keys.get(key)
+        if given is not None:
+            row[given] = value
+    return row
 
 
 async def insert_new_request(
