@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -75,6 +77,65 @@ def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:  # whatever the driver raises: the connection is gone
             raise sa.exc.DisconnectionError("idle connection failed its ping") from exc
+
+
+# What a statement on a pooled connection raises when the connection (or the server) is
+# gone: a server closing it (class 08), an administrator or a shutdown terminating it
+# (class 57: "terminating connection due to administrator command"), the driver finding it
+# closed, the socket failing.
+_DRIVER_DISCONNECTS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InterfaceError,
+    OSError,
+)
+
+
+class DriverConnection:
+    """A connection of the engine's pool used through its driver (asyncpg) directly:
+    checked out and returned as by ``engine.connect()`` (the idle ping, the pool's size),
+    but no SQLAlchemy ``Connection`` around it (its events, its isolation-level switch to
+    autocommit and back, its result wrapping cost a third of an intake request's database
+    code) and no transaction: each statement commits on its own (autocommit), so run only
+    single statements that are atomic on their own. A statement that finds the connection
+    gone raises ``OperationalError`` with ``connection_invalidated`` (answered 503, as by
+    ``engine.connect()``) and the pool drops the connection; on any failure, a
+    cancellation too, the connection is dropped rather than handed out again mid-statement.
+    PostgreSQL only.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pooled: Any = None
+
+    async def __aenter__(self) -> DriverConnection:
+        self._pooled = await self._engine.raw_connection()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pooled, self._pooled = self._pooled, None
+        if exc is not None and pooled.is_valid:
+            pooled.invalidate(exc if isinstance(exc, Exception) else None)
+        pooled.close()
+
+    async def fetchrow(self, statement: str, *args: Any) -> Any:
+        driver = self._pooled.driver_connection
+        try:
+            return await driver.fetchrow(statement, *args)
+        except _DRIVER_DISCONNECTS as exc:
+            self._pooled.invalidate(exc)
+            # Neither the statement's parameters nor the server's message (hide_parameters).
+            raise sa.exc.OperationalError(None, None, exc, connection_invalidated=True) from exc
+        except Exception as exc:
+            if driver.is_closed():
+                self._pooled.invalidate(exc)
+                raise sa.exc.OperationalError(None, None, exc, connection_invalidated=True) from exc
+            raise
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -631,6 +631,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     result = asyncio.run(run(args))
+    result.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print(render(result))

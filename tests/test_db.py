@@ -10,8 +10,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
-from app.db import create_engine
+from app.db import DriverConnection, create_engine
 from app.main import create_app
 from app.models import DeletionRequest
 from tests.app_fixtures import bearer, make_settings, mint
@@ -70,6 +72,44 @@ async def test_a_connection_that_died_unpinged_fails_as_a_store_error_then_is_re
         assert failed.value.connection_invalidated
         async with engine.connect() as connection:
             assert await connection.scalar(sa.text("SELECT 3")) == 3
+    finally:
+        await engine.dispose()
+
+
+def checked_out(engine: AsyncEngine) -> int:
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
+async def test_a_driver_connection_that_died_unpinged_fails_as_a_store_error_then_is_replaced(
+    pg_server: PostgresServer, tracking_pg: str
+) -> None:
+    engine = create_engine(to_asyncpg_url(pg_server.url(tracking_pg)), ping_idle_seconds=3600)
+    try:
+        async with DriverConnection(engine) as connection:
+            assert (await connection.fetchrow("SELECT 1"))[0] == 1
+        assert checked_out(engine) == 0  # returned to the pool
+        assert kill_connections(pg_server, tracking_pg) == 1
+        # The same as through SQLAlchemy's Connection: a store error marked invalidated
+        # (a 503), and the pool drops the connection.
+        with pytest.raises(DBAPIError) as failed:
+            async with DriverConnection(engine) as connection:
+                await connection.fetchrow("SELECT 2")
+        assert failed.value.connection_invalidated
+        async with DriverConnection(engine) as connection:
+            assert (await connection.fetchrow("SELECT 3"))[0] == 3
+        # Autocommit: what a statement wrote is there for another connection at once.
+        async with DriverConnection(engine) as connection:
+            await connection.fetchrow("CREATE TABLE driver_probe AS SELECT 1 AS n")
+        async with engine.connect() as other:
+            assert await other.scalar(sa.text("SELECT n FROM driver_probe")) == 1
+        # A statement that fails otherwise raises the driver's error, and the connection
+        # is not handed out again (it could be mid-statement).
+        with pytest.raises(Exception, match="driver_nowhere"):
+            async with DriverConnection(engine) as connection:
+                await connection.fetchrow("SELECT * FROM driver_nowhere")
+        assert checked_out(engine) == 0
     finally:
         await engine.dispose()
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
+from app.db import DriverConnection
 from app.models import (
     OPEN_STATUSES,
     VERIFIED_OPEN_STATUSES,
@@ -352,33 +353,36 @@ def _record(value: Any) -> str:
 # One statement for the legal-hold check and all four tables: every row goes as a JSON
 # document that PostgreSQL turns into the table's own row type, so the statement names no
 # column of its own. A subject under an active hold is filed ``on_hold`` (the request row
-# patched by $3, the events of $7 instead of $6). One statement is
+# patched by "on_hold", the events of "held_events" instead of "events"; all of them in
+# one JSON document, $2, parsed once; the request's null columns left out). One statement is
 # atomic on its own: intake runs it in autocommit, one round-trip in all.
 _POSTGRES_INTAKE_SQL = """
-WITH held AS (
+WITH doc AS (
+    SELECT CAST($2 AS JSONB) AS d
+), held AS (
     SELECT EXISTS (
         SELECT 1 FROM {hold_hashes} h JOIN {holds} l ON l.id = h.hold_id
         WHERE l.released_at IS NULL AND h.hash = ANY(CAST($1 AS VARCHAR[]))
     ) AS held
 ), new AS (
     INSERT INTO {requests}
-    SELECT r.* FROM held, jsonb_populate_record(
+    SELECT r.* FROM doc, held, jsonb_populate_record(
         NULL::{requests},
-        CASE WHEN held.held THEN CAST($2 AS JSONB) || CAST($3 AS JSONB)
-        ELSE CAST($2 AS JSONB) END
+        CASE WHEN held.held THEN (doc.d -> 'request') || (doc.d -> 'on_hold')
+        ELSE doc.d -> 'request' END
     ) r
     ON CONFLICT DO NOTHING RETURNING id
 ), tasks AS (
     INSERT INTO {tasks}
-    SELECT t.* FROM new, jsonb_populate_recordset(NULL::{tasks}, CAST($4 AS JSONB)) t
+    SELECT t.* FROM new, doc, jsonb_populate_recordset(NULL::{tasks}, doc.d -> 'tasks') t
 ), hashes AS (
     INSERT INTO {hashes}
-    SELECT h.* FROM new, jsonb_populate_recordset(NULL::{hashes}, CAST($5 AS JSONB)) h
+    SELECT h.* FROM new, doc, jsonb_populate_recordset(NULL::{hashes}, doc.d -> 'hashes') h
 ), events AS (
     INSERT INTO {events} ({event_columns})
-    SELECT {event_columns} FROM new, held, jsonb_populate_recordset(
+    SELECT {event_columns} FROM new, doc, held, jsonb_populate_recordset(
         NULL::{events},
-        CASE WHEN held.held THEN CAST($7 AS JSONB) ELSE CAST($6 AS JSONB) END
+        CASE WHEN held.held THEN doc.d -> 'held_events' ELSE doc.d -> 'events' END
     )
 )
 SELECT (SELECT count(*) FROM new) AS stored, (SELECT held FROM held) AS held
@@ -416,13 +420,42 @@ def _postgres_intake() -> str:
 _POSTGRES_INTAKE = _postgres_intake()
 
 
+@functools.cache
+def _row_template(
+    model: type[Base],
+) -> tuple[dict[str, Any], tuple[tuple[str, str, Callable[[], Any]], ...], dict[str, str]]:
+    """A model's new row in parts (computed once): the columns whose default is one
+    immutable value (or none), made once; the columns whose default is made per row (an
+    id, a time, an empty dict); every column key by attribute name."""
+    fixed: dict[str, Any] = {}
+    per_row: list[tuple[str, str, Callable[[], Any]]] = []
+    for prop, (key, column_key, make) in zip(
+        sa.inspect(model).column_attrs, _column_defaults(model), strict=True
+    ):
+        default = prop.columns[0].default
+        if default is None or isinstance(default, ScalarElementColumnDefault):
+            value = make()
+            if value is None or isinstance(value, int | str):  # enums are str here
+                fixed[column_key] = value
+                continue
+        per_row.append((key, column_key, make))
+    keys = {key: column_key for key, column_key, _ in _column_defaults(model)}
+    return fixed, tuple(per_row), keys
+
+
 def new_row(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
     """Every column of a new row of ``model`` as an INSERT stores it: the values given (by
     attribute name), each column's Python default where none was."""
-    return {
-        column_key: values[key] if key in values else make()
-        for key, column_key, make in _column_defaults(model)
-    }
+    fixed, per_row, keys = _row_template(model)
+    row = fixed.copy()
+    for key, column_key, make in per_row:
+        if key not in values:
+            row[column_key] = make()
+    for key, value in values.items():
+        given = keys.get(key)
+        if given is not None:
+            row[given] = value
+    return row
 
 
 async def insert_new_request(
@@ -454,7 +487,7 @@ async def insert_new_request(
 
 
 async def insert_request_rows(
-    db: AsyncSession | AsyncConnection,
+    db: AsyncSession | AsyncConnection | DriverConnection,
     request_row: dict[str, Any],
     task_rows: list[dict[str, Any]],
     subject_hashes: set[str],
@@ -466,8 +499,8 @@ async def insert_request_rows(
     """Store a new request (its row, from :func:`new_row`) with its tasks, its subject
     hashes and its ``created`` event, without the ORM's flush and read-back: one statement
     on PostgreSQL, a few on SQLite. ``db``: a session (its transaction; the caller
-    commits) or a connection (PostgreSQL in autocommit: the one statement is the
-    transaction).
+    commits) or a connection (PostgreSQL in autocommit, or the driver's own connection,
+    app.db.DriverConnection: the one statement is the transaction).
 
     ``held_event``: when given, a subject under an active legal hold (by its identity
     hashes) is filed ``on_hold`` instead, with no ``run_after`` (``request_row`` says so
@@ -478,7 +511,7 @@ async def insert_request_rows(
     indexes above decide, also against a concurrent transaction).
     """
     connection = await db.connection() if isinstance(db, AsyncSession) else db
-    dialect = connection.dialect.name
+    dialect = "postgresql" if isinstance(connection, DriverConnection) else connection.dialect.name
     request_id = request_row["id"]
     for task_row in task_rows:
         task_row["request_id"] = request_id
@@ -497,24 +530,29 @@ async def insert_request_rows(
         {**created, "type": held_event, "detail": {}},
     ]
     if dialect == "postgresql":
-        row = (
-            await connection.exec_driver_sql(
-                _POSTGRES_INTAKE,
-                (
-                    sorted(subject_hashes) if held_event else [],
-                    _record(request_row),
-                    _record(on_hold),
-                    _record(task_rows),
-                    _record(hash_rows),
-                    _record([created]),
-                    _record(held_events),
-                ),
-            )
-        ).one()
-        if not row.stored:
+        params = (
+            sorted(subject_hashes) if held_event else [],
+            _record(
+                {
+                    "request": {k: v for k, v in request_row.items() if v is not None},
+                    "on_hold": on_hold,
+                    "tasks": task_rows,
+                    "hashes": hash_rows,
+                    "events": [created],
+                    "held_events": held_events,
+                }
+            ),
+        )
+        if isinstance(connection, DriverConnection):
+            stored, held = await connection.fetchrow(_POSTGRES_INTAKE, *params)
+        else:
+            row = (await connection.exec_driver_sql(_POSTGRES_INTAKE, params)).one()
+            stored, held = tuple(row)
+        if not stored:
             return False
-        held = bool(row.held)
+        held = bool(held)
     else:
+        assert not isinstance(connection, DriverConnection)
         held = held_event is not None and await _is_held(connection, subject_hashes)
         insert_row = {**request_row, **on_hold} if held else request_row
         result = await connection.execute(_INSERT_REQUEST[dialect], insert_row)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import repository
 from app.datamap import Selection
+from app.db import DriverConnection
 from app.models import (
     DeletionRequest,
     DeletionTask,
@@ -231,7 +232,7 @@ def _filing(command: NewDeletion) -> tuple[dict[str, Any], str | None]:
 
 
 async def file(
-    db: AsyncSession | AsyncConnection,
+    db: AsyncSession | AsyncConnection | DriverConnection,
     command: NewDeletion,
     *,
     hash_key: bytes,

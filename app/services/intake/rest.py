@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import repository
+from app.db import DriverConnection
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from app.models import (
     CANCELLABLE_STATUSES,
@@ -58,10 +59,11 @@ class RequestService:
         self._hash_key = hash_key
         self._directory = directory
         self._receipt_key = receipts.private_key(settings)
-        # Intake's one statement on PostgreSQL needs no transaction around it.
+        # Intake's one statement on PostgreSQL needs no transaction around it: it runs on
+        # the driver's connection (a pooled one), without SQLAlchemy's Connection.
         engine = sessionmaker.kw.get("bind")
-        self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._postgres = (
+            engine
             if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql"
             else None
         )
@@ -117,8 +119,8 @@ class RequestService:
 
     async def _insert(self, command: NewDeletion) -> FiledRequest | None:
         deadline_days = self._settings.deadline_days
-        if self._autocommit is not None:
-            async with self._autocommit.connect() as connection:
+        if self._postgres is not None:
+            async with DriverConnection(self._postgres) as connection:
                 return await file(
                     connection, command, hash_key=self._hash_key, deadline_days=deadline_days
                 )
