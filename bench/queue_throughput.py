@@ -406,15 +406,26 @@ async def _post_all(url: str, users: list[str], connections: int) -> dict[str, A
         for u in users
     ]
     statuses: dict[int, int] = {}
-    expanded = 0
+    expanded = retried = 0
     sem = asyncio.Semaphore(connections)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
 
         async def one(body: str) -> None:
-            nonlocal expanded
+            nonlocal expanded, retried
             async with sem:
-                response = await client.post("/meta/deauthorize", data={"signed_request": body})
+                for attempt in range(3):
+                    try:
+                        response = await client.post(
+                            "/meta/deauthorize", data={"signed_request": body}
+                        )
+                        break
+                    except httpx.TransportError:
+                        # A kept-alive connection the server closed meanwhile: Meta
+                        # delivers again too (a replay is answered the same).
+                        if attempt == 2:
+                            raise
+                        retried += 1
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             if response.status_code == 200 and response.json().get("expanded"):
                 expanded += 1
@@ -427,6 +438,7 @@ async def _post_all(url: str, users: list[str], connections: int) -> dict[str, A
         "per_second": round(len(users) / seconds, 1),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "expanded_at_once": expanded,
+        "retried": retried,
     }
 
 
@@ -690,7 +702,8 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
             "|---|---:|---:|",
             f"| accepted per second | {b['accept']['per_second']:.0f}"
             f" | {previously(previous, 'burst', 'accept', 'per_second', fmt='{:.0f}')} |",
-            f"| answers | {b['accept']['statuses']}"
+            f"| answers (sent again after a connection error) | {b['accept']['statuses']}"
+            f" ({b['accept'].get('retried', 0)})"
             f" | {previously(previous, 'burst', 'accept', 'statuses')} |",
             f"| expanded while answering | {b['accept']['expanded_at_once']:,}"
             f" | {previously(previous, 'burst', 'accept', 'expanded_at_once')} |",

@@ -121,8 +121,9 @@ async def instagram_data_deletion(state: State, request: Request) -> MetaDeletio
     description=(
         "Disconnects every account that person connected before removing the app. The "
         "verified callback is recorded first and answered 200 also while the SoundOps "
-        "database is down or not configured (`expanded: false`): the worker files the "
-        "disconnects when it can read it."
+        "database is down or not configured, or in a burst of callbacks beyond the few "
+        "that a process expands at once (`expanded: false`): a worker files the "
+        "disconnects then."
     ),
     openapi_extra=FORM_BODY,
     responses=ERRORS,
@@ -137,7 +138,8 @@ async def facebook_deauthorize(state: State, request: Request) -> MetaDeauthoriz
     summary="Deauthorize Callback (Instagram Login)",
     description=(
         "Disconnects every account that person connected, by `ig_user_id`; recorded and "
-        "answered 200 also while the SoundOps database is down (`expanded: false`)."
+        "answered 200 also while the SoundOps database is down, or in a burst "
+        "(`expanded: false`)."
     ),
     openapi_extra=FORM_BODY,
     responses=ERRORS,

@@ -139,17 +139,21 @@ class Leases:
             if not claims:
                 await session.rollback()
                 return []
+            events = []
             for claim in claims:
                 if claim.previous_owner is not None:
-                    repository.add_event(
-                        session,
-                        claim.request_id,
-                        "lease_taken_over",
-                        actor=self.worker_id,
-                        detail={"previous_owner": claim.previous_owner},
+                    events.append(
+                        repository.event_row(
+                            claim.request_id,
+                            "lease_taken_over",
+                            actor=self.worker_id,
+                            detail={"previous_owner": claim.previous_owner},
+                        )
                     )
-                repository.add_event(session, claim.request_id, "claimed", actor=self.worker_id)
-            await session.flush()
+                events.append(
+                    repository.event_row(claim.request_id, "claimed", actor=self.worker_id)
+                )
+            await repository.insert_events(session, events)
             rows = await repository.get_requests_with_tasks(
                 session, [claim.request_id for claim in claims]
             )

@@ -531,8 +531,13 @@ class Runner:
             )
 
         # With the outcomes of the request's other tasks that end now, and, when this is
-        # the last, the request's settlement: one transaction.
+        # the last, the request's settlement: one transaction. The tasks that wait for
+        # this one may queue their starts into it: a group transaction is all or nothing
+        # and its writes land in order, so none starts its purge before this outcome is
+        # committed.
         run.open.discard(task.purger)
+        run.final[task.purger] = status
+        run.done[task.purger].set()
         await run.writes.write(outcome)
         log.info(event, request_id=str(run.request_id), purger=task.purger)
         metrics.TASKS.labels(purger=task.purger, outcome=status.value).inc()
