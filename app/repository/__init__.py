@@ -72,6 +72,7 @@ from app.repository.operator_notices import (
     unnotified_events,
 )
 from app.repository.queue import (
+    SHORT_KINDS,
     WORKABLE,
     Claim,
     claim_batch,
@@ -117,6 +118,7 @@ from app.repository.tasks import (
 )
 
 __all__ = [
+    "SHORT_KINDS",
     "WORKABLE",
     "Claim",
     "DeauthorizationChanges",

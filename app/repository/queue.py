@@ -51,10 +51,9 @@ REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 
 # Short work first: a disconnect (a few rows, a Meta call) is claimed before account and
 # Meta data deletions that may take minutes, so that it never queues behind them (#18).
-SHORT_FIRST = sa.case(
-    (DeletionRequest.kind == RequestKind.instagram_disconnect.value, 0),
-    else_=1,
-)
+SHORT_KINDS = frozenset({RequestKind.instagram_disconnect})
+_IS_SHORT = DeletionRequest.kind.in_([kind.value for kind in SHORT_KINDS])
+SHORT_FIRST = sa.case((_IS_SHORT, 0), else_=1)
 
 
 async def claim_next(
@@ -66,24 +65,44 @@ async def claim_next(
 
 
 async def claim_batch(
-    session: AsyncSession, worker_id: str, lease: timedelta, now: datetime, limit: int
+    session: AsyncSession,
+    worker_id: str,
+    lease: timedelta,
+    now: datetime,
+    limit: int,
+    long_limit: int | None = None,
 ) -> list[Claim]:
     """Take up to ``limit`` due requests under a lease (short work first, then the longest
-    due): two statements for the whole batch.
+    due), of which at most ``long_limit`` (default: all) of a long kind, i.e. not in
+    :data:`SHORT_KINDS`: two statements for the whole batch. ``long_limit=0`` claims short
+    work only (a worker whose slots for long work are full keeps taking disconnects).
 
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's candidates
     (no two workers wait on the same rows); the conditional UPDATE makes the claim safe
     on SQLite too.
     """
-    candidates = (
-        await session.execute(
-            sa.select(DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status)
-            .where(_claimable(now))
-            .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    query = (
+        sa.select(
+            DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status, _IS_SHORT
         )
-    ).all()
+        .where(_claimable(now))
+        .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if long_limit == 0:
+        query = query.where(_IS_SHORT)
+    rows = (await session.execute(query)).all()
+    if long_limit is not None:
+        # Short ones come first: the long ones past long_limit stay for later (their row
+        # locks end with this transaction).
+        kept, longs = [], 0
+        for row in rows:
+            longs += not row[3]
+            if row[3] or longs <= long_limit:
+                kept.append(row)
+        rows = kept
+    candidates = [(row[0], row[1], row[2]) for row in rows]
     if not candidates:
         return []
     claimed = set(

@@ -66,3 +66,35 @@ async def test_disconnects_are_claimed_first_then_the_longest_due_in_batches(
     owners = {i: r.lease_owner for i, r in rows.items() if r is not None}
     assert owners == {disconnect.id: "w1", older.id: "w1", old.id: "w2"}
     assert {r.status for r in rows.values() if r is not None} == {RequestStatus.running.value}
+
+
+async def test_a_batch_takes_at_most_long_limit_long_requests_and_every_short_one(
+    tracking_url: str,
+) -> None:
+    """A worker whose slots for long work are full still takes disconnects (long_limit=0),
+    and never more long requests than it has room for."""
+    engine = create_engine(tracking_url)
+    sessions = create_sessionmaker(engine)
+    accounts = [_request(RequestKind.account, timedelta(hours=h)) for h in (3, 2, 1)]
+    disconnects = [_request(RequestKind.instagram_disconnect, timedelta(seconds=s)) for s in (2, 1)]
+    now = datetime.now(UTC)
+    lease = timedelta(minutes=1)
+    try:
+        async with sessions() as session:
+            session.add_all([*accounts, *disconnects])
+            await session.commit()
+        async with sessions() as session:
+            shorts_only = await repository.claim_batch(session, "w1", lease, now, 5, 0)
+            await session.commit()
+        async with sessions() as session:
+            one_long = await repository.claim_batch(session, "w2", lease, now, 5, 1)
+            await session.commit()
+        async with sessions() as session:
+            rest = await repository.claim_batch(session, "w3", lease, now, 5)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+    assert [c.request_id for c in shorts_only] == [disconnects[0].id, disconnects[1].id]
+    assert [c.request_id for c in one_long] == [accounts[0].id]
+    assert [c.request_id for c in rest] == [accounts[1].id, accounts[2].id]

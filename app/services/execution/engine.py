@@ -68,9 +68,10 @@ class Engine:
     async def claim(self) -> repository.Claim | None:
         return await self._leases.claim()
 
-    async def claim_batch(self, limit: int) -> list[Claimed]:
-        """Up to ``limit`` due requests, claimed and read in one transaction."""
-        return await self._leases.claim_batch(limit)
+    async def claim_batch(self, limit: int, long_limit: int | None = None) -> list[Claimed]:
+        """Up to ``limit`` due requests (at most ``long_limit`` of a long kind), claimed and
+        read in one transaction."""
+        return await self._leases.claim_batch(limit, long_limit)
 
     async def run_claimed(self, request_id: uuid.UUID, claimed: Claimed | None = None) -> None:
         """Work on a claimed request, with heartbeats, until its tasks have settled (or its

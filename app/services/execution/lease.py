@@ -128,13 +128,14 @@ class Leases:
         claimed = await self.claim_batch(1)
         return claimed[0].claim if claimed else None
 
-    async def claim_batch(self, limit: int) -> list[Claimed]:
-        """Take up to ``limit`` due requests under a lease, with their rows and tasks: one
-        transaction for the batch (the claims, their events, the reads)."""
+    async def claim_batch(self, limit: int, long_limit: int | None = None) -> list[Claimed]:
+        """Take up to ``limit`` due requests under a lease (at most ``long_limit`` of a long
+        kind), with their rows and tasks: one transaction for the batch (the claims, their
+        events, the reads)."""
         now = utcnow()
         async with self._sessions() as session:
             claims = await repository.claim_batch(
-                session, self.worker_id, self.duration, now, limit
+                session, self.worker_id, self.duration, now, limit, long_limit
             )
             if not claims:
                 await session.rollback()
@@ -279,6 +280,12 @@ class GroupWrites:
         self._queue: list[tuple[Write, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._failed: Exception | None = None
+
+    @property
+    def queued(self) -> bool:
+        """Whether writes wait for a later transaction than the one under way (``finish``
+        must not settle a request whose last outcome is among them)."""
+        return bool(self._queue)
 
     async def write(self, write: Write) -> None:
         """Make ``write`` in the next group transaction; return once it is committed."""

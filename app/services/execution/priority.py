@@ -22,8 +22,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 
 from app.models import RequestKind
+from app.repository import SHORT_KINDS
 
-SHORT_KINDS = frozenset({RequestKind.instagram_disconnect})
 PATIENCE = 2.0  # seconds a long request's batch waits for short ones at most
 
 

@@ -549,9 +549,12 @@ class Runner:
             metrics.TASK_SECONDS.labels(purger=task.purger).observe(detail["seconds"])
 
     async def _settle_when_last(self, run: _Run, tx: Transition) -> Settled | None:
-        """At the end of each of the run's group transactions: once no task is open (this
-        transaction holds the last outcome), settle the request in it."""
-        if run.open or run.lost:
+        """At the end of each of the run's group transactions: once no task is open and no
+        write waits for a later transaction (this one holds the last outcome), settle the
+        request in it. A task leaves ``open`` when it submits its outcome, which may land
+        in the next transaction: settling before it is recorded would release the claim
+        under it."""
+        if run.open or run.lost or run.writes.queued:
             return None
         return await self._settle_in(tx)
 

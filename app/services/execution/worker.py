@@ -1,6 +1,9 @@
 """The worker loop: claims due requests and runs them, and runs the sweeps now and then.
 
-Up to ``worker_concurrency`` requests run at once, each in a task of its own. A new
+Up to ``worker_concurrency`` requests run at once, each in a task of its own, and beside
+them as many short ones again (an ``instagram_disconnect``, see
+:data:`app.repository.SHORT_KINDS`): a worker whose slots are all taken by account
+deletions that run for minutes still takes a disconnect at once (#18). A new
 request wakes the loop (:meth:`Worker.wake`) instead of waiting for the next poll. On
 :meth:`Worker.stop` the requests in flight get ``shutdown_grace_seconds`` to finish;
 the rest are handed back at once for another worker to continue.
@@ -20,6 +23,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from app import metrics
+from app.models import RequestKind
+from app.repository import SHORT_KINDS
 from app.services.evidence.retention.enforce import RetentionEnforcer
 from app.services.execution.engine import Engine
 
@@ -41,6 +46,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._long: set[asyncio.Task[None]] = set()  # the in-flight ones of a long kind
         self._batch = max(1, self.settings.worker_concurrency // 2)
 
     def stop(self) -> None:
@@ -84,12 +90,15 @@ class Worker:
                         self.retention.run,
                     )
                 claimed = False
-                free = self.settings.worker_concurrency - len(self._in_flight)
+                concurrency = self.settings.worker_concurrency
+                # Slots for long work, and as many again for short work only.
+                free = 2 * concurrency - len(self._in_flight)
+                long_free = min(concurrency - len(self._long), free)
                 # Claims in batches: while requests are in flight, a slot that frees waits
                 # for half of them to be free (one claiming transaction for several
                 # requests), at most until the next poll.
-                if free > 0 and (not self._in_flight or free >= self._batch or polled):
-                    claimed = await self._claim(free)
+                if free > 0 and (not self._in_flight or long_free >= self._batch or polled):
+                    claimed = await self._claim(free, long_free)
                 if claimed:
                     polled = False
                     continue
@@ -139,21 +148,25 @@ class Worker:
         except Exception as exc:  # tracking DB down: try again next time
             log.warning(failure, error_type=type(exc).__name__)
 
-    async def _claim(self, limit: int) -> bool:
-        """Claim up to ``limit`` due requests (one transaction) and start each in a task."""
+    async def _claim(self, limit: int, long_limit: int) -> bool:
+        """Claim up to ``limit`` due requests, at most ``long_limit`` of a long kind (one
+        transaction), and start each in a task."""
         try:
-            claimed = await self.engine.claim_batch(limit)
+            claimed = await self.engine.claim_batch(limit, long_limit)
         except Exception as exc:  # tracking DB down: keep polling, do not die
             log.warning("claim_failed", error_type=type(exc).__name__)
             return False
         for one in claimed:
             task = asyncio.create_task(self.engine.run_claimed(one.claim.request_id, one))
             self._in_flight.add(task)
+            if RequestKind(one.request.kind) not in SHORT_KINDS:
+                self._long.add(task)
             task.add_done_callback(self._done)
         return bool(claimed)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._long.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("request_run_crashed", error_type=type(task.exception()).__name__)
         self._wake.set()

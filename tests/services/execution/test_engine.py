@@ -290,3 +290,37 @@ async def test_a_retrying_task_shows_when_its_next_attempt_is_due(
     data = await get(client, auth, request_id)
     assert datetime.fromisoformat(task(data, "s3")["next_attempt_at"]) == due
     assert task(data, "postgres")["next_attempt_at"] is None  # succeeded: nothing due
+
+
+@pytest.mark.settings(worker_concurrency=1)
+async def test_a_disconnect_runs_beside_long_requests_that_fill_every_slot(
+    client: httpx.AsyncClient, auth: Auth, state: AppState, script: Script
+) -> None:
+    """Short work never waits for long work (#18): with its one slot taken by an account
+    deletion that runs on, the worker still claims and completes a disconnect."""
+    script.write(purgers={"mongodb": {"default": ["ok"], "subjects": {"band-long": ["hang"]}}})
+    long_id = await file(client, auth, "band-long")
+    worker = Worker(new_engine(state))
+    runner = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            if script.starts(long_id, "mongodb"):
+                break
+            await asyncio.sleep(0.05)
+        assert script.starts(long_id, "mongodb")
+        body = {
+            "kind": "instagram_disconnect",
+            "subject": {"tenant_id": str(uuid.uuid4()), "instagram_account_id": str(uuid.uuid4())},
+        }
+        response = await client.post(URL, json=body, headers=auth())
+        assert response.status_code == 202, response.text
+        disconnect_id = str(response.json()["id"])
+        for _ in range(400):
+            if (await get(client, auth, disconnect_id))["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert (await get(client, auth, disconnect_id))["status"] == "completed"
+        assert (await get(client, auth, long_id))["status"] == "running"
+    finally:
+        worker.stop()
+        await runner
