@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app import db
@@ -126,6 +126,21 @@ def served(state: AppState, script: Script, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def gone(element: WebElement) -> bool:
+    """Whether ``element`` left the document: ``expected_conditions.staleness_of``, except
+    that ChromeDriver answers for a node of the page being replaced with "Node with given
+    id does not belong to the document" (an unknown error) as well as a stale reference."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc.msg):
+            return True
+        raise
+    return False
+
+
 def navigate(driver: WebDriver, action: WebElement, *keys: str) -> None:
     """Click (or type ``keys`` into) ``action`` and wait for the next page to load."""
     page = driver.find_element(By.TAG_NAME, "html")
@@ -133,7 +148,7 @@ def navigate(driver: WebDriver, action: WebElement, *keys: str) -> None:
         action.send_keys(*keys)
     else:
         action.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(lambda _: gone(page))
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
