@@ -52,9 +52,9 @@ from app.services.intake.meta.signed_request import sign
 from app.services.intake.rest import RequestService
 from app.settings import Settings
 from app.subjects import AccountSubject
-from bench.common import BIN, HASH_KEY, JWT_SECRET, RECEIPT_KEY, previously
+from bench.common import BIN, HASH_KEY, JWT_SECRET, RECEIPT_KEY, ServiceProcess, previously
 from testsupport.cli import command, environment
-from testsupport.harness.services import PostgresServer, free_port, http_responds, start_postgres
+from testsupport.harness.services import PostgresServer, start_postgres
 
 SCHEMA = Path("tests/data/soundops_schema.sql")
 META_SECRET = "bench-meta-app-secret-0123456789"
@@ -370,35 +370,6 @@ async def _seed_accounts(url: str, count: int) -> list[str]:
         await conn.close()
 
 
-class ServeProcess:
-    """``soundops-deletion serve`` in production settings, without a worker."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self._log = log.open("wb")
-        self.log = log
-        self.process = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(self.port)],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while not http_responds(f"{self.url}/healthz"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        _stop([self.process])
-        self._log.close()
-
-
 async def _post_all(url: str, users: list[str], connections: int) -> dict[str, Any]:
     now = int(time.time())
     bodies = [
@@ -474,7 +445,7 @@ async def burst(
             DELETION_RECEIPT_SIGNING_KEY=RECEIPT_KEY,
         )
         with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
-            service = ServeProcess(env, Path(tmp) / "serve.log")
+            service = ServiceProcess(env, "burst")
             processes = _start_workers(
                 workers,
                 _worker_env(
