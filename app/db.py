@@ -138,6 +138,15 @@ class DriverConnection:
             raise
 
 
+def postgres_engine(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine a sessionmaker is bound to when it is PostgreSQL's (where single
+    statements can run on a ``DriverConnection``), else None."""
+    engine = sessionmaker.kw.get("bind")
+    if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
+        return engine
+    return None
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -11,9 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import (
-    MetaDeauthorization,
-)
+from app.db import DriverConnection
+from app.models import MetaDeauthorization
 
 
 class DeauthorizationChanges(TypedDict, total=False):
@@ -27,26 +26,59 @@ class DeauthorizationChanges(TypedDict, total=False):
     skipped_reconnected: int | None
 
 
-async def record_deauthorization(
-    session: AsyncSession, record: MetaDeauthorization
-) -> MetaDeauthorization:
-    """Store a verified deauthorize callback and commit; the one stored already with the
-    same ``replay_key`` (the same callback delivered again) instead."""
-    session.add(record)
+_POSTGRES_INSERT_SQL = """
+INSERT INTO {table} ({names}) VALUES ({params})
+ON CONFLICT (replay_key) DO NOTHING RETURNING id
+"""
+
+
+def _postgres_insert() -> tuple[str, tuple[str, ...]]:
+    """The INSERT of one deauthorization on PostgreSQL, its attributes in parameter order
+    (only the model's own table and column names go into the text)."""
+    columns = sa.inspect(MetaDeauthorization).column_attrs
+    names = ", ".join(prop.columns[0].name for prop in columns)
+    params = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    statement = _POSTGRES_INSERT_SQL.format(
+        table=MetaDeauthorization.__tablename__, names=names, params=params
+    )
+    return statement, tuple(prop.key for prop in columns)
+
+
+_POSTGRES_INSERT, _INSERT_KEYS = _postgres_insert()
+
+
+async def insert_deauthorization(
+    db: AsyncSession | DriverConnection, record: MetaDeauthorization
+) -> bool:
+    """Store a verified deauthorize callback (every column as ``record`` has it); False,
+    with nothing written, when one with the same ``replay_key`` is stored (the same
+    callback delivered again). On PostgreSQL's driver connection one statement in
+    autocommit; on a session, committed (or rolled back) here."""
+    if isinstance(db, DriverConnection):
+        values = [getattr(record, key) for key in _INSERT_KEYS]
+        return await db.fetchrow(_POSTGRES_INSERT, *values) is not None
+    db.add(record)
     try:
-        await session.commit()
-        return record
+        await db.commit()
+        return True
     except IntegrityError:
-        await session.rollback()
-    existing = (
+        await db.rollback()
+        return False
+
+
+async def deauthorization_by_replay_key(
+    session: AsyncSession, replay_key: str
+) -> MetaDeauthorization | None:
+    """The deauthorization stored for a callback (by its ``replay_key``), as committed."""
+    record = (
         await session.execute(
             sa.select(MetaDeauthorization)
-            .where(MetaDeauthorization.replay_key == record.replay_key)
+            .where(MetaDeauthorization.replay_key == replay_key)
             .execution_options(populate_existing=True)
         )
-    ).scalar_one()
+    ).scalar_one_or_none()
     await session.commit()
-    return existing
+    return record
 
 
 def _deauthorization_due(now: datetime) -> sa.ColumnElement[bool]:

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import repository
+from app.db import DriverConnection, postgres_engine
 from app.errors import ServiceUnavailable
 from app.models import DeletionRequest, MetaDeauthorization, RequestKind, RequestSource, utcnow
 from app.pii import keyed_hash
@@ -111,6 +112,7 @@ class MetaCallbacks:
         self._requests = requests
         self._directory = directory
         self._sessions = sessionmaker
+        self._postgres = postgres_engine(sessionmaker)
         self._expanding = 0  # callbacks expanding now (INLINE_EXPANSIONS at most)
 
     def _verify(self, family: Family, value: str | None) -> signed_request.SignedRequest:
@@ -203,8 +205,7 @@ class MetaCallbacks:
                 None if owner is None else now + timedelta(seconds=self._settings.lease_seconds)
             ),
         )
-        async with self._sessions() as session:
-            stored = await repository.record_deauthorization(session, record)
+        stored = await self._record(record)
         if stored.expanded_at is not None:  # delivered again: what it led to the first time
             return Deauthorized(True, stored.disconnects, stored.skipped_reconnected)
         if owner is None:
@@ -214,6 +215,29 @@ class MetaCallbacks:
         # Delivered again before its expansion ended: expand it, unless another holds it.
         expanded = await self.expand(stored.id, owner=owner)
         return expanded or Deauthorized(False)
+
+    async def _record(self, record: MetaDeauthorization) -> MetaDeauthorization:
+        """Store a verified callback durably: ``record`` itself when stored now, the one
+        stored already for the same callback (delivered again) otherwise. On PostgreSQL
+        one statement in autocommit, on a connection of the pool used directly."""
+        if self._postgres is not None:
+            async with DriverConnection(self._postgres) as connection:
+                inserted = await repository.insert_deauthorization(connection, record)
+        else:
+            async with self._sessions() as session:
+                inserted = await repository.insert_deauthorization(session, record)
+        if inserted:
+            return record
+        async with self._sessions() as session:
+            stored = await repository.deauthorization_by_replay_key(session, record.replay_key)
+        if stored is None:
+            # Its twin was being stored when this statement began and is committed now
+            # (or it conflicted with nothing we can see): nothing was stored by this
+            # call, the same callback again will find or store it.
+            raise ServiceUnavailable(
+                "The callback could not be recorded; retry it.", headers={"Retry-After": "1"}
+            )
+        return stored
 
     async def expand(
         self,
