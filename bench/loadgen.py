@@ -128,13 +128,19 @@ class RawConnection:
         self._reader = self._writer = None
 
     async def send(self, body: bytes) -> str:
+        """POST ``body``; the answer's status, or the name of the error that ended the
+        connection (it is opened again for the next)."""
+        return (await self.exchange(body))[0]
+
+    async def exchange(self, body: bytes) -> tuple[str, bytes]:
+        """:meth:`send`, with the answer's body (empty after an error)."""
         try:
             return await self._exchange(body)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             await self.close()
-            return type(exc).__name__
+            return type(exc).__name__, b""
 
-    async def _exchange(self, body: bytes) -> str:
+    async def _exchange(self, body: bytes) -> tuple[str, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._reader, self._writer
@@ -152,25 +158,35 @@ class RawConnection:
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
                 close = b"close" in value.lower()
+        content = b""
         if chunked:
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await reader.readexactly(size + 2)
+                content += (await reader.readexactly(size + 2))[:size]
                 if size == 0:
                     break
         elif length:
-            await reader.readexactly(length)
+            content = await reader.readexactly(length)
         if close:
             await self.close()
-        return status
+        return status, content
 
 
-def raw_clients(url: str, token: str, count: int) -> list[RawConnection]:
+def raw_clients(
+    url: str,
+    token: str | None,
+    count: int,
+    path: str = PATH,
+    content_type: str = "application/json",
+) -> list[RawConnection]:
+    """``count`` connections that POST to ``url`` + ``path`` (with a bearer token when
+    one is given)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
     head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
-        "Content-Type: application/json\r\nAccept: */*\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}"
+        f"Content-Type: {content_type}\r\nAccept: */*\r\n"
     ).encode()
     return [RawConnection(host, port, head) for _ in range(count)]
 
