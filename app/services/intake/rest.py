@@ -71,9 +71,13 @@ class RequestService:
     def status_url(self, request: DeletionRequest | FiledRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
 
-    async def create(self, command: NewDeletion) -> Intake:
+    async def create(self, command: NewDeletion, *, owner_known: bool = False) -> Intake:
         """File a request from REST or Meta (``pending``): a new one, or the one a replayed
-        Idempotency-Key names, or the open request of the same kind for the same subject."""
+        Idempotency-Key names, or the open request of the same kind for the same subject.
+
+        ``owner_known``: the caller read the disconnect's tenant and account from the
+        SoundOps database itself (a deauthorization's expansion), so the account's owner
+        is not checked again. Never set from what a caller sent."""
         kind = command.kind
         key = subject_key(self._hash_key, kind, command.identities)
         idempotency_key = (
@@ -89,7 +93,7 @@ class RequestService:
             idempotency_key=idempotency_key,
             body_fingerprint=command.fingerprint,
         )
-        if kind is RequestKind.instagram_disconnect:
+        if kind is RequestKind.instagram_disconnect and not owner_known:
             # The ownership check reads the SoundOps database: only for a request that is
             # neither a replay nor a duplicate, so look for those first.
             async with self._sessions() as session:

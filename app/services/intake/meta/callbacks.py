@@ -325,7 +325,8 @@ class MetaCallbacks:
                     subject,
                     idempotency_key=f"meta-deauthorize:{record.id}:{account.account_id}",
                     reason=DEAUTHORIZE_REASON,
-                )
+                ),
+                owner_known=True,  # the account and its tenant were read just now
             )
             filed += 1
         return filed, reconnected
