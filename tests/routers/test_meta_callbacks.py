@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -197,6 +198,28 @@ async def test_facebook_deauthorize_disconnects_every_account_of_the_person(
     assert again.json() == response.json()
     items = (await client.get("/v1/deletion-requests", headers=auth())).json()["items"]
     assert [(i["kind"], i["source"]) for i in items] == [("instagram_disconnect", "meta_callback")]
+
+
+async def test_the_same_deauthorize_delivered_many_times_at_once_is_one_record(
+    client: httpx.AsyncClient, auth: Auth, world: World, state: AppState
+) -> None:
+    """Concurrent deliveries of one callback race to store it: one row (the unique
+    replay key decides, as one statement on PostgreSQL), one disconnect, and every
+    delivery answered 200 without a 500 from the race."""
+    fb = world.tenants["alpha"].accounts[0]
+    value = sign(payload(fb.facebook_user_id), FB_SECRET)
+    responses = await asyncio.gather(*(post(client, "/meta/deauthorize", value) for _ in range(8)))
+    assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+    assert await count_rows(state, MetaDeauthorization) == 1
+    # The first delivery expands it at once; a twin that found it held answers
+    # ``expanded: false``, none files a second disconnect.
+    expanded = [r.json() for r in responses if r.json()["expanded"]]
+    assert expanded
+    assert all(
+        e == {"expanded": True, "disconnects": 1, "skipped_reconnected": 0} for e in expanded
+    )
+    items = (await client.get("/v1/deletion-requests", headers=auth())).json()["items"]
+    assert [i["kind"] for i in items] == ["instagram_disconnect"]
 
 
 async def test_deauthorize_older_than_a_reconnection_leaves_the_account_alone(
