@@ -78,6 +78,7 @@ from app.repository.queue import (
     claim_batch,
     claim_next,
     extend_lease,
+    fence,
     get_requests_with_tasks,
     holds_lease,
     queue_depth,
@@ -96,6 +97,7 @@ from app.repository.requests import (
     get_request_by_code,
     get_request_by_idempotency_key,
     get_request_fresh,
+    get_request_with_tasks,
     insert_new_request,
     insert_request_rows,
     list_requests,
@@ -115,6 +117,7 @@ from app.repository.tasks import (
     new_task,
     reset_failed_tasks,
     update_task,
+    update_tasks,
 )
 
 __all__ = [
@@ -151,6 +154,7 @@ __all__ = [
     "expire_reviews",
     "extend_lease",
     "failure_notice_delivered",
+    "fence",
     "finish_deauthorization",
     "finish_operator_notice",
     "get_email_intake",
@@ -161,6 +165,7 @@ __all__ = [
     "get_request_by_confirm_token_hash",
     "get_request_by_idempotency_key",
     "get_request_fresh",
+    "get_request_with_tasks",
     "get_requests_with_tasks",
     "get_tasks",
     "has_event",
@@ -195,4 +200,5 @@ __all__ = [
     "unnotified_events",
     "unsent_confirmations",
     "update_task",
+    "update_tasks",
 ]

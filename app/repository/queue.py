@@ -18,6 +18,7 @@ from app.models import (
     RequestStatus,
     utcnow,
 )
+from app.repository.holds import SUBJECT_HASHES, active_hashes
 from app.repository.requests import RequestChanges
 
 
@@ -164,24 +165,55 @@ async def extend_lease(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def holds_lease(
+# Built once (bound values as parameters): SQLAlchemy reuses their compiled form by a
+# memoised cache key instead of building and keying the statement on every call.
+_FENCE = (
+    sa.select(
+        REQUESTS.c.id,
+        sa.exists()
+        .where(
+            SUBJECT_HASHES.c.request_id == REQUESTS.c.id,
+            SUBJECT_HASHES.c.hash.in_(active_hashes()),
+        )
+        .label("held"),
+    )
+    .where(
+        REQUESTS.c.id == sa.bindparam("request_id"),
+        REQUESTS.c.lease_owner == sa.bindparam("worker_id"),
+        REQUESTS.c.lease_expires_at > sa.bindparam("now"),
+    )
+    .with_for_update(of=REQUESTS)
+)
+
+
+async def fence(
     session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
-) -> bool:
-    """Fencing check, inside the transaction that writes a task's outcome (Core, on the
-    session's connection: the worker's hot path)."""
+) -> bool | None:
+    """The fencing check, inside the transaction that writes under the lease (the row is
+    locked until it ends): None when ``worker_id`` does not hold the lease, else whether
+    a legal hold matches the request at this moment (what it named or resolved to), in
+    the same round trip. Core, on the session's connection: the worker's hot path."""
     connection = await session.connection()
     row = (
         await connection.execute(
-            sa.select(REQUESTS.c.id)
-            .where(
-                REQUESTS.c.id == request_id,
-                REQUESTS.c.lease_owner == worker_id,
-                REQUESTS.c.lease_expires_at > now,
-            )
-            .with_for_update()
+            _FENCE, {"request_id": request_id, "worker_id": worker_id, "now": now}
         )
     ).first()
-    return row is not None
+    return None if row is None else bool(row[1])
+
+
+async def holds_lease(
+    session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
+) -> bool:
+    """Fencing check, inside the transaction that writes a task's outcome (see
+    :func:`fence`)."""
+    return await fence(session, request_id, worker_id, now) is not None
+
+
+_RELEASE = sa.update(REQUESTS).where(
+    REQUESTS.c.id == sa.bindparam("request_id"),
+    REQUESTS.c.lease_owner == sa.bindparam("worker_id"),
+)
 
 
 async def release(
@@ -193,9 +225,15 @@ async def release(
     """Give the request back (with its new status and next run time), if still ours."""
     connection = await session.connection()
     result = await connection.execute(
-        sa.update(REQUESTS)
-        .where(REQUESTS.c.id == request_id, REQUESTS.c.lease_owner == worker_id)
-        .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
+        _RELEASE,
+        {
+            **values,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": utcnow(),
+            "request_id": request_id,
+            "worker_id": worker_id,
+        },
     )
     return bool(result.rowcount)
 

@@ -294,9 +294,7 @@ class Runner:
                 resolution_digest=digest(resolution, key),
                 datamap_version=self._datamap_version,
             )
-            await repository.add_subject_hashes(
-                tx.session, request_id, identity_hashes(key, {}, resolution)
-            )
+            await tx.add_subject_hashes(identity_hashes(key, {}, resolution))
             tx.record(
                 "resolved",
                 {name: len(values) for name, values in resolution.model_dump().items()},
@@ -564,7 +562,10 @@ class Runner:
         next; one with none is minimised at once. A final status (completed, failed) comes
         with the request's signed receipt (made once, after the minimisation)."""
         request_id = tx.request_id
-        tasks = await repository.get_tasks(tx.session, request_id)
+        await tx.flush()  # this transaction's task outcomes, before the tasks are read
+        request = await repository.get_request_with_tasks(tx.session, request_id)
+        assert request is not None
+        tasks = request.tasks
         statuses = {t.purger: TaskStatus(t.status) for t in tasks}
         now = utcnow()
         changes: RequestChanges
@@ -573,8 +574,6 @@ class Runner:
         claim_kept = False
         minimise = False
         if all(s in DONE for s in statuses.values()):
-            request = await repository.get_request_fresh(tx.session, request_id)
-            assert request is not None
             status = RequestStatus.completed
             changes = {
                 "status": status,
@@ -591,14 +590,17 @@ class Runner:
             if changes["webhook_status"] is None and changes["email_status"] is None:
                 # Nothing to confirm: the completion step would only minimise it.
                 minimise = True
-                rejected = await repository.has_event(tx.session, request_id, "rejected")
+                # Only a cancelled request's reason depends on it (an operator's words).
+                rejected = request.status == RequestStatus.cancelled and (
+                    await repository.has_event(tx.session, request_id, "rejected")
+                )
                 changes["run_after"] = None
                 changes.update(
                     minimised(request, self.settings.effective_hash_key, rejected=rejected)
                 )
             else:
                 claim_kept = True
-        elif await repository.request_is_held(tx.session, request_id):
+        elif await tx.held():
             status = RequestStatus.on_hold
             changes = {"status": status, "run_after": None}
             event, detail = HELD_EVENT, {"step": "before the next task"}
@@ -623,6 +625,15 @@ class Runner:
             status = RequestStatus.running
             changes = {"status": status, "run_after": now}
             event, detail = "requeued", {}
+        if status in (RequestStatus.completed, RequestStatus.failed):
+            # The receipt of the request as this statement leaves it (its tasks were read
+            # in this transaction, after its outcomes): written with the settlement.
+            changes["receipt"] = receipts.make(
+                receipts.Facts.of(request, changes),
+                tasks,
+                self._receipt_key,
+                self.settings.backup_retention_days,
+            )
         if claim_kept:
             await tx.update(**changes)
         else:
@@ -630,8 +641,4 @@ class Runner:
         tx.record(event, detail)
         if minimise:
             tx.record("minimised")
-        if status in (RequestStatus.completed, RequestStatus.failed):
-            await receipts.issue(
-                tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
-            )
         return Settled(status, event, claim_kept)
