@@ -10,6 +10,7 @@ from typing import Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from app.models import (
     DeletionRequest,
@@ -39,7 +40,7 @@ WORKABLE = (
 )
 
 
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+def _claimable(now: datetime | sa.BindParameter[datetime]) -> sa.ColumnElement[bool]:
     return sa.and_(
         DeletionRequest.status.in_(WORKABLE),
         DeletionRequest.run_after.is_not(None),
@@ -55,6 +56,38 @@ REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 SHORT_KINDS = frozenset({RequestKind.instagram_disconnect})
 _IS_SHORT = DeletionRequest.kind.in_([kind.value for kind in SHORT_KINDS])
 SHORT_FIRST = sa.case((_IS_SHORT, 0), else_=1)
+
+
+# The claim's statements, built once (bound values as parameters): see ``_FENCE``.
+_NOW = sa.bindparam("now", type_=DeletionRequest.run_after.type)
+_CANDIDATES = (
+    sa.select(DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status, _IS_SHORT)
+    .where(_claimable(_NOW))
+    .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+    .with_for_update(skip_locked=True)
+)
+_CANDIDATES_SHORT = _CANDIDATES.where(_IS_SHORT)
+_CLAIM = (
+    sa.update(REQUESTS)
+    .where(REQUESTS.c.id.in_(sa.bindparam("ids", expanding=True)), _claimable(_NOW))
+    .values(
+        # pending -> running; finished requests keep their status (confirmations).
+        status=sa.case(
+            (REQUESTS.c.status == RequestStatus.pending.value, RequestStatus.running.value),
+            else_=REQUESTS.c.status,
+        ),
+        lease_owner=sa.bindparam("worker_id"),
+        lease_expires_at=sa.bindparam("until", type_=DeletionRequest.lease_expires_at.type),
+        updated_at=_NOW,
+    )
+    .returning(REQUESTS.c.id)
+)
+_CLAIMED_ROWS = (
+    sa.select(DeletionRequest)
+    .options(joinedload(DeletionRequest.tasks))
+    .where(DeletionRequest.id.in_(sa.bindparam("ids", expanding=True)))
+)
 
 
 async def claim_next(
@@ -82,18 +115,9 @@ async def claim_batch(
     (no two workers wait on the same rows); the conditional UPDATE makes the claim safe
     on SQLite too.
     """
-    query = (
-        sa.select(
-            DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status, _IS_SHORT
-        )
-        .where(_claimable(now))
-        .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if long_limit == 0:
-        query = query.where(_IS_SHORT)
-    rows = (await session.execute(query)).all()
+    query = _CANDIDATES_SHORT if long_limit == 0 else _CANDIDATES
+    connection = await session.connection()
+    rows = (await connection.execute(query, {"now": now, "limit": limit})).all()
     if long_limit is not None:
         # Short ones come first: the long ones past long_limit stay for later (their row
         # locks end with this transaction).
@@ -108,24 +132,14 @@ async def claim_batch(
         return []
     claimed = set(
         (
-            await session.execute(
-                sa.update(DeletionRequest)
-                .where(DeletionRequest.id.in_([c[0] for c in candidates]), _claimable(now))
-                .values(
-                    # pending -> running; finished requests keep their status (confirmations).
-                    status=sa.case(
-                        (
-                            DeletionRequest.status == RequestStatus.pending,
-                            RequestStatus.running.value,
-                        ),
-                        else_=DeletionRequest.status,
-                    ),
-                    lease_owner=worker_id,
-                    lease_expires_at=now + lease,
-                    updated_at=now,
-                )
-                .returning(DeletionRequest.id)
-                .execution_options(synchronize_session=False)
+            await connection.execute(
+                _CLAIM,
+                {
+                    "ids": [c[0] for c in candidates],
+                    "now": now,
+                    "until": now + lease,
+                    "worker_id": worker_id,
+                },
             )
         ).scalars()
     )
@@ -140,15 +154,7 @@ async def get_requests_with_tasks(
     session: AsyncSession, request_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[DeletionRequest, list[DeletionTask]]]:
     """Claimed requests and their tasks (in plan order), read in the claiming transaction."""
-    rows = (
-        (
-            await session.execute(
-                sa.select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
-            )
-        )
-        .scalars()
-        .all()
-    )
+    rows = (await session.execute(_CLAIMED_ROWS, {"ids": request_ids})).unique().scalars().all()
     return {request.id: (request, list(request.tasks)) for request in rows}
 
 
