@@ -518,15 +518,17 @@ class Runner:
         if retained is not None:
             changes["retained"] = retained
 
+        # What the verification found (nothing left, or the task would not have succeeded)
+        # is in the outcome's event: evidence that it was checked, in the same row.
+        detail = {
+            **(detail or {}),
+            **({"remaining": verified} if verified is not None else {}),
+            **({"error": error} if error else {}),
+        }
+
         async def outcome(tx: Transition) -> None:
             await tx.update_task(task.id, **changes)
-            if verified is not None:
-                tx.record("task_verified", {"remaining": verified}, purger=task.purger)
-            tx.record(
-                event,
-                {**(detail or {}), **({"error": error} if error else {})},
-                purger=task.purger,
-            )
+            tx.record(event, detail, purger=task.purger)
 
         # With the outcomes of the request's other tasks that end now, and, when this is
         # the last, the request's settlement: one transaction. The tasks that wait for
