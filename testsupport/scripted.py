@@ -45,10 +45,15 @@ class ScriptedPurger:
         self.name = name
         self.purger_name = name
         self._script_path = script_path
+        self._parsed: tuple[bytes, dict[str, Any]] | None = None
 
     def _script(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self._script_path.read_text())
-        return data
+        """The script as the file says now (tests rewrite it), parsed again only when its
+        bytes changed."""
+        raw = self._script_path.read_bytes()
+        if self._parsed is None or self._parsed[0] != raw:
+            self._parsed = (raw, json.loads(raw))
+        return self._parsed[1]
 
     def _log(self, script: dict[str, Any], **entry: Any) -> None:
         if not script.get("log"):

@@ -79,6 +79,7 @@ from app.repository.queue import (
     claim_batch,
     claim_next,
     extend_lease,
+    fence,
     get_requests_with_tasks,
     holds_lease,
     queue_depth,
@@ -97,6 +98,7 @@ from app.repository.requests import (
     get_request_by_code,
     get_request_by_idempotency_key,
     get_request_fresh,
+    get_request_with_tasks,
     insert_new_request,
     insert_request_rows,
     list_requests,
@@ -116,6 +118,7 @@ from app.repository.tasks import (
     new_task,
     reset_failed_tasks,
     update_task,
+    update_tasks,
 )
 
 __all__ = [
@@ -153,6 +156,7 @@ __all__ = [
     "expire_reviews",
     "extend_lease",
     "failure_notice_delivered",
+    "fence",
     "finish_deauthorization",
     "finish_operator_notice",
     "get_email_intake",
@@ -163,6 +167,7 @@ __all__ = [
     "get_request_by_confirm_token_hash",
     "get_request_by_idempotency_key",
     "get_request_fresh",
+    "get_request_with_tasks",
     "get_requests_with_tasks",
     "get_tasks",
     "has_event",
@@ -197,4 +202,5 @@ __all__ = [
     "unnotified_events",
     "unsent_confirmations",
     "update_task",
+    "update_tasks",
 ]

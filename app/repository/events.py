@@ -15,6 +15,12 @@ from app.models import (
 )
 
 EVENTS = cast(sa.Table, DeletionEvent.__table__)
+_INSERT_EVENTS = sa.insert(EVENTS)
+_HAS_EVENT = (
+    sa.select(sa.literal(1))
+    .where(EVENTS.c.request_id == sa.bindparam("request_id"), EVENTS.c.type == sa.bindparam("kind"))
+    .limit(1)
+)
 
 
 def add_event(
@@ -62,7 +68,7 @@ async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> No
     of work: the worker's hot path."""
     if rows:
         connection = await session.connection()
-        await connection.execute(sa.insert(EVENTS), rows)
+        await connection.execute(_INSERT_EVENTS, rows)
 
 
 async def list_events(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionEvent]:
@@ -75,7 +81,6 @@ async def list_events(session: AsyncSession, request_id: uuid.UUID) -> Sequence[
 
 
 async def has_event(session: AsyncSession, request_id: uuid.UUID, kind: str) -> bool:
-    query = sa.select(sa.literal(1)).where(
-        DeletionEvent.request_id == request_id, DeletionEvent.type == kind
-    )
-    return (await session.execute(query.limit(1))).first() is not None
+    connection = await session.connection()
+    row = (await connection.execute(_HAS_EVENT, {"request_id": request_id, "kind": kind})).first()
+    return row is not None

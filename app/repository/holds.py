@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -26,8 +26,11 @@ from app.models import (
 )
 from app.repository.requests import decode_cursor, encode_cursor
 
+SUBJECT_HASHES = cast(sa.Table, SubjectHash.__table__)
 
-def _active_hashes() -> sa.Select[str]:
+
+def active_hashes() -> sa.Select[str]:
+    """The hashes of every active (unreleased) legal hold."""
     return (
         sa.select(LegalHoldHash.hash)
         .join(LegalHold, LegalHold.id == LegalHoldHash.hold_id)
@@ -35,9 +38,20 @@ def _active_hashes() -> sa.Select[str]:
     )
 
 
+# Built once (see ``queue._FENCE``): the worker asks it before a task's attempt.
+_REQUEST_IS_HELD = (
+    sa.select(sa.literal(1))
+    .where(
+        SUBJECT_HASHES.c.request_id == sa.bindparam("request_id"),
+        SUBJECT_HASHES.c.hash.in_(active_hashes()),
+    )
+    .limit(1)
+)
+
+
 def _held_requests() -> sa.Select[uuid.UUID]:
     """Ids of the requests that an active hold matches."""
-    return sa.select(SubjectHash.request_id).where(SubjectHash.hash.in_(_active_hashes()))
+    return sa.select(SubjectHash.request_id).where(SubjectHash.hash.in_(active_hashes()))
 
 
 def add_hold(
@@ -106,17 +120,16 @@ async def is_held(session: AsyncSession, hashes: Collection[str]) -> bool:
     if not hashes:
         return False
     query = sa.select(sa.literal(1)).where(
-        LegalHoldHash.hash.in_(sorted(hashes)), LegalHoldHash.hash.in_(_active_hashes())
+        LegalHoldHash.hash.in_(sorted(hashes)), LegalHoldHash.hash.in_(active_hashes())
     )
     return (await session.execute(query.limit(1))).first() is not None
 
 
 async def request_is_held(session: AsyncSession, request_id: uuid.UUID) -> bool:
     """Whether an active hold matches a stored request (what it named or resolved to)."""
-    query = sa.select(sa.literal(1)).where(
-        SubjectHash.request_id == request_id, SubjectHash.hash.in_(_active_hashes())
-    )
-    return (await session.execute(query.limit(1))).first() is not None
+    connection = await session.connection()
+    row = (await connection.execute(_REQUEST_IS_HELD, {"request_id": request_id})).first()
+    return row is not None
 
 
 async def hold_waiting_requests(session: AsyncSession, now: datetime) -> list[uuid.UUID]:

@@ -10,6 +10,7 @@ from typing import Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from app.models import (
     DeletionRequest,
@@ -18,6 +19,7 @@ from app.models import (
     RequestStatus,
     utcnow,
 )
+from app.repository.holds import SUBJECT_HASHES, active_hashes
 from app.repository.requests import RequestChanges
 
 
@@ -38,7 +40,7 @@ WORKABLE = (
 )
 
 
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+def _claimable(now: datetime | sa.BindParameter[datetime]) -> sa.ColumnElement[bool]:
     return sa.and_(
         DeletionRequest.status.in_(WORKABLE),
         DeletionRequest.run_after.is_not(None),
@@ -54,6 +56,38 @@ REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 SHORT_KINDS = frozenset({RequestKind.instagram_disconnect})
 _IS_SHORT = DeletionRequest.kind.in_([kind.value for kind in SHORT_KINDS])
 SHORT_FIRST = sa.case((_IS_SHORT, 0), else_=1)
+
+
+# The claim's statements, built once (bound values as parameters): see ``_FENCE``.
+_NOW = sa.bindparam("now", type_=DeletionRequest.run_after.type)
+_CANDIDATES = (
+    sa.select(DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status, _IS_SHORT)
+    .where(_claimable(_NOW))
+    .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+    .with_for_update(skip_locked=True)
+)
+_CANDIDATES_SHORT = _CANDIDATES.where(_IS_SHORT)
+_CLAIM = (
+    sa.update(REQUESTS)
+    .where(REQUESTS.c.id.in_(sa.bindparam("ids", expanding=True)), _claimable(_NOW))
+    .values(
+        # pending -> running; finished requests keep their status (confirmations).
+        status=sa.case(
+            (REQUESTS.c.status == RequestStatus.pending.value, RequestStatus.running.value),
+            else_=REQUESTS.c.status,
+        ),
+        lease_owner=sa.bindparam("worker_id"),
+        lease_expires_at=sa.bindparam("until", type_=DeletionRequest.lease_expires_at.type),
+        updated_at=_NOW,
+    )
+    .returning(REQUESTS.c.id)
+)
+_CLAIMED_ROWS = (
+    sa.select(DeletionRequest)
+    .options(joinedload(DeletionRequest.tasks))
+    .where(DeletionRequest.id.in_(sa.bindparam("ids", expanding=True)))
+)
 
 
 async def claim_next(
@@ -81,18 +115,9 @@ async def claim_batch(
     (no two workers wait on the same rows); the conditional UPDATE makes the claim safe
     on SQLite too.
     """
-    query = (
-        sa.select(
-            DeletionRequest.id, DeletionRequest.lease_owner, DeletionRequest.status, _IS_SHORT
-        )
-        .where(_claimable(now))
-        .order_by(SHORT_FIRST, DeletionRequest.run_after, DeletionRequest.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if long_limit == 0:
-        query = query.where(_IS_SHORT)
-    rows = (await session.execute(query)).all()
+    query = _CANDIDATES_SHORT if long_limit == 0 else _CANDIDATES
+    connection = await session.connection()
+    rows = (await connection.execute(query, {"now": now, "limit": limit})).all()
     if long_limit is not None:
         # Short ones come first: the long ones past long_limit stay for later (their row
         # locks end with this transaction).
@@ -107,24 +132,14 @@ async def claim_batch(
         return []
     claimed = set(
         (
-            await session.execute(
-                sa.update(DeletionRequest)
-                .where(DeletionRequest.id.in_([c[0] for c in candidates]), _claimable(now))
-                .values(
-                    # pending -> running; finished requests keep their status (confirmations).
-                    status=sa.case(
-                        (
-                            DeletionRequest.status == RequestStatus.pending,
-                            RequestStatus.running.value,
-                        ),
-                        else_=DeletionRequest.status,
-                    ),
-                    lease_owner=worker_id,
-                    lease_expires_at=now + lease,
-                    updated_at=now,
-                )
-                .returning(DeletionRequest.id)
-                .execution_options(synchronize_session=False)
+            await connection.execute(
+                _CLAIM,
+                {
+                    "ids": [c[0] for c in candidates],
+                    "now": now,
+                    "until": now + lease,
+                    "worker_id": worker_id,
+                },
             )
         ).scalars()
     )
@@ -139,15 +154,7 @@ async def get_requests_with_tasks(
     session: AsyncSession, request_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[DeletionRequest, list[DeletionTask]]]:
     """Claimed requests and their tasks (in plan order), read in the claiming transaction."""
-    rows = (
-        (
-            await session.execute(
-                sa.select(DeletionRequest).where(DeletionRequest.id.in_(request_ids))
-            )
-        )
-        .scalars()
-        .all()
-    )
+    rows = (await session.execute(_CLAIMED_ROWS, {"ids": request_ids})).unique().scalars().all()
     return {request.id: (request, list(request.tasks)) for request in rows}
 
 
@@ -164,24 +171,55 @@ async def extend_lease(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def holds_lease(
+# Built once (bound values as parameters): SQLAlchemy reuses their compiled form by a
+# memoised cache key instead of building and keying the statement on every call.
+_FENCE = (
+    sa.select(
+        REQUESTS.c.id,
+        sa.exists()
+        .where(
+            SUBJECT_HASHES.c.request_id == REQUESTS.c.id,
+            SUBJECT_HASHES.c.hash.in_(active_hashes()),
+        )
+        .label("held"),
+    )
+    .where(
+        REQUESTS.c.id == sa.bindparam("request_id"),
+        REQUESTS.c.lease_owner == sa.bindparam("worker_id"),
+        REQUESTS.c.lease_expires_at > sa.bindparam("now"),
+    )
+    .with_for_update(of=REQUESTS)
+)
+
+
+async def fence(
     session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
-) -> bool:
-    """Fencing check, inside the transaction that writes a task's outcome (Core, on the
-    session's connection: the worker's hot path)."""
+) -> bool | None:
+    """The fencing check, inside the transaction that writes under the lease (the row is
+    locked until it ends): None when ``worker_id`` does not hold the lease, else whether
+    a legal hold matches the request at this moment (what it named or resolved to), in
+    the same round trip. Core, on the session's connection: the worker's hot path."""
     connection = await session.connection()
     row = (
         await connection.execute(
-            sa.select(REQUESTS.c.id)
-            .where(
-                REQUESTS.c.id == request_id,
-                REQUESTS.c.lease_owner == worker_id,
-                REQUESTS.c.lease_expires_at > now,
-            )
-            .with_for_update()
+            _FENCE, {"request_id": request_id, "worker_id": worker_id, "now": now}
         )
     ).first()
-    return row is not None
+    return None if row is None else bool(row[1])
+
+
+async def holds_lease(
+    session: AsyncSession, request_id: uuid.UUID, worker_id: str, now: datetime
+) -> bool:
+    """Fencing check, inside the transaction that writes a task's outcome (see
+    :func:`fence`)."""
+    return await fence(session, request_id, worker_id, now) is not None
+
+
+_RELEASE = sa.update(REQUESTS).where(
+    REQUESTS.c.id == sa.bindparam("request_id"),
+    REQUESTS.c.lease_owner == sa.bindparam("worker_id"),
+)
 
 
 async def release(
@@ -193,9 +231,15 @@ async def release(
     """Give the request back (with its new status and next run time), if still ours."""
     connection = await session.connection()
     result = await connection.execute(
-        sa.update(REQUESTS)
-        .where(REQUESTS.c.id == request_id, REQUESTS.c.lease_owner == worker_id)
-        .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
+        _RELEASE,
+        {
+            **values,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": utcnow(),
+            "request_id": request_id,
+            "worker_id": worker_id,
+        },
     )
     return bool(result.rowcount)
 

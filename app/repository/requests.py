@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, TypedDict, Unpack, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from app.db import DriverConnection
@@ -105,6 +105,23 @@ async def get_request(session: AsyncSession, request_id: uuid.UUID) -> DeletionR
 async def get_request_fresh(session: AsyncSession, request_id: uuid.UUID) -> DeletionRequest | None:
     """The request as the database has it now (not the session's possibly stale copy)."""
     return await session.get(DeletionRequest, request_id, populate_existing=True)
+
+
+_REQUEST_WITH_TASKS = (
+    sa.select(DeletionRequest)
+    .options(joinedload(DeletionRequest.tasks))
+    .where(DeletionRequest.id == sa.bindparam("request_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+async def get_request_with_tasks(
+    session: AsyncSession, request_id: uuid.UUID
+) -> DeletionRequest | None:
+    """The request as the database has it now, with its tasks (in plan order): one
+    statement (the worker settling a request)."""
+    result = await session.execute(_REQUEST_WITH_TASKS, {"request_id": request_id})
+    return result.unique().scalar_one_or_none()
 
 
 async def get_request_by_code(session: AsyncSession, code: str) -> DeletionRequest | None:
@@ -207,29 +224,41 @@ async def transition_request(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+# Built once (bound values as parameters): the worker's hot path. The SET clause comes
+# from the parameters' keys; ``updated_at`` is set by its ``onupdate``.
+_SET_VALUES = sa.update(cast(sa.Table, DeletionRequest.__table__)).where(
+    cast(sa.Table, DeletionRequest.__table__).c.id == sa.bindparam("request_id")
+)
+_HASHES_OF = sa.select(cast(sa.Table, SubjectHash.__table__).c.hash).where(
+    cast(sa.Table, SubjectHash.__table__).c.request_id == sa.bindparam("request_id")
+)
+_ADD_HASHES = sa.insert(cast(sa.Table, SubjectHash.__table__))
+
+
 async def set_values(
     session: AsyncSession, request_id: uuid.UUID, **values: Unpack[RequestChanges]
 ) -> None:
-    await session.execute(
-        sa.update(DeletionRequest)
-        .where(DeletionRequest.id == request_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    """Write columns of a request (Core, on the session's connection: nothing in the
+    session is synchronised)."""
+    connection = await session.connection()
+    await connection.execute(_SET_VALUES, {**values, "request_id": request_id})
 
 
 async def add_subject_hashes(
     session: AsyncSession, request_id: uuid.UUID, hashes: set[str]
-) -> None:
-    existing = set(
-        (
-            await session.execute(
-                sa.select(SubjectHash.hash).where(SubjectHash.request_id == request_id)
-            )
-        ).scalars()
-    )
-    for value in sorted(hashes - existing):
-        session.add(SubjectHash(request_id=request_id, hash=value))
+) -> bool:
+    """Add the hashes the request does not have yet, at once (a hold check later in the
+    transaction sees them); whether any was new."""
+    if not hashes:
+        return False
+    connection = await session.connection()
+    existing = set((await connection.execute(_HASHES_OF, {"request_id": request_id})).scalars())
+    new = sorted(hashes - existing)
+    if new:
+        await connection.execute(
+            _ADD_HASHES, [{"request_id": request_id, "hash": value} for value in new]
+        )
+    return bool(new)
 
 
 async def replace_subject_hashes(

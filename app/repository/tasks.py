@@ -22,12 +22,19 @@ def new_task(purger: str, position: int, after: list[str]) -> DeletionTask:
     return DeletionTask(purger=purger, position=position, after=after, deleted={}, retained={})
 
 
+# Statements built once (bound values as parameters): SQLAlchemy reuses their compiled
+# form by a memoised cache key instead of building and keying them on every call.
+_TASKS_OF = (
+    sa.select(DeletionTask)
+    .where(DeletionTask.request_id == sa.bindparam("request_id"))
+    .order_by(DeletionTask.position)
+)
+# The SET clause comes from the parameters' keys (the columns a run writes).
+_UPDATE_TASK = sa.update(TASKS).where(TASKS.c.id == sa.bindparam("task_id"))
+
+
 async def get_tasks(session: AsyncSession, request_id: uuid.UUID) -> Sequence[DeletionTask]:
-    result = await session.execute(
-        sa.select(DeletionTask)
-        .where(DeletionTask.request_id == request_id)
-        .order_by(DeletionTask.position)
-    )
+    result = await session.execute(_TASKS_OF, {"request_id": request_id})
     return result.scalars().all()
 
 
@@ -61,4 +68,19 @@ async def update_task(
     # On the session's connection (Core): the ORM's bulk-update machinery costs more than
     # the statement on the worker's hot path, and nothing in the session is synchronised.
     connection = await session.connection()
-    await connection.execute(sa.update(TASKS).where(TASKS.c.id == task_id).values(**values))
+    await connection.execute(_UPDATE_TASK, {**values, "task_id": task_id})
+
+
+async def update_tasks(
+    session: AsyncSession, changes: Sequence[tuple[uuid.UUID, TaskChanges]]
+) -> None:
+    """Several tasks' changes in as few round trips as there are shapes of change (the
+    same columns written): each shape is one executemany."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for task_id, values in changes:
+        shapes.setdefault(tuple(sorted(values)), []).append({**values, "task_id": task_id})
+    if not shapes:
+        return
+    connection = await session.connection()
+    for rows in shapes.values():
+        await connection.execute(_UPDATE_TASK, rows)

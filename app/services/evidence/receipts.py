@@ -26,8 +26,10 @@ import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import rfc8785
@@ -111,8 +113,36 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+@dataclass(frozen=True)
+class Facts:
+    """The columns of a request that its receipt states."""
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    source: str
+    created_at: datetime
+    due_at: datetime
+    completed_at: datetime | None
+    datamap_version: str | None
+    minimised_at: datetime | None
+
+    @classmethod
+    def of(cls, request: DeletionRequest, changes: Mapping[str, Any] | None = None) -> Facts:
+        """The request's facts once ``changes`` (its columns about to be written) are
+        made: a receipt issued in the statement that settles it, without reading it back."""
+        values = {name: getattr(request, name) for name in cls.__dataclass_fields__}
+        values.update((name, value) for name, value in (changes or {}).items() if name in values)
+        for name in ("kind", "status", "source"):
+            value = values[name]
+            values[name] = value.value if isinstance(value, StrEnum) else value
+        return cls(**values)
+
+
 def build(
-    request: DeletionRequest, tasks: list[DeletionTask], backup_retention_days: int | None
+    request: DeletionRequest | Facts,
+    tasks: list[DeletionTask],
+    backup_retention_days: int | None,
 ) -> dict[str, Any]:
     horizon = backup_horizon(request.completed_at, backup_retention_days)
 
@@ -167,6 +197,16 @@ def sign(receipt: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
     }
 
 
+def make(
+    request: DeletionRequest | Facts,
+    tasks: list[DeletionTask],
+    key: Ed25519PrivateKey,
+    backup_retention_days: int | None,
+) -> dict[str, Any]:
+    """The request's signed receipt, of these facts and tasks."""
+    return sign(build(request, tasks, backup_retention_days), key)
+
+
 async def issue(
     session: AsyncSession,
     request_id: uuid.UUID,
@@ -178,7 +218,7 @@ async def issue(
     request = await repository.get_request_fresh(session, request_id)
     assert request is not None
     tasks = list(await repository.get_tasks(session, request_id))
-    document = sign(build(request, tasks, backup_retention_days), key)
+    document = make(request, tasks, key, backup_retention_days)
     await repository.set_values(session, request_id, receipt=document)
     return document
 

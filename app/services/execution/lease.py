@@ -69,19 +69,33 @@ class Transition:
     Made by :meth:`Leases.transition`, which has already checked the lease and commits
     when the block ends (nothing is written if it raises)."""
 
-    def __init__(self, session: AsyncSession, request_id: uuid.UUID, worker_id: str) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        request_id: uuid.UUID,
+        worker_id: str,
+        held: bool | None = None,
+    ) -> None:
         self.session = session
         self.request_id = request_id
         self.worker_id = worker_id
-        self._held: bool | None = None
+        self._held = held  # as the fence found it, in the same round trip
         self.events: list[dict[str, Any]] = []
+        self._task_changes: list[tuple[uuid.UUID, TaskChanges]] = []
 
     async def held(self) -> bool:
         """Whether a legal hold matches the request; asked once per transaction (the
-        writes that share a group transaction see the same answer)."""
+        writes that share a group transaction see the same answer): the fence's answer,
+        unless the transaction gave the request subject hashes since."""
         if self._held is None:
             self._held = await repository.request_is_held(self.session, self.request_id)
         return self._held
+
+    async def add_subject_hashes(self, hashes: set[str]) -> None:
+        """Give the request these subject hashes (those it resolved to); a hold check later
+        in this transaction looks again."""
+        if await repository.add_subject_hashes(self.session, self.request_id, hashes):
+            self._held = None
 
     def record(
         self, event: str, detail: dict[str, Any] | None = None, *, purger: str | None = None
@@ -99,7 +113,15 @@ class Transition:
         await repository.set_values(self.session, self.request_id, **changes)
 
     async def update_task(self, task_id: uuid.UUID, **changes: Unpack[TaskChanges]) -> None:
-        await repository.update_task(self.session, task_id, **changes)
+        """Change a task, in this transaction: written by :meth:`flush` (at the latest
+        before the commit), together with the other tasks' changes of the same shape."""
+        self._task_changes.append((task_id, changes))
+
+    async def flush(self) -> None:
+        """Write the task changes made so far (before reading tasks in this transaction)."""
+        if self._task_changes:
+            changes, self._task_changes = self._task_changes, []
+            await repository.update_tasks(self.session, changes)
 
     async def release(self, **changes: Unpack[RequestChanges]) -> None:
         """Change the request and give the claim back: the end of this worker's turn."""
@@ -210,20 +232,23 @@ class Leases:
                     work.cancel()
                 return
 
-    async def fence(self, session: AsyncSession, request_id: uuid.UUID) -> None:
+    async def fence(self, session: AsyncSession, request_id: uuid.UUID) -> bool:
         """Raise :class:`LeaseLost` unless this worker still holds the request (the row is
-        locked for the rest of the transaction)."""
-        if not await repository.holds_lease(session, request_id, self.worker_id, utcnow()):
+        locked for the rest of the transaction); whether a legal hold matches it."""
+        held = await repository.fence(session, request_id, self.worker_id, utcnow())
+        if held is None:
             raise LeaseLost
+        return held
 
     @asynccontextmanager
     async def transition(self, request_id: uuid.UUID) -> AsyncIterator[Transition]:
         """A transaction that writes only while this worker holds the lease: fence, then
         the block's changes and events, then commit."""
         async with self._sessions() as session:
-            await self.fence(session, request_id)
-            tx = Transition(session, request_id, self.worker_id)
+            held = await self.fence(session, request_id)
+            tx = Transition(session, request_id, self.worker_id, held)
             yield tx
+            await tx.flush()
             await repository.insert_events(session, tx.events)
             await session.commit()
 

@@ -294,9 +294,7 @@ class Runner:
                 resolution_digest=digest(resolution, key),
                 datamap_version=self._datamap_version,
             )
-            await repository.add_subject_hashes(
-                tx.session, request_id, identity_hashes(key, {}, resolution)
-            )
+            await tx.add_subject_hashes(identity_hashes(key, {}, resolution))
             tx.record(
                 "resolved",
                 {name: len(values) for name, values in resolution.model_dump().items()},
@@ -520,15 +518,17 @@ class Runner:
         if retained is not None:
             changes["retained"] = retained
 
+        # What the verification found (nothing left, or the task would not have succeeded)
+        # is in the outcome's event: evidence that it was checked, in the same row.
+        detail = {
+            **(detail or {}),
+            **({"remaining": verified} if verified is not None else {}),
+            **({"error": error} if error else {}),
+        }
+
         async def outcome(tx: Transition) -> None:
             await tx.update_task(task.id, **changes)
-            if verified is not None:
-                tx.record("task_verified", {"remaining": verified}, purger=task.purger)
-            tx.record(
-                event,
-                {**(detail or {}), **({"error": error} if error else {})},
-                purger=task.purger,
-            )
+            tx.record(event, detail, purger=task.purger)
 
         # With the outcomes of the request's other tasks that end now, and, when this is
         # the last, the request's settlement: one transaction. The tasks that wait for
@@ -564,7 +564,10 @@ class Runner:
         next; one with none is minimised at once. A final status (completed, failed) comes
         with the request's signed receipt (made once, after the minimisation)."""
         request_id = tx.request_id
-        tasks = await repository.get_tasks(tx.session, request_id)
+        await tx.flush()  # this transaction's task outcomes, before the tasks are read
+        request = await repository.get_request_with_tasks(tx.session, request_id)
+        assert request is not None
+        tasks = request.tasks
         statuses = {t.purger: TaskStatus(t.status) for t in tasks}
         now = utcnow()
         changes: RequestChanges
@@ -573,8 +576,6 @@ class Runner:
         claim_kept = False
         minimise = False
         if all(s in DONE for s in statuses.values()):
-            request = await repository.get_request_fresh(tx.session, request_id)
-            assert request is not None
             status = RequestStatus.completed
             changes = {
                 "status": status,
@@ -591,14 +592,17 @@ class Runner:
             if changes["webhook_status"] is None and changes["email_status"] is None:
                 # Nothing to confirm: the completion step would only minimise it.
                 minimise = True
-                rejected = await repository.has_event(tx.session, request_id, "rejected")
+                # Only a cancelled request's reason depends on it (an operator's words).
+                rejected = request.status == RequestStatus.cancelled and (
+                    await repository.has_event(tx.session, request_id, "rejected")
+                )
                 changes["run_after"] = None
                 changes.update(
                     minimised(request, self.settings.effective_hash_key, rejected=rejected)
                 )
             else:
                 claim_kept = True
-        elif await repository.request_is_held(tx.session, request_id):
+        elif await tx.held():
             status = RequestStatus.on_hold
             changes = {"status": status, "run_after": None}
             event, detail = HELD_EVENT, {"step": "before the next task"}
@@ -623,6 +627,15 @@ class Runner:
             status = RequestStatus.running
             changes = {"status": status, "run_after": now}
             event, detail = "requeued", {}
+        if status in (RequestStatus.completed, RequestStatus.failed):
+            # The receipt of the request as this statement leaves it (its tasks were read
+            # in this transaction, after its outcomes): written with the settlement.
+            changes["receipt"] = receipts.make(
+                receipts.Facts.of(request, changes),
+                tasks,
+                self._receipt_key,
+                self.settings.backup_retention_days,
+            )
         if claim_kept:
             await tx.update(**changes)
         else:
@@ -630,8 +643,4 @@ class Runner:
         tx.record(event, detail)
         if minimise:
             tx.record("minimised")
-        if status in (RequestStatus.completed, RequestStatus.failed):
-            await receipts.issue(
-                tx.session, request_id, self._receipt_key, self.settings.backup_retention_days
-            )
         return Settled(status, event, claim_kept)
