@@ -103,7 +103,7 @@ class RequestService:
         # request; only when one of them refuses is the existing request read. On
         # PostgreSQL one statement in autocommit (the hold check and every row of the
         # request), elsewhere one transaction.
-        request = await self._insert(command)
+        request = await self._insert(command, key)
         if request is None:
             async with self._sessions() as session:
                 existing = await find(session)
@@ -117,16 +117,20 @@ class RequestService:
         log.info("request_created", request_id=str(request.id), kind=kind.value)
         return Intake(request, created=True)
 
-    async def _insert(self, command: NewDeletion) -> FiledRequest | None:
+    async def _insert(self, command: NewDeletion, key: str) -> FiledRequest | None:
         deadline_days = self._settings.deadline_days
         if self._postgres is not None:
             async with DriverConnection(self._postgres) as connection:
                 return await file(
-                    connection, command, hash_key=self._hash_key, deadline_days=deadline_days
+                    connection,
+                    command,
+                    hash_key=self._hash_key,
+                    deadline_days=deadline_days,
+                    key=key,
                 )
         async with self._sessions() as session:
             request = await file(
-                session, command, hash_key=self._hash_key, deadline_days=deadline_days
+                session, command, hash_key=self._hash_key, deadline_days=deadline_days, key=key
             )
             if request is not None:
                 await session.commit()
