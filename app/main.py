@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -97,6 +99,16 @@ class CorrelationIdMiddleware:
 
         with structlog.contextvars.bound_contextvars(correlation_id=correlation):
             await self.app(scope, receive, send_with_id)
+
+
+@functools.cache
+def _freeze_startup_objects() -> None:
+    """Move what exists after startup (modules, the app, its clients: ~190,000 objects)
+    out of the garbage collector's sight, once per process: each full collection walked
+    all of them, 0.2-0.3 s with the event loop stopped, twice in 10 s of intake at 64
+    connections (the p99). What is allocated later is collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 async def build_state(
@@ -204,6 +216,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await build_state(settings, purgers=purgers, resolver=resolver)
         app.state.services = state
+        _freeze_startup_objects()
         worker_task = asyncio.create_task(new_worker(state).run()) if settings.run_worker else None
         log.info("service_started", version=__version__, environment=settings.environment.value)
         try:

@@ -153,6 +153,8 @@ class RequestGuardMiddleware:
 
     @staticmethod
     def _json_errors(body: bytes, *, declared: bool) -> list[dict[str, Any]]:
+        if _plainly_storable(body):
+            return []
         try:
             document = json.loads(body)
         except json.JSONDecodeError:  # FastAPI answers it: 422 with the position
@@ -182,6 +184,21 @@ class RequestGuardMiddleware:
             headers={"Connection": "close"},  # the rest of the body is not read
         )
         await response(scope, receive, send)
+
+
+def _plainly_storable(body: bytes) -> bool:
+    """True when decoding ``body`` can find nothing to refuse (the usual small body, not
+    decoded here once more): ASCII without NUL is UTF-8 and no string in it can hold a
+    NUL or a lone surrogate but through a ``\\u`` escape (raw control characters are a
+    syntax error); fewer than 4,300 bytes hold no number too long to convert; fewer than
+    100 brackets nest no deeper than the decoder goes."""
+    return (
+        len(body) < 4300
+        and body.isascii()
+        and b"\x00" not in body
+        and b"\\u" not in body
+        and body.count(b"[") + body.count(b"{") < 100
+    )
 
 
 def _error(loc: list[str | int]) -> dict[str, Any]:

@@ -80,15 +80,20 @@ class NewDeletion:
     email: EmailFiling | None = None
 
 
+# Random bytes below 248 (4 x 62) map uniformly onto the alphabet (byte % 62); the others
+# are dropped, so every character is uniform and independent (rejection sampling).
+_CODE_TABLE = bytes(ord(CODE_ALPHABET[b % len(CODE_ALPHABET)]) for b in range(256))
+_CODE_REJECTED = bytes(range(248, 256))
+
+
 def new_confirmation_code() -> str:
-    """CODE_LENGTH characters of CODE_ALPHABET, uniformly random: the base-62 digits of one
-    random number below 62**CODE_LENGTH (one draw instead of one per character)."""
-    number = secrets.randbelow(len(CODE_ALPHABET) ** CODE_LENGTH)
-    digits = []
-    for _ in range(CODE_LENGTH):
-        number, digit = divmod(number, len(CODE_ALPHABET))
-        digits.append(CODE_ALPHABET[digit])
-    return "".join(digits)
+    """CODE_LENGTH characters of CODE_ALPHABET, uniformly random: random bytes mapped in C
+    (``bytes.translate``; 1 us instead of 8 us for base-62 digits of one random number)."""
+    code = b""
+    while len(code) < CODE_LENGTH:
+        # 40 bytes keep 32 or more with probability > 0.999; else draw again.
+        code += secrets.token_bytes(40).translate(_CODE_TABLE, _CODE_REJECTED)
+    return code[:CODE_LENGTH].decode("ascii")
 
 
 def subject_key(hash_key: bytes, kind: RequestKind, identities: dict[str, str]) -> str:
@@ -110,10 +115,11 @@ def fingerprint(fields: Mapping[str, Any]) -> str:
 
 
 def build_rows(
-    command: NewDeletion, *, hash_key: bytes, deadline_days: int
+    command: NewDeletion, *, hash_key: bytes, deadline_days: int, key: str | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The rows a command files: its request and its tasks from the plan, every column
-    (by column name) as it is stored (not stored here)."""
+    (by column name) as it is stored (not stored here). ``key``: the command's
+    :func:`subject_key`, when the caller has it already."""
     now = utcnow()
     email = command.email
     request_id = uuid.uuid4()
@@ -124,7 +130,9 @@ def build_rows(
         "source": command.source,
         "requested_by": command.requested_by,
         "subject": command.identities,
-        "subject_key": subject_key(hash_key, command.kind, command.identities),
+        "subject_key": (
+            key if key is not None else subject_key(hash_key, command.kind, command.identities)
+        ),
         "notify_email": command.notify_email,
         "reason": command.reason,
         "idempotency_key": (
@@ -175,7 +183,9 @@ def build(command: NewDeletion, *, hash_key: bytes, deadline_days: int) -> Delet
     return request
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and intake
+# makes one of these and four tasks per request (nothing changes them after ``of``).
+@dataclass(slots=True)
 class FiledTask:
     """A task as intake stored it."""
 
@@ -190,7 +200,7 @@ class FiledTask:
     next_attempt_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FiledRequest:
     """A request as intake stored it, read from its rows (no ORM object is made for the
     answer to a filing): what a caller is shown of a request, as of a stored one."""
@@ -211,10 +221,33 @@ class FiledRequest:
 
     @classmethod
     def of(cls, request: dict[str, Any], tasks: list[dict[str, Any]]) -> FiledRequest:
-        task_fields = FiledTask.__dataclass_fields__
         return cls(
-            **{name: request[name] for name in cls.__dataclass_fields__ if name != "tasks"},
-            tasks=tuple(FiledTask(**{name: task[name] for name in task_fields}) for task in tasks),
+            id=request["id"],
+            kind=request["kind"],
+            status=request["status"],
+            source=request["source"],
+            requested_by=request["requested_by"],
+            confirmation_code=request["confirmation_code"],
+            status_reason=request["status_reason"],
+            review_reason=request["review_reason"],
+            review=request["review"],
+            created_at=request["created_at"],
+            due_at=request["due_at"],
+            completed_at=request["completed_at"],
+            tasks=tuple(
+                FiledTask(
+                    purger=t["purger"],
+                    status=t["status"],
+                    attempts=t["attempts"],
+                    deleted=t["deleted"],
+                    retained=t["retained"],
+                    error=t["error"],
+                    started_at=t["started_at"],
+                    finished_at=t["finished_at"],
+                    next_attempt_at=t["next_attempt_at"],
+                )
+                for t in tasks
+            ),
         )
 
 
@@ -237,10 +270,13 @@ async def file(
     *,
     hash_key: bytes,
     deadline_days: int,
+    key: str | None = None,
 ) -> FiledRequest | None:
     """:func:`insert` without ORM objects: the same rows, stored the same way; the request
-    as stored, or None when a unique index refused it."""
-    request_row, task_rows = build_rows(command, hash_key=hash_key, deadline_days=deadline_days)
+    as stored, or None when a unique index refused it. ``key``: as for :func:`build_rows`."""
+    request_row, task_rows = build_rows(
+        command, hash_key=hash_key, deadline_days=deadline_days, key=key
+    )
     detail, held_event = _filing(command)
     stored = await repository.insert_request_rows(
         db,
