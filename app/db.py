@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -91,6 +92,21 @@ _DRIVER_DISCONNECTS: tuple[type[BaseException], ...] = (
 )
 
 
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _gate(engine: AsyncEngine) -> asyncio.Semaphore:
+    """The line that single-statement callers (intake, Meta's callbacks) wait in for a
+    connection of ``engine``: first come, first served, for half of the pool. In the pool's
+    own queue a returned connection goes to whoever asks next, also before the ones
+    waiting, so under load a waiter could be passed over again and again (seconds at 64
+    connections: the p99 of intake); the other half stays for the worker and the reads."""
+    gate = _GATES.get(engine)
+    if gate is None:
+        gate = _GATES[engine] = asyncio.Semaphore(max(1, POOL_SIZE // 2))
+    return gate
+
+
 class DriverConnection:
     """A connection of the engine's pool used through its driver (asyncpg) directly:
     checked out and returned as by ``engine.connect()`` (the idle ping, the pool's size),
@@ -106,10 +122,16 @@ class DriverConnection:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._gate = _gate(engine)
         self._pooled: Any = None
 
     async def __aenter__(self) -> DriverConnection:
-        self._pooled = await self._engine.raw_connection()
+        await self._gate.acquire()
+        try:
+            self._pooled = await self._engine.raw_connection()
+        except BaseException:
+            self._gate.release()
+            raise
         return self
 
     async def __aexit__(
@@ -119,9 +141,12 @@ class DriverConnection:
         tb: TracebackType | None,
     ) -> None:
         pooled, self._pooled = self._pooled, None
-        if exc is not None and pooled.is_valid:
-            pooled.invalidate(exc if isinstance(exc, Exception) else None)
-        pooled.close()
+        try:
+            if exc is not None and pooled.is_valid:
+                pooled.invalidate(exc if isinstance(exc, Exception) else None)
+            pooled.close()
+        finally:
+            self._gate.release()
 
     async def fetchrow(self, statement: str, *args: Any) -> Any:
         driver = self._pooled.driver_connection

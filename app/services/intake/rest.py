@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import repository
-from app.db import POOL_SIZE, DriverConnection
+from app.db import DriverConnection
 from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from app.models import (
     CANCELLABLE_STATUSES,
@@ -68,12 +67,6 @@ class RequestService:
             if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql"
             else None
         )
-        # Intake waits for a connection in line (first come, first served) at a gate of half
-        # the pool, not in the pool's own queue: a connection returned there goes to whoever
-        # asks next, also before the ones waiting, and under load a waiter could be passed
-        # over again and again (seconds at 64 connections; the pool gives up after 30 s).
-        # The other half stays for the worker and the reads.
-        self._intake_slots = asyncio.Semaphore(max(1, POOL_SIZE // 2))
 
     def status_url(self, request: DeletionRequest | FiledRequest) -> str:
         return f"{self._settings.public_base_url}/deletion-status/{request.confirmation_code}"
@@ -131,7 +124,7 @@ class RequestService:
     async def _insert(self, command: NewDeletion, key: str) -> FiledRequest | None:
         deadline_days = self._settings.deadline_days
         if self._postgres is not None:
-            async with self._intake_slots, DriverConnection(self._postgres) as connection:
+            async with DriverConnection(self._postgres) as connection:
                 return await file(
                     connection,
                     command,
