@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import traceback
 import uuid
 from datetime import UTC, datetime
 
@@ -59,6 +60,26 @@ class SecretPathFilter(logging.Filter):
         return True
 
 
+def exception_without_values(
+    _logger: object, _name: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """An exception in a log line as its type and where it was raised (file, line and
+    function of each frame), never its message or locals: an exception's text can hold
+    what the code was handling (an address, a name), and the rendered tuple did."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[0] is not None:
+        event_dict.setdefault("error_type", exc_info[0].__name__)
+        event_dict["frames"] = [
+            f"{frame.filename}:{frame.lineno} {frame.name}"
+            for frame in traceback.extract_tb(exc_info[2])
+        ]
+    return event_dict
+
+
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler on whatever ``sys.stderr`` is when a record is written."""
 
@@ -76,6 +97,7 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
     def __init__(self, renderer: structlog.types.Processor) -> None:
         super().__init__(
             foreign_pre_chain=[
+                exception_without_values,
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -144,6 +166,7 @@ def configure_logging(settings: Settings) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            exception_without_values,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -4,11 +4,17 @@ data in the query)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 from pathlib import Path
 
 import httpx
+import pytest
+import structlog
 
+from app.logging import configure_logging
+from app.settings import Environment, Settings
 from tests.cli.test_commands import served  # noqa: F401  (the fixture: `serve` in a fresh folder)
 
 
@@ -49,3 +55,27 @@ def test_the_subject_filter_of_the_list_is_masked_in_the_access_log(
     assert '"GET /v1/deletion-requests?limit=5&subject=*** HTTP/1.1" 401' in log
     assert '"GET /v1/deletion-requests?SUBJECT=*** HTTP/1.1" 401' in log
     assert "private" not in log
+
+
+@pytest.mark.parametrize("source", ["stdlib", "structlog"])
+def test_an_exception_is_logged_by_type_and_place_never_by_its_text(
+    source: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uvicorn logs an application's exception with ``exc_info``; the line names its type
+    and frames, not its message (which can hold what the code was handling)."""
+    configure_logging(Settings.model_construct(environment=Environment.production))
+    capsys.readouterr()
+    try:
+        raise ValueError("private.person@example.com is not a tenant of private-band")
+    except ValueError as exc:
+        if source == "stdlib":
+            logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=exc)
+        else:
+            structlog.get_logger().error("request_failed", exc_info=True)
+    err = capsys.readouterr().err
+    assert "private" not in err and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["error_type"] == "ValueError"
+    assert any("test_an_exception_is_logged_by_type_and_place" in f for f in record["frames"])
+    assert "private" not in line and "exc_info" not in record
