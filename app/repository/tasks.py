@@ -75,10 +75,15 @@ async def update_tasks(
     session: AsyncSession, changes: Sequence[tuple[uuid.UUID, TaskChanges]]
 ) -> None:
     """Several tasks' changes in as few round trips as there are shapes of change (the
-    same columns written): each shape is one executemany."""
-    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    same columns written): each shape is one executemany. A task changed more than once
+    is first merged into one change (the later value of a column wins, as written one
+    after the other), so that no shape's batch can overtake a later change of it."""
+    merged: dict[uuid.UUID, dict[str, Any]] = {}
     for task_id, values in changes:
-        shapes.setdefault(tuple(sorted(values)), []).append({**values, "task_id": task_id})
+        merged.setdefault(task_id, {}).update(values)
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for task_id, columns in merged.items():
+        shapes.setdefault(tuple(sorted(columns)), []).append({**columns, "task_id": task_id})
     if not shapes:
         return
     connection = await session.connection()
