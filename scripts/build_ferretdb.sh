@@ -58,8 +58,11 @@ mkdir -p "$BIN_DIR"
 (cd "$BUILD/ferretdb-src" && "$GO" build -o "$BUILD/ferretdb" ./cmd/ferretdb) \
     || die "go build of FerretDB $FERRETDB_VERSION failed (see the output above)"
 
-"$BUILD/ferretdb" --version | grep -q "version: $FERRETDB_VERSION" \
-    || die "the freshly built binary does not report $FERRETDB_VERSION: $("$BUILD/ferretdb" --version 2>&1)"
+# The output first, then the match: `ferretdb --version | grep -q` under pipefail fails
+# whenever grep exits at its match before ferretdb has written everything (SIGPIPE).
+built_version="$("$BUILD/ferretdb" --version 2>&1 || true)"
+grep -q "version: $FERRETDB_VERSION" <<<"$built_version" \
+    || die "the freshly built binary does not report $FERRETDB_VERSION: $built_version"
 
 mv -f "$BUILD/ferretdb" "$TARGET"
 log "built $TARGET in $((SECONDS - start)) s"
