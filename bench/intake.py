@@ -47,6 +47,7 @@ from app.auth import Scope, mint_token
 from app.db import upgrade_sync
 from app.settings import Settings
 from bench.common import previously
+from bench.loadgen import percentile
 from testsupport.harness.services import (
     PostgresServer,
     free_port,
@@ -85,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="concurrent connections",
     )
     parser.add_argument(
+        "--intake-rounds",
+        type=int,
+        default=3,
+        help="rounds per level: service and floor alternate this many times, each measured "
+        "for seconds/rounds, so that a change in the machine's other load falls on both",
+    )
+    parser.add_argument(
         "--intake-client",
         choices=["raw", "httpx"],
         default="raw",
@@ -104,7 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-QUICK: dict[str, Any] = {"intake_seconds": 3.0, "intake_warmup": 1.0, "intake_levels": [1, 64]}
+QUICK: dict[str, Any] = {
+    "intake_seconds": 3.0,
+    "intake_warmup": 1.0,
+    "intake_levels": [1, 64],
+    "intake_rounds": 1,
+}
 
 
 @dataclass
@@ -173,6 +186,7 @@ async def _load(
         str(server.process.pid),
         "--client",
         args.intake_client,
+        "--latencies",
         "--ours",
         *map(str, ours),
     ]
@@ -207,6 +221,7 @@ def _command(args: argparse.Namespace) -> str:
     parts += ["--intake-seconds", f"{args.intake_seconds:g}"]
     parts += ["--intake-warmup", f"{args.intake_warmup:g}"]
     parts += ["--intake-levels", *map(str, args.intake_levels)]
+    parts += ["--intake-rounds", str(args.intake_rounds)]
     if args.intake_environment != "production":
         parts += ["--intake-environment", args.intake_environment]
     if args.intake_client != "raw":
@@ -299,22 +314,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ceiling = await _load(trivial, token, top, args, ours)
             _stop_server(trivial)
             levels: list[dict[str, Any]] = []
+            rounds = max(1, args.intake_rounds)
+            per_round = argparse.Namespace(
+                **{**vars(args), "intake_seconds": args.intake_seconds / rounds}
+            )
             for index, concurrency in enumerate(args.intake_levels):
-                order = [service, floor] if index % 2 == 0 else [floor, service]
-                figures: dict[str, Any] = {}
-                for server in order:
-                    figures[server.name] = await _load(server, token, concurrency, args, ours)
-                    accepted[server.name] += figures[server.name]["accepted"]
-                rate, floor_rate = (
-                    figures["service"]["requests_per_second"],
-                    figures["floor"]["requests_per_second"],
-                )
+                runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
+                for number in range(rounds):
+                    flip = (index + number) % 2
+                    for server in [floor, service] if flip else [service, floor]:
+                        figures = await _load(server, token, concurrency, per_round, ours)
+                        runs[server.name].append(figures)
+                        accepted[server.name] += figures["accepted"]
+                service_figures, floor_figures = combine(runs["service"]), combine(runs["floor"])
+                floor_rate = floor_figures["requests_per_second"]
                 levels.append(
                     {
                         "concurrency": concurrency,
-                        "service": figures["service"],
-                        "floor": figures["floor"],
-                        "ratio": rate / floor_rate if floor_rate else math.nan,
+                        "service": service_figures,
+                        "floor": floor_figures,
+                        "ratio": (
+                            service_figures["requests_per_second"] / floor_rate
+                            if floor_rate
+                            else math.nan
+                        ),
+                        "round_ratios": [
+                            s["requests_per_second"] / f["requests_per_second"]
+                            if f["requests_per_second"]
+                            else math.nan
+                            for s, f in zip(runs["service"], runs["floor"], strict=True)
+                        ],
                     }
                 )
             profile = floor_profile = None
@@ -339,6 +368,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": _machine(),
         "command": _command(args),
         "seconds": args.intake_seconds,
+        "rounds": max(1, args.intake_rounds),
         "warmup": args.intake_warmup,
         "client": args.intake_client,
         "environment": args.intake_environment,
@@ -361,6 +391,48 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "profile": profile,
         "floor_profile": floor_profile,
     }
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's figures at one level from its rounds, pooled: rate = all requests / all
+    measured time, CPU per request over all requests, percentiles of all latencies."""
+    if len(runs) == 1:
+        runs[0].pop("latencies_ms", None)
+        return runs[0]
+    seconds = sum(run["seconds"] for run in runs)
+    requests = sum(run["requests"] for run in runs)
+    errors: Counter[str] = Counter()
+    for run in runs:
+        errors.update(run["errors"])
+
+    latencies = sorted(value for run in runs for value in run.pop("latencies_ms", []))
+
+    def weighted(key: str) -> float:
+        return float(sum(run.get(key, math.nan) * run["seconds"] for run in runs)) / seconds
+
+    combined: dict[str, Any] = {
+        **runs[0],
+        "seconds": round(seconds, 3),
+        "requests": requests,
+        "answers_total": sum(run["answers_total"] for run in runs),
+        "accepted": sum(run["accepted"] for run in runs),
+        "errors": dict(errors),
+        "requests_per_second": requests / seconds if seconds else 0.0,
+        "p50_ms": percentile(latencies, 0.50),
+        "p90_ms": percentile(latencies, 0.90),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else math.nan,
+        "rounds": len(runs),
+    }
+    for key in ("loadgen_cores", "machine_busy_fraction", "server_cores", "ours_cores",
+                "foreign_cores"):  # fmt: skip
+        if key in runs[0]:
+            combined[key] = weighted(key)
+    if "server_cpu_ms_per_request" in runs[0] and requests:
+        combined["server_cpu_ms_per_request"] = (
+            sum(run["server_cpu_ms_per_request"] * run["requests"] for run in runs) / requests
+        )
+    return combined
 
 
 def _postmaster(pg: PostgresServer) -> list[int]:
@@ -516,7 +588,7 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
         " no logging). A closed-loop load generator in its own process (`bench/loadgen.py`,"
         f" {client.get(result['client'], result['client'])}, keep-alive connections) runs"
         f" {result['warmup']:g} s of warm-up, then {result['seconds']:g} s measured per level"
-        f" and server; service and floor alternate at each level. Machine: {result['machine']}.",
+        f" and server; {_alternation(result.get('rounds', 1))} Machine: {result['machine']}.",
         "",
     ]
     if ceiling:
@@ -529,10 +601,11 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
             "",
         ]
     lines += [
-        "| connections | service req/s | floor req/s | ratio (before) | service p50 / p99 ms "
+        "| connections | service req/s | floor req/s | ratio (before) | ratio per round "
+        "| service p50 / p99 ms "
         "(p99 before) | floor p50 / p99 ms | server CPU ms/request service / floor (before) "
         "| other load, cores |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for level in result["levels"]:
         s, f = level["service"], level["floor"]
@@ -546,6 +619,7 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
         lines.append(
             f"| {level['concurrency']} | {s['requests_per_second']:.0f} "
             f"| {f['requests_per_second']:.0f} | **{level['ratio']:.2f}** ({was_ratio}) "
+            f"| {', '.join(f'{r:.2f}' for r in level.get('round_ratios', [level['ratio']]))} "
             f"| {s['p50_ms']:.1f} / {s['p99_ms']:.1f} ({was_p99}) "
             f"| {f['p50_ms']:.1f} / {f['p99_ms']:.1f} "
             f"| {s.get('server_cpu_ms_per_request', math.nan):.2f} / "
@@ -569,6 +643,18 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
     lines += _profile_lines(result.get("profile"), result.get("floor_profile"))
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
+
+
+def _alternation(rounds: int) -> str:
+    if rounds <= 1:
+        return "service and floor alternate at each level."
+    return (
+        f"service and floor alternate {rounds} times at each level (each run"
+        " with its own warm-up), so that a change in the machine's other load falls on both;"
+        " a level's figures pool its runs (rate: all requests over all measured time;"
+        " percentiles: of all latencies), and the ratio of each pair of runs is shown beside"
+        " the level's."
+    )
 
 
 def _profile_lines(profile: dict[str, Any] | None, floor: dict[str, Any] | None) -> list[str]:

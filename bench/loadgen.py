@@ -332,6 +332,8 @@ async def generate(args: argparse.Namespace) -> dict[str, Any]:
         "loadgen_cores": (last["own"] - first["own"]) / elapsed,
         "machine_busy_fraction": busy / total if total else math.nan,
     }
+    if getattr(args, "latencies", False):
+        result["latencies_ms"] = [round(latency * 1000, 3) for latency in latencies]
     if args.pid:
         server_cpu = last["server"] - first["server"]
         result["server_cores"] = server_cpu / elapsed
@@ -356,6 +358,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--expect", type=int, default=202, help="the only acceptable status")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument(
+        "--latencies",
+        action="store_true",
+        help="also output every latency (ms), for pooling runs' percentiles",
+    )
     parser.add_argument("--pid", type=int, default=0, help="server process to sample CPU of")
     parser.add_argument(
         "--ours", type=int, nargs="*", default=[], help="roots of this benchmark's process trees"

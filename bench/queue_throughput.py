@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -568,6 +569,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "requests": args.q_requests,
         "concurrency": args.q_concurrency,
+        "cores": os.cpu_count() or 1,
         "rounds": [],
     }
     try:
@@ -618,6 +620,30 @@ def _met(verdict: dict[str, Any] | None) -> str:
     if verdict is None:
         return "not measured"
     return "met" if verdict["met"] else "MISSED"
+
+
+def _ceiling_lines(result: dict[str, Any], one: dict[str, Any] | None) -> list[str]:
+    """What more workers can reach on this machine at most, from the one-worker round: the
+    cores one worker keeps busy (its own CPU and PostgreSQL's, per request, at its rate)
+    against the cores there are. A worker that keeps more than cores/N busy caps N workers
+    below N times one, however cheap a request gets."""
+    if one is None or one.get("postgres_cpu_ms") is None:
+        return []
+    cores = result.get("cores") or os.cpu_count() or 1
+    busy = one["per_second"] * (one["service_cpu_ms"] + one["postgres_cpu_ms"]) / 1000
+    best = cores / busy if busy else math.inf
+    targets = ", ".join(f"{workers} workers {target}x" for workers, target in SCALE_TARGETS.items())
+    return [
+        "",
+        f"The most more workers can give on this machine: one worker kept {busy:.2f} cores"
+        f" busy ({one['per_second']:.0f} requests/s x ({one['service_cpu_ms']:.1f} ms of its"
+        f" own + {one['postgres_cpu_ms']:.1f} ms of PostgreSQL's CPU)), of {cores}; so any"
+        f" number of workers drains at most {best:.2f}x one here (targets: {targets})."
+        " While one worker is CPU-bound, a cheaper request raises its rate in step, so it"
+        " keeps one core busy plus PostgreSQL's share: on 2 cores the ceiling stays under"
+        " 2x whatever a request costs; only more cores, or PostgreSQL on another machine,"
+        " lift it.",
+    ]
 
 
 def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
@@ -673,6 +699,7 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
                 f"- {workers} workers >= {target}x one: {_met(s)} ({s['ratio']:.2f}x;"
                 f" before {previously(previous, 'verdicts', f'scale_{workers}', 'ratio')}x)."
             )
+    lines += _ceiling_lines(result, one)
     b = result.get("burst")
     if b:
         lines += [

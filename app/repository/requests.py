@@ -541,7 +541,8 @@ async def insert_request_rows(
     """
     connection = await db.connection() if isinstance(db, AsyncSession) else db
     dialect = "postgresql" if isinstance(connection, DriverConnection) else connection.dialect.name
-    request_id = request_row["id"]
+    # On PostgreSQL every row goes as JSON: the request's id as text once, not once a row.
+    request_id = str(request_row["id"]) if dialect == "postgresql" else request_row["id"]
     for task_row in task_rows:
         task_row["request_id"] = request_id
     hash_rows = [{"request_id": request_id, "hash": value} for value in sorted(subject_hashes)]
