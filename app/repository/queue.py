@@ -19,6 +19,7 @@ from app.models import (
     RequestStatus,
     utcnow,
 )
+from app.repository import driver
 from app.repository.holds import SUBJECT_HASHES, active_hashes
 from app.repository.requests import RequestChanges
 
@@ -198,7 +199,13 @@ async def fence(
     """The fencing check, inside the transaction that writes under the lease (the row is
     locked until it ends): None when ``worker_id`` does not hold the lease, else whether
     a legal hold matches the request at this moment (what it named or resolved to), in
-    the same round trip. Core, on the session's connection: the worker's hot path."""
+    the same round trip. Core, on the session's connection (driver SQL in a transaction
+    that :func:`driver.begin` began): the worker's hot path."""
+    values = {"request_id": request_id, "worker_id": worker_id, "now": now}
+    raw = driver.of(session)
+    if raw is not None:
+        found = await driver.fetchrow(raw, driver.compiled(_FENCE), values)
+        return None if found is None else bool(found[1])
     connection = await session.connection()
     row = (
         await connection.execute(
@@ -229,18 +236,20 @@ async def release(
     **values: Unpack[RequestChanges],
 ) -> bool:
     """Give the request back (with its new status and next run time), if still ours."""
+    params = {
+        **values,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": utcnow(),
+        "request_id": request_id,
+        "worker_id": worker_id,
+    }
+    raw = driver.of(session)
+    if raw is not None:
+        columns = [key for key in params if key not in ("request_id", "worker_id")]
+        return bool(await driver.execute(raw, driver.compiled(_RELEASE, columns), params))
     connection = await session.connection()
-    result = await connection.execute(
-        _RELEASE,
-        {
-            **values,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": utcnow(),
-            "request_id": request_id,
-            "worker_id": worker_id,
-        },
-    )
+    result = await connection.execute(_RELEASE, params)
     return bool(result.rowcount)
 
 

@@ -33,6 +33,7 @@ from app.models import (
     SubjectHash,
     utcnow,
 )
+from app.repository import driver
 
 
 class RequestChanges(TypedDict, total=False):
@@ -239,9 +240,14 @@ async def set_values(
     session: AsyncSession, request_id: uuid.UUID, **values: Unpack[RequestChanges]
 ) -> None:
     """Write columns of a request (Core, on the session's connection: nothing in the
-    session is synchronised)."""
+    session is synchronised; driver SQL in a transaction that :func:`driver.begin` began)."""
+    params = {**values, "request_id": request_id}
+    raw = driver.of(session)
+    if raw is not None:
+        await driver.execute(raw, driver.compiled(_SET_VALUES, list(values)), params)
+        return
     connection = await session.connection()
-    await connection.execute(_SET_VALUES, {**values, "request_id": request_id})
+    await connection.execute(_SET_VALUES, params)
 
 
 async def add_subject_hashes(

@@ -245,12 +245,17 @@ class Leases:
         """A transaction that writes only while this worker holds the lease: fence, then
         the block's changes and events, then commit."""
         async with self._sessions() as session:
-            held = await self.fence(session, request_id)
-            tx = Transition(session, request_id, self.worker_id, held)
-            yield tx
-            await tx.flush()
-            await repository.insert_events(session, tx.events)
-            await session.commit()
+            # On PostgreSQL its hot statements run as driver SQL, in this transaction.
+            await repository.begin_driver(session)
+            try:
+                held = await self.fence(session, request_id)
+                tx = Transition(session, request_id, self.worker_id, held)
+                yield tx
+                await tx.flush()
+                await repository.insert_events(session, tx.events)
+                await session.commit()
+            finally:
+                repository.end_driver(session)
 
     def group(
         self,

@@ -1,0 +1,134 @@
+"""The worker's hot statements as driver SQL (asyncpg) on PostgreSQL, inside the session's
+own transaction.
+
+A fenced transaction (``Leases.transition``) runs a handful of small statements per
+request: the fence, task and request updates, the event rows. Through SQLAlchemy each
+costs more CPU in its execution machinery (context, result, adaption) than in the
+driver. :func:`begin` starts the session's transaction at once and lends its asyncpg
+connection to those statements (:func:`of`), so they run in the same transaction as
+whatever else the block does through the session (reads, receipts) and commit or roll
+back with it. Their SQL is the SQLAlchemy statement compiled once per shape for the
+asyncpg dialect, with the same bind processing (JSON serialised as SQLAlchemy would).
+SQLite (and a session that did not :func:`begin`) takes the SQLAlchemy path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+_KEY = "driver_connection"
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+
+async def begin(session: AsyncSession) -> None:
+    """Begin the session's transaction now; on PostgreSQL lend its asyncpg connection to
+    the hot statements until :func:`end`."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    pooled = await connection.get_raw_connection()
+    adapted: Any = pooled.dbapi_connection
+    # SQLAlchemy's asyncpg adapter begins lazily, on its first statement: begin here, as
+    # it would (its own transaction object, so that its commit and rollback end it).
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    session.info[_KEY] = pooled.driver_connection
+
+
+def end(session: AsyncSession) -> None:
+    """The transaction is over: the connection goes back to the pool with the session."""
+    session.info.pop(_KEY, None)
+
+
+def of(session: AsyncSession) -> Any:
+    """The asyncpg connection lent to the session's transaction, or None."""
+    return session.info.get(_KEY)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A statement as asyncpg SQL, and how to make its positional arguments."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    # Columns the statement sets itself when not given (``onupdate``, an insert's default).
+    defaults: Mapping[str, Callable[[], Any]]
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for name, process in zip(self.names, self.processors, strict=True):
+            value = values[name] if name in values else self.defaults[name]()
+            out.append(process(value) if process is not None else value)
+        return out
+
+
+_CACHE: dict[tuple[int, tuple[str, ...] | None], Compiled] = {}
+
+
+def compiled(statement: sa.Executable, column_keys: Iterable[str] | None = None) -> Compiled:
+    """``statement`` compiled for asyncpg (with the SET or VALUES clause of
+    ``column_keys``), once per statement and shape."""
+    keys = tuple(column_keys) if column_keys is not None else None
+    key = (id(statement), keys)
+    found = _CACHE.get(key)
+    if found is None:
+        compiled_ = statement.compile(  # type: ignore[attr-defined]
+            dialect=_DIALECT, column_keys=list(keys) if keys is not None else None
+        )
+        names = tuple(compiled_.positiontup or ())
+        processors = tuple(
+            compiled_.binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+            for name in names
+        )
+        found = _CACHE[key] = Compiled(
+            str(compiled_), names, processors, _defaults(statement, names, keys or ())
+        )
+    return found
+
+
+def _defaults(
+    statement: sa.Executable, names: Sequence[str], given: Sequence[str]
+) -> dict[str, Callable[[], Any]]:
+    """How to make the value of each column the statement sets that is not given: the
+    column's ``onupdate`` (an UPDATE) or ``default`` (an INSERT), as SQLAlchemy would."""
+    table = getattr(statement, "table", None)
+    if table is None:
+        return {}
+    update = isinstance(statement, sa.Update)
+    out: dict[str, Callable[[], Any]] = {}
+    for name in names:
+        if name in given or name not in table.c:
+            continue
+        column = table.c[name]
+        default = column.onupdate if update else column.default
+        if default is None:
+            continue
+        if default.is_callable:
+            out[name] = partial(default.arg, None)
+        elif default.is_scalar:
+            out[name] = partial(lambda value: value, default.arg)
+    return out
+
+
+async def fetchrow(driver: Any, statement: Compiled, values: Mapping[str, Any]) -> Any:
+    return await driver.fetchrow(statement.sql, *statement.args(values))
+
+
+async def execute(driver: Any, statement: Compiled, values: Mapping[str, Any]) -> int:
+    """Run a statement; the rows it changed."""
+    status: str = await driver.execute(statement.sql, *statement.args(values))
+    count = status.rpartition(" ")[2]
+    return int(count) if count.isdigit() else 0
+
+
+async def executemany(driver: Any, statement: Compiled, rows: Sequence[Mapping[str, Any]]) -> None:
+    await driver.executemany(statement.sql, [statement.args(row) for row in rows])
