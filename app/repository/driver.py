@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 
 _KEY = "driver_connection"
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
@@ -132,3 +133,77 @@ async def execute(driver: Any, statement: Compiled, values: Mapping[str, Any]) -
 
 async def executemany(driver: Any, statement: Compiled, rows: Sequence[Mapping[str, Any]]) -> None:
     await driver.executemany(statement.sql, [statement.args(row) for row in rows])
+
+
+@dataclass(frozen=True)
+class Loader:
+    """Rows of a join of ``parent`` and ``child`` (each with all of its columns, the
+    child's nullable: an outer join) made into mapped objects as the ORM would load them
+    (column values through SQLAlchemy's result processing), without its loading
+    machinery: transient objects, read only, ``collection`` holding the children."""
+
+    parent: type[Any]
+    child: type[Any]
+    collection: str
+    parent_columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    child_columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+
+    @classmethod
+    def of(cls, parent: type[Any], child: type[Any], collection: str) -> Loader:
+        def columns(mapped: type[Any]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+            table = sa.inspect(mapped).local_table
+            return tuple(
+                (
+                    column.key,
+                    column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None),
+                )
+                for column in table.columns
+            )
+
+        for mapped in (parent, child):
+            first = next(iter(sa.inspect(mapped).local_table.columns))
+            assert first.primary_key, f"{mapped.__name__}: the first column is not its key"
+        return cls(parent, child, collection, columns(parent), columns(child))
+
+    def select(self) -> sa.Select[Any]:
+        """All the columns of both, in the order :meth:`load` reads them."""
+        parent = sa.inspect(self.parent).local_table
+        child = sa.inspect(self.child).local_table
+        return sa.select(*parent.columns, *child.columns)
+
+    def load(self, rows: Sequence[Any]) -> list[Any]:
+        """The parents of ``rows`` (in their order), each with its children (rows of one
+        parent next to each other, the children in the order wanted)."""
+        split = len(self.parent_columns)
+        parents: list[Any] = []
+        current_id: Any = None
+        children: list[Any] = []
+        for row in rows:
+            if not parents or row[0] != current_id:
+                children = []
+                parent = _instance(self.parent, self.parent_columns, row, 0)
+                instance_dict(parent)[self.collection] = children
+                parents.append(parent)
+                current_id = row[0]
+            if row[split] is not None:
+                children.append(_instance(self.child, self.child_columns, row, split))
+        return parents
+
+
+def _instance(
+    mapped: type[Any],
+    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...],
+    row: Any,
+    start: int,
+) -> Any:
+    obj = manager_of_class(mapped).new_instance()
+    values = instance_dict(obj)
+    for offset, (key, process) in enumerate(columns):
+        value = row[start + offset]
+        values[key] = process(value) if process is not None and value is not None else value
+    return obj
+
+
+async def fetch(driver: Any, statement: Compiled, values: Mapping[str, Any]) -> list[Any]:
+    rows: list[Any] = await driver.fetch(statement.sql, *statement.args(values))
+    return rows

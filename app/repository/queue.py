@@ -4,11 +4,13 @@ release, and how deep the queue is."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Unpack, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
@@ -21,7 +23,8 @@ from app.models import (
 )
 from app.repository import driver
 from app.repository.holds import SUBJECT_HASHES, active_hashes
-from app.repository.requests import RequestChanges
+from app.repository.requests import REQUEST_LOADER, RequestChanges
+from app.repository.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,13 @@ _CLAIMED_ROWS = (
     .where(DeletionRequest.id.in_(sa.bindparam("ids", expanding=True)))
 )
 
+_CLAIMED_ROWS_RAW = (
+    REQUEST_LOADER.select()
+    .select_from(REQUESTS.outerjoin(TASKS, TASKS.c.request_id == REQUESTS.c.id))
+    .where(REQUESTS.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid))))
+    .order_by(REQUESTS.c.id, TASKS.c.position)
+)
+
 
 async def claim_next(
     session: AsyncSession, worker_id: str, lease: timedelta, now: datetime
@@ -154,9 +164,16 @@ async def claim_batch(
 async def get_requests_with_tasks(
     session: AsyncSession, request_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[DeletionRequest, list[DeletionTask]]]:
-    """Claimed requests and their tasks (in plan order), read in the claiming transaction."""
-    rows = (await session.execute(_CLAIMED_ROWS, {"ids": request_ids})).unique().scalars().all()
-    return {request.id: (request, list(request.tasks)) for request in rows}
+    """Claimed requests and their tasks (in plan order), read in the claiming transaction
+    (driver SQL in a transaction that :func:`driver.begin` began)."""
+    raw = driver.of(session)
+    if raw is not None:
+        found = await driver.fetch(raw, driver.compiled(_CLAIMED_ROWS_RAW), {"ids": request_ids})
+        requests: Sequence[DeletionRequest] = REQUEST_LOADER.load(found)
+    else:
+        result = await session.execute(_CLAIMED_ROWS, {"ids": request_ids})
+        requests = result.unique().scalars().all()
+    return {request.id: (request, list(request.tasks)) for request in requests}
 
 
 async def extend_lease(
