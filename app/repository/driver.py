@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 
 _KEY = "driver_connection"
-_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
 async def begin(session: AsyncSession) -> None:
@@ -83,31 +83,40 @@ def compiled(statement: sa.Executable, column_keys: Iterable[str] | None = None)
     found = _CACHE.get(key)
     if found is None:
         compiled_ = statement.compile(  # type: ignore[attr-defined]
-            dialect=_DIALECT, column_keys=list(keys) if keys is not None else None
+            dialect=DIALECT, column_keys=list(keys) if keys is not None else None
         )
+        assert "POSTCOMPILE" not in str(compiled_), "an IN list: use = ANY(array)"
         names = tuple(compiled_.positiontup or ())
         processors = tuple(
-            compiled_.binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+            compiled_.binds[name].type.dialect_impl(DIALECT).bind_processor(DIALECT)
             for name in names
         )
         found = _CACHE[key] = Compiled(
-            str(compiled_), names, processors, _defaults(statement, names, keys or ())
+            str(compiled_),
+            names,
+            processors,
+            _defaults(statement, names, keys or (), compiled_.binds),
         )
     return found
 
 
 def _defaults(
-    statement: sa.Executable, names: Sequence[str], given: Sequence[str]
+    statement: sa.Executable,
+    names: Sequence[str],
+    given: Sequence[str],
+    binds: Mapping[str, sa.BindParameter[Any]],
 ) -> dict[str, Callable[[], Any]]:
     """How to make the value of each column the statement sets that is not given: the
     column's ``onupdate`` (an UPDATE) or ``default`` (an INSERT), as SQLAlchemy would."""
     table = getattr(statement, "table", None)
-    if table is None:
-        return {}
     update = isinstance(statement, sa.Update)
     out: dict[str, Callable[[], Any]] = {}
     for name in names:
-        if name in given or name not in table.c:
+        bind = binds[name]
+        if not bind.required and bind.value is not None:  # a value of the statement's own
+            out[name] = partial(lambda value: value, bind.value)
+            continue
+        if name in given or table is None or name not in table.c:
             continue
         column = table.c[name]
         default = column.onupdate if update else column.default
@@ -155,7 +164,7 @@ class Loader:
             return tuple(
                 (
                     column.key,
-                    column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None),
+                    column.type.dialect_impl(DIALECT).result_processor(DIALECT, None),
                 )
                 for column in table.columns
             )
