@@ -31,6 +31,8 @@ from app.repository.deauthorizations import (
     finish_deauthorization,
     insert_deauthorization,
 )
+from app.repository.driver import begin as begin_driver
+from app.repository.driver import end as end_driver
 from app.repository.email_intake import (
     add_email_intake,
     confirm_request,
@@ -139,6 +141,7 @@ __all__ = [
     "add_hold",
     "add_operator_notice",
     "add_subject_hashes",
+    "begin_driver",
     "claim_batch",
     "claim_deauthorization",
     "claim_due_deauthorizations",
@@ -151,6 +154,7 @@ __all__ = [
     "due_deauthorizations",
     "due_operator_notices",
     "encode_cursor",
+    "end_driver",
     "event_row",
     "expire_confirmations",
     "expire_reviews",

@@ -33,6 +33,7 @@ from app.models import (
     SubjectHash,
     utcnow,
 )
+from app.repository import driver
 
 
 class RequestChanges(TypedDict, total=False):
@@ -113,13 +114,33 @@ _REQUEST_WITH_TASKS = (
     .where(DeletionRequest.id == sa.bindparam("request_id"))
     .execution_options(populate_existing=True)
 )
+# The same as rows (driver SQL): the request's columns, then its tasks' (outer join).
+REQUEST_LOADER = driver.Loader.of(DeletionRequest, DeletionTask, "tasks")
+_REQUESTS_TABLE = cast(sa.Table, DeletionRequest.__table__)
+_TASKS_TABLE = cast(sa.Table, DeletionTask.__table__)
+_REQUEST_WITH_TASKS_ROWS = (
+    REQUEST_LOADER.select()
+    .select_from(
+        _REQUESTS_TABLE.outerjoin(_TASKS_TABLE, _TASKS_TABLE.c.request_id == _REQUESTS_TABLE.c.id)
+    )
+    .where(_REQUESTS_TABLE.c.id == sa.bindparam("request_id"))
+    .order_by(_TASKS_TABLE.c.position)
+)
 
 
 async def get_request_with_tasks(
     session: AsyncSession, request_id: uuid.UUID
 ) -> DeletionRequest | None:
     """The request as the database has it now, with its tasks (in plan order): one
-    statement (the worker settling a request)."""
+    statement (the worker settling a request; driver SQL in a transaction that
+    :func:`driver.begin` began)."""
+    raw = driver.of(session)
+    if raw is not None:
+        rows = await driver.fetch(
+            raw, driver.compiled(_REQUEST_WITH_TASKS_ROWS), {"request_id": request_id}
+        )
+        found = REQUEST_LOADER.load(rows)
+        return found[0] if found else None
     result = await session.execute(_REQUEST_WITH_TASKS, {"request_id": request_id})
     return result.unique().scalar_one_or_none()
 
@@ -239,9 +260,14 @@ async def set_values(
     session: AsyncSession, request_id: uuid.UUID, **values: Unpack[RequestChanges]
 ) -> None:
     """Write columns of a request (Core, on the session's connection: nothing in the
-    session is synchronised)."""
+    session is synchronised; driver SQL in a transaction that :func:`driver.begin` began)."""
+    params = {**values, "request_id": request_id}
+    raw = driver.of(session)
+    if raw is not None:
+        await driver.execute(raw, driver.compiled(_SET_VALUES, list(values)), params)
+        return
     connection = await session.connection()
-    await connection.execute(_SET_VALUES, {**values, "request_id": request_id})
+    await connection.execute(_SET_VALUES, params)
 
 
 async def add_subject_hashes(

@@ -14,6 +14,7 @@ from app.models import (
     DeletionTask,
     TaskStatus,
 )
+from app.repository import driver
 
 TASKS = cast(sa.Table, DeletionTask.__table__)
 
@@ -67,8 +68,7 @@ async def update_task(
 ) -> None:
     # On the session's connection (Core): the ORM's bulk-update machinery costs more than
     # the statement on the worker's hot path, and nothing in the session is synchronised.
-    connection = await session.connection()
-    await connection.execute(_UPDATE_TASK, {**values, "task_id": task_id})
+    await update_tasks(session, [(task_id, values)])
 
 
 async def update_tasks(
@@ -85,6 +85,15 @@ async def update_tasks(
     for task_id, columns in merged.items():
         shapes.setdefault(tuple(sorted(columns)), []).append({**columns, "task_id": task_id})
     if not shapes:
+        return
+    raw = driver.of(session)
+    if raw is not None:
+        for shape, rows in shapes.items():
+            statement = driver.compiled(_UPDATE_TASK, shape)
+            if len(rows) == 1:
+                await driver.execute(raw, statement, rows[0])
+            else:
+                await driver.executemany(raw, statement, rows)
         return
     connection = await session.connection()
     for rows in shapes.values():

@@ -156,31 +156,35 @@ class Leases:
         events, the reads)."""
         now = utcnow()
         async with self._sessions() as session:
-            claims = await repository.claim_batch(
-                session, self.worker_id, self.duration, now, limit, long_limit
-            )
-            if not claims:
-                await session.rollback()
-                return []
-            events = []
-            for claim in claims:
-                if claim.previous_owner is not None:
-                    events.append(
-                        repository.event_row(
-                            claim.request_id,
-                            "lease_taken_over",
-                            actor=self.worker_id,
-                            detail={"previous_owner": claim.previous_owner},
-                        )
-                    )
-                events.append(
-                    repository.event_row(claim.request_id, "claimed", actor=self.worker_id)
+            await repository.begin_driver(session)
+            try:
+                claims = await repository.claim_batch(
+                    session, self.worker_id, self.duration, now, limit, long_limit
                 )
-            await repository.insert_events(session, events)
-            rows = await repository.get_requests_with_tasks(
-                session, [claim.request_id for claim in claims]
-            )
-            await session.commit()
+                if not claims:
+                    await session.rollback()
+                    return []
+                events = []
+                for claim in claims:
+                    if claim.previous_owner is not None:
+                        events.append(
+                            repository.event_row(
+                                claim.request_id,
+                                "lease_taken_over",
+                                actor=self.worker_id,
+                                detail={"previous_owner": claim.previous_owner},
+                            )
+                        )
+                    events.append(
+                        repository.event_row(claim.request_id, "claimed", actor=self.worker_id)
+                    )
+                await repository.insert_events(session, events)
+                rows = await repository.get_requests_with_tasks(
+                    session, [claim.request_id for claim in claims]
+                )
+                await session.commit()
+            finally:
+                repository.end_driver(session)
         for claim in claims:
             log.info("request_claimed", request_id=str(claim.request_id), worker=self.worker_id)
         return [
@@ -245,12 +249,17 @@ class Leases:
         """A transaction that writes only while this worker holds the lease: fence, then
         the block's changes and events, then commit."""
         async with self._sessions() as session:
-            held = await self.fence(session, request_id)
-            tx = Transition(session, request_id, self.worker_id, held)
-            yield tx
-            await tx.flush()
-            await repository.insert_events(session, tx.events)
-            await session.commit()
+            # On PostgreSQL its hot statements run as driver SQL, in this transaction.
+            await repository.begin_driver(session)
+            try:
+                held = await self.fence(session, request_id)
+                tx = Transition(session, request_id, self.worker_id, held)
+                yield tx
+                await tx.flush()
+                await repository.insert_events(session, tx.events)
+                await session.commit()
+            finally:
+                repository.end_driver(session)
 
     def group(
         self,
