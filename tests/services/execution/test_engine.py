@@ -292,7 +292,9 @@ async def test_a_retrying_task_shows_when_its_next_attempt_is_due(
     assert task(data, "postgres")["next_attempt_at"] is None  # succeeded: nothing due
 
 
-@pytest.mark.settings(worker_concurrency=1)
+# The long request hangs: a short grace lets the worker stop (and release it) at the end
+# instead of waiting out the default 20 s.
+@pytest.mark.settings(worker_concurrency=1, shutdown_grace_seconds=0.5)
 async def test_a_disconnect_runs_beside_long_requests_that_fill_every_slot(
     client: httpx.AsyncClient, auth: Auth, state: AppState, script: Script
 ) -> None:
