@@ -11,8 +11,9 @@ import sqlalchemy as sa
 
 from app import repository
 from app.db import create_engine, create_sessionmaker
-from app.models import DeletionRequest, DeletionTask, RequestKind, RequestStatus, TaskStatus
+from app.models import RequestStatus, TaskStatus
 from app.repository import driver
+from tests.tracking_rows import running_request, two_tasks
 
 
 def _columns(obj: Any) -> dict[str, Any]:
@@ -23,22 +24,8 @@ async def test_a_fenced_transaction_on_the_driver_writes_and_reads_as_the_orm(
     tracking_url: str,
 ) -> None:
     now = datetime.now(UTC)
-    request = DeletionRequest(
-        id=uuid.uuid4(),
-        kind=RequestKind.account.value,
-        status=RequestStatus.running.value,
-        requested_by="test",
-        subject={"site_name": uuid.uuid4().hex},
-        subject_key=uuid.uuid4().hex,
-        confirmation_code=uuid.uuid4().hex,
-        due_at=now + timedelta(days=30),
-        lease_owner="me",
-        lease_expires_at=now + timedelta(minutes=5),
-    )
-    first, second = (
-        DeletionTask(id=uuid.uuid4(), purger=name, position=i, after=[], deleted={}, retained={})
-        for i, name in enumerate(("postgres", "mongodb"))
-    )
+    request = running_request(lease_owner="me", lease_expires_at=now + timedelta(minutes=5))
+    first, second = two_tasks()
     request.tasks = [second, first]
     engine = create_engine(tracking_url)
     sessions = create_sessionmaker(engine)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-
 from app import repository
 from app.db import create_engine, create_sessionmaker
-from app.models import DeletionRequest, DeletionTask, RequestKind, RequestStatus, TaskStatus
+from app.models import TaskStatus
+from tests.tracking_rows import running_request, two_tasks
 
 
 async def test_a_task_changed_several_times_in_one_write_ends_as_the_last_change_left_it(
@@ -17,21 +15,8 @@ async def test_a_task_changed_several_times_in_one_write_ends_as_the_last_change
     three times (running, then succeeded with its counts, then failed) ends failed with
     the counts, as three updates one after the other leave it, and another task's change
     in the same batch is written too."""
-    now = datetime.now(UTC)
-    request = DeletionRequest(
-        id=uuid.uuid4(),
-        kind=RequestKind.account.value,
-        status=RequestStatus.running.value,
-        requested_by="test",
-        subject={"site_name": uuid.uuid4().hex},
-        subject_key=uuid.uuid4().hex,
-        confirmation_code=uuid.uuid4().hex,
-        due_at=now + timedelta(days=30),
-    )
-    first, second = (
-        DeletionTask(id=uuid.uuid4(), purger=name, position=i, after=[], deleted={}, retained={})
-        for i, name in enumerate(("postgres", "mongodb"))
-    )
+    request = running_request()
+    first, second = two_tasks()
     request.tasks = [first, second]
     engine = create_engine(tracking_url)
     sessions = create_sessionmaker(engine)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from app.db import create_engine, create_sessionmaker
-from app.models import DeletionRequest, RequestKind, RequestStatus
 from app.services.execution.lease import Leases, Transition
 from tests.app_fixtures import make_settings
+from tests.tracking_rows import running_request
 
 
 async def test_a_write_submitted_during_a_transaction_is_seen_as_queued_by_its_finish(
@@ -22,18 +21,8 @@ async def test_a_write_submitted_during_a_transaction_is_seen_as_queued_by_its_f
     engine = create_engine(tracking_url)
     sessions = create_sessionmaker(engine)
     now = datetime.now(UTC)
-    request = DeletionRequest(
-        id=uuid.uuid4(),
-        kind=RequestKind.account.value,
-        status=RequestStatus.running.value,
-        requested_by="test",
-        subject={"site_name": "band"},
-        subject_key=uuid.uuid4().hex,
-        confirmation_code=uuid.uuid4().hex,
-        due_at=now + timedelta(days=30),
-        run_after=now,
-        lease_owner="w1",
-        lease_expires_at=now + timedelta(minutes=5),
+    request = running_request(
+        run_after=now, lease_owner="w1", lease_expires_at=now + timedelta(minutes=5)
     )
     seen: list[bool] = []
     inside = asyncio.Event()
