@@ -23,7 +23,7 @@ from app.models import (
 )
 from app.repository import driver
 from app.repository.holds import SUBJECT_HASHES, active_hashes
-from app.repository.requests import REQUEST_LOADER, RequestChanges
+from app.repository.requests import REQUEST_LOADER, REQUESTS_WITH_TASKS, RequestChanges
 from app.repository.tasks import TASKS
 
 
@@ -136,12 +136,9 @@ _CLAIMED_ROWS = (
     .where(DeletionRequest.id.in_(sa.bindparam("ids", expanding=True)))
 )
 
-_CLAIMED_ROWS_RAW = (
-    REQUEST_LOADER.select()
-    .select_from(REQUESTS.outerjoin(TASKS, TASKS.c.request_id == REQUESTS.c.id))
-    .where(REQUESTS.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid))))
-    .order_by(REQUESTS.c.id, TASKS.c.position)
-)
+_CLAIMED_ROWS_RAW = REQUESTS_WITH_TASKS.where(
+    REQUESTS.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid)))
+).order_by(REQUESTS.c.id, TASKS.c.position)
 
 
 async def claim_next(

@@ -34,6 +34,7 @@ from app.models import (
     utcnow,
 )
 from app.repository import driver
+from app.repository.tasks import TASKS
 
 
 class RequestChanges(TypedDict, total=False):
@@ -114,18 +115,16 @@ _REQUEST_WITH_TASKS = (
     .where(DeletionRequest.id == sa.bindparam("request_id"))
     .execution_options(populate_existing=True)
 )
-# The same as rows (driver SQL): the request's columns, then its tasks' (outer join).
+_REQUESTS = cast(sa.Table, DeletionRequest.__table__)
+# The same as rows (driver SQL): the request's columns, then its tasks' (outer join);
+# REQUEST_LOADER makes them into objects (a request's rows next to each other).
 REQUEST_LOADER = driver.Loader.of(DeletionRequest, DeletionTask, "tasks")
-_REQUESTS_TABLE = cast(sa.Table, DeletionRequest.__table__)
-_TASKS_TABLE = cast(sa.Table, DeletionTask.__table__)
-_REQUEST_WITH_TASKS_ROWS = (
-    REQUEST_LOADER.select()
-    .select_from(
-        _REQUESTS_TABLE.outerjoin(_TASKS_TABLE, _TASKS_TABLE.c.request_id == _REQUESTS_TABLE.c.id)
-    )
-    .where(_REQUESTS_TABLE.c.id == sa.bindparam("request_id"))
-    .order_by(_TASKS_TABLE.c.position)
+REQUESTS_WITH_TASKS = REQUEST_LOADER.select().select_from(
+    _REQUESTS.outerjoin(TASKS, TASKS.c.request_id == _REQUESTS.c.id)
 )
+_REQUEST_WITH_TASKS_ROWS = REQUESTS_WITH_TASKS.where(
+    _REQUESTS.c.id == sa.bindparam("request_id")
+).order_by(TASKS.c.position)
 
 
 async def get_request_with_tasks(
@@ -341,7 +340,6 @@ async def mark_deadline(
 
 # --- intake: a new request in a few statements, without the ORM's unit of work ------
 
-_REQUESTS = cast(sa.Table, DeletionRequest.__table__)
 # A conflict with a unique index (one Idempotency-Key per caller, one open request per
 # kind and subject) inserts nothing instead of failing the transaction (ON CONFLICT DO
 # NOTHING, here and in the PostgreSQL statement below).
