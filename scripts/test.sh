@@ -7,7 +7,7 @@
 #    on its PostgreSQL backend, in a PostgreSQL 15 cluster of its own
 # 4. ruff check, ruff format --check, mypy, lint-imports   (skipped with SKIP_LINT=1)
 # 5. pytest "$@"  (the tests start PostgreSQL, FerretDB, moto and Dovecot themselves), on
-#    one worker process per core (pytest-xdist; TEST_WORKERS=1 for one process, or pass -n)
+#    one worker process per core, at most 4 (pytest-xdist; TEST_WORKERS=N to choose, or pass -n)
 # Exits non-zero when any step fails; pytest collecting no test is a failure.
 # TEST_POSTGRES_URL / TEST_MONGODB_URL / TEST_S3_ENDPOINT_URL point the tests
 # at external servers instead (then the matching local setup is skipped; PostgreSQL's
@@ -128,7 +128,9 @@ fi
 # process: 1,311 s on one worker, 791 s on two, on this 2-core machine). Tests are handed
 # out one by one and idle workers take over queued ones (worksteal), so the long tests do
 # not line up behind each other. Arguments given later (-n 0, -p no:xdist) win.
-workers=(-n "${TEST_WORKERS:-auto}" --dist worksteal)
+# At most 4 by default: each worker runs its own servers (two PostgreSQL clusters among them).
+cores="$(nproc 2>/dev/null || echo 2)"
+workers=(-n "${TEST_WORKERS:-$((cores < 4 ? cores : 4))}" --dist worksteal)
 log "pytest ${workers[*]} $*"
 set +e
 "$VENV/bin/pytest" "${workers[@]}" "$@"

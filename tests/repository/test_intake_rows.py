@@ -111,9 +111,9 @@ async def _read(
 
 def _same(read: Any, given: Any) -> bool:
     if isinstance(given, datetime):
-        return isinstance(read, datetime) and read == given
+        return isinstance(read, datetime) and bool(read == given)
     if isinstance(given, str):  # enums are str
-        return read == str(given)
+        return bool(read == str(given))
     return bool(read == given)
 
 
