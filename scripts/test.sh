@@ -127,7 +127,8 @@ fi
 # One worker process per core, each with its own servers (the suite is CPU-bound in one
 # process: 1,311 s on one worker, 791 s on two, on this 2-core machine). Tests are handed
 # out one by one and idle workers take over queued ones (worksteal), so the long tests do
-# not line up behind each other. Arguments given later (-n 0, -p no:xdist) win.
+# not line up behind each other. A later -n N among the arguments wins; TEST_WORKERS=0
+# (or -n 0) runs the tests in the pytest process itself (for pdb).
 # At most 4 by default: each worker runs its own servers (two PostgreSQL clusters among them).
 cores="$(nproc 2>/dev/null || echo 2)"
 workers=(-n "${TEST_WORKERS:-$((cores < 4 ? cores : 4))}" --dist worksteal)
