@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.auth import TokenVerifier
 from app.datamap import load_datamap
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, release_driver_connections
 from app.http_errors import install_error_handlers
 from app.http_metrics import HttpMetricsMiddleware
 from app.logging import configure_logging, correlation_id
@@ -164,6 +164,7 @@ async def build_state(
 
 async def close_state(state: AppState) -> None:
     await state.stores.aclose()
+    await release_driver_connections(state.tracking_db)  # closed with the pool's own
     await state.tracking_db.dispose()
 
 

@@ -267,8 +267,10 @@ class DeletionTask(Base):
     __tablename__ = "deletion_tasks"
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    # No index of its own: the unique (request_id, purger) below leads with it, and serves
+    # every look-up by request (and the cascade); intake writes four tasks per request.
     request_id: Mapped[uuid.UUID] = mapped_column(
-        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE")
     )
     purger: Mapped[str] = mapped_column(sa.String(32))
     position: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -3,6 +3,7 @@ a failover, an idle timeout) are replaced, never answered with a 500."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from app.db import DriverConnection, create_engine
+from app.db import DriverConnection, create_engine, release_driver_connections
 from app.main import create_app
 from app.models import DeletionRequest
 from tests.app_fixtures import bearer, make_settings, mint
@@ -89,7 +90,7 @@ async def test_a_driver_connection_that_died_unpinged_fails_as_a_store_error_the
     try:
         async with DriverConnection(engine) as connection:
             assert (await connection.fetchrow("SELECT 1"))[0] == 1
-        assert checked_out(engine) == 0  # returned to the pool
+        assert checked_out(engine) == 1  # kept for the next single statement
         assert kill_connections(pg_server, tracking_pg) == 1
         # The same as through SQLAlchemy's Connection: a store error marked invalidated
         # (a 503), and the pool drops the connection.
@@ -112,6 +113,93 @@ async def test_a_driver_connection_that_died_unpinged_fails_as_a_store_error_the
         assert checked_out(engine) == 0
     finally:
         await engine.dispose()
+
+
+def backends(pg_server: PostgresServer, database: str) -> int:
+    """Sessions on ``database`` but the asking one."""
+    out = pg_server.psql(
+        database,
+        f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' "
+        "AND pid <> pg_backend_pid()",
+    )
+    return int(out)
+
+
+async def test_a_driver_connection_is_kept_for_the_next_statement_then_returned_to_the_pool(
+    pg_server: PostgresServer, tracking_pg: str
+) -> None:
+    engine = create_engine(to_asyncpg_url(pg_server.url(tracking_pg)), ping_idle_seconds=0.3)
+    checkouts = []
+    sa.event.listen(engine.sync_engine, "checkout", lambda *_: checkouts.append(1))
+    try:
+        pids = []
+        for _ in range(3):
+            async with DriverConnection(engine) as connection:
+                pids.append((await connection.fetchrow("SELECT pg_backend_pid()"))[0])
+        # One checkout from the pool, the same connection for all three statements.
+        assert len(checkouts) == 1
+        assert len(set(pids)) == 1
+        assert checked_out(engine) == 1
+        # Unused for ping_idle_seconds: back in the pool.
+        for _ in range(200):
+            if checked_out(engine) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert checked_out(engine) == 0
+        # With the time it has been idle since its statement, not since it went back: the
+        # pool pings it at once, finds it dead and replaces it; the statement succeeds.
+        assert kill_connections(pg_server, tracking_pg) == 1
+        async with DriverConnection(engine) as connection:
+            assert (await connection.fetchrow("SELECT 1"))[0] == 1
+        assert len(checkouts) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_dead_driver_connection_drops_every_kept_one(
+    pg_server: PostgresServer, tracking_pg: str
+) -> None:
+    engine = create_engine(to_asyncpg_url(pg_server.url(tracking_pg)), ping_idle_seconds=3600)
+    try:
+        async with DriverConnection(engine) as first, DriverConnection(engine) as second:
+            await first.fetchrow("SELECT 1")
+            await second.fetchrow("SELECT 1")
+        assert checked_out(engine) == 2  # both kept
+        assert kill_connections(pg_server, tracking_pg) == 2
+        with pytest.raises(DBAPIError) as failed:
+            async with DriverConnection(engine) as connection:
+                await connection.fetchrow("SELECT 2")
+        assert failed.value.connection_invalidated
+        # The other kept connection died with the server: dropped, not handed out.
+        assert checked_out(engine) == 0
+        async with DriverConnection(engine) as connection:
+            assert (await connection.fetchrow("SELECT 3"))[0] == 3
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("released_first", [True, False], ids=["released", "disposed only"])
+async def test_kept_driver_connections_close_with_the_engine(
+    pg_server: PostgresServer, tracking_pg: str, released_first: bool
+) -> None:
+    engine = create_engine(to_asyncpg_url(pg_server.url(tracking_pg)), ping_idle_seconds=3600)
+    async with DriverConnection(engine) as first, DriverConnection(engine) as second:
+        await first.fetchrow("SELECT 1")
+        await second.fetchrow("SELECT 1")
+    assert backends(pg_server, tracking_pg) == 2
+    if released_first:  # as the app's shutdown does
+        await release_driver_connections(engine)
+        assert checked_out(engine) == 0
+    await engine.dispose()
+    for _ in range(200):
+        if backends(pg_server, tracking_pg) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert backends(pg_server, tracking_pg) == 0
+    # The engine still works after a dispose (a new pool), with a new connection.
+    async with DriverConnection(engine) as connection:
+        assert (await connection.fetchrow("SELECT 1"))[0] == 1
+    await engine.dispose()
 
 
 async def test_intake_on_connections_killed_under_it_answers_503_or_202_never_500(
