@@ -373,6 +373,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "client": args.intake_client,
         "environment": args.intake_environment,
         "floor": "FastAPI + PyJWT + one raw asyncpg INSERT",
+        # Since 2026-12-03 the floor's pool sends no reset query on release (floor_app).
+        "floor_pool_reset": False,
         "targets": {
             "ratios": {str(k): v for k, v in TARGET_RATIOS.items()},
             "p99_ms": TARGET_P99_MS,
@@ -571,6 +573,25 @@ def _verdict(
     }
 
 
+def _reset(result: dict[str, Any]) -> str:
+    # Results from before the field was recorded had asyncpg's default reset.
+    if result.get("floor_pool_reset", True):
+        return " (asyncpg's reset query on every release)"
+    return " without a reset query on release (one autocommit INSERT leaves nothing to reset)"
+
+
+def _floor_changed(result: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    if previous is None or previous.get("floor_pool_reset", True) == result.get(
+        "floor_pool_reset", True
+    ):
+        return ""
+    return (
+        " **The floor changed since the previous run:** its pool then sent asyncpg's reset"
+        " query on every release, one round trip more per request; the ratios' previous values"
+        " were measured against that slower floor."
+    )
+
+
 def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     client = {"raw": "a minimal HTTP/1.1 client on asyncio streams", "httpx": "httpx"}
     ceiling = result.get("loadgen_ceiling") or {}
@@ -584,8 +605,9 @@ def render(result: dict[str, Any], previous: dict[str, Any] | None = None) -> st
         " tracking database) against the"
         " thinnest-endpoint floor (`bench/floor_app.py`: FastAPI, a pydantic body, PyJWT"
         " verifying the token on every request, one raw asyncpg INSERT into the same"
-        " `deletion_requests` table from an `asyncpg.create_pool` pool; no ORM, no middleware,"
-        " no logging). A closed-loop load generator in its own process (`bench/loadgen.py`,"
+        f" `deletion_requests` table from an `asyncpg.create_pool` pool{_reset(result)}; no"
+        f" ORM, no middleware, no logging).{_floor_changed(result, previous)} A closed-loop"
+        " load generator in its own process (`bench/loadgen.py`,"
         f" {client.get(result['client'], result['client'])}, keep-alive connections) runs"
         f" {result['warmup']:g} s of warm-up, then {result['seconds']:g} s measured per level"
         f" and server; {_alternation(result.get('rounds', 1))} Machine: {result['machine']}.",
