@@ -17,16 +17,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.auth import TokenVerifier
-from app.datamap import load_datamap
-from app.db import create_engine, create_sessionmaker, release_driver_connections
 from app.http_errors import install_error_handlers
 from app.http_metrics import HttpMetricsMiddleware
 from app.logging import configure_logging, correlation_id
 from app.openapi_docs import install_openapi
 from app.purgers.base import PurgerName, PurgerSlot
-from app.purgers.registry import build_purgers
-from app.ratelimit import RateLimiter
 from app.request_guard import RequestGuardMiddleware
 from app.routers import (
     admin,
@@ -43,21 +38,9 @@ from app.routers import (
     status_page,
 )
 from app.routers.docs import install_docs
-from app.services.evidence.retention.enforce import RetentionEnforcer
-from app.services.execution import Engine, Worker, new_worker_id
-from app.services.holds import HoldService
-from app.services.intake.email.inbound import InboundMail
-from app.services.intake.email.service import EmailRequests
-from app.services.intake.email.writers import Writers
-from app.services.intake.meta.callbacks import MetaCallbacks
-from app.services.intake.rest import RequestService
-from app.services.plans import planned_purgers
-from app.services.preview import PreviewService
-from app.services.resolution import Resolver, ResolverLike
-from app.services.target import TargetDirectory
+from app.services.resolution import ResolverLike
 from app.settings import Settings, get_settings
-from app.state import AppState
-from app.stores import open_stores
+from app.wiring import build_state, close_state, new_worker
 
 log = structlog.get_logger(__name__)
 
@@ -109,86 +92,6 @@ def _freeze_startup_objects() -> None:
     connections (the p99). What is allocated later is collected as before."""
     gc.collect()
     gc.freeze()
-
-
-async def build_state(
-    settings: Settings,
-    *,
-    purgers: Mapping[PurgerName, PurgerSlot] | None = None,
-    resolver: ResolverLike | None = None,
-) -> AppState:
-    """Every client and service of the app. ``purgers`` and ``resolver`` replace the ones
-    the settings describe (the tests' doubles); a deployment passes neither."""
-    datamap = load_datamap(settings.data_map)
-    tracking_db = create_engine(settings.database_url)
-    stores = await open_stores(settings)
-    try:
-        if purgers is None:
-            purgers = build_purgers(settings, datamap, stores, required=planned_purgers())
-    except BaseException:
-        await stores.aclose()
-        await tracking_db.dispose()
-        raise
-    sessionmaker = create_sessionmaker(tracking_db)
-    directory = (
-        TargetDirectory(stores.target_engine, datamap) if stores.target_engine is not None else None
-    )
-    if resolver is None:
-        resolver = Resolver(
-            stores.target_engine,
-            datamap.postgres,
-            page_id_column=datamap.meta_graph.columns.facebook_page_id,
-        )
-    request_service = RequestService(settings, sessionmaker, settings.effective_hash_key, directory)
-    preview = PreviewService(purgers, resolver)
-    return AppState(
-        settings=settings,
-        tracking_db=tracking_db,
-        sessionmaker=sessionmaker,
-        stores=stores,
-        datamap=datamap,
-        verifier=TokenVerifier(settings, stores.http),
-        requests=request_service,
-        holds=HoldService(sessionmaker, settings.effective_hash_key),
-        purgers=purgers,
-        resolver=resolver,
-        preview=preview,
-        meta=MetaCallbacks(settings, request_service, directory, sessionmaker),
-        status_limiter=RateLimiter(settings.status_page_per_minute),
-        email_requests=EmailRequests(settings, sessionmaker, preview, directory),
-        inbound=InboundMail(
-            settings, sessionmaker, directory, Writers(purgers.get(PurgerName.mongodb))
-        ),
-    )
-
-
-async def close_state(state: AppState) -> None:
-    await state.stores.aclose()
-    await release_driver_connections(state.tracking_db)  # closed with the pool's own
-    await state.tracking_db.dispose()
-
-
-def new_engine(state: AppState, worker_id: str | None = None) -> Engine:
-    """One worker's executor (:class:`Engine`), wired from the state."""
-    return Engine(
-        state.settings,
-        state.sessionmaker,
-        state.purgers,
-        worker_id or new_worker_id(),
-        state.resolver,
-        http=state.http,
-        datamap_version=state.datamap.version,
-        meta=state.meta,
-    )
-
-
-def new_worker(state: AppState) -> Worker:
-    engine = new_engine(state)
-    retention = RetentionEnforcer(
-        state.settings, state.stores, state.sessionmaker, engine.worker_id
-    )
-    state.worker = Worker(engine, retention)
-    return state.worker
 
 
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}

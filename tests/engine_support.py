@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.main import new_engine
 from app.models import RequestStatus
 from app.services.execution import Worker
 from app.state import AppState
+from app.wiring import new_engine
 
 TERMINAL = {RequestStatus.completed, RequestStatus.failed, RequestStatus.cancelled}
 

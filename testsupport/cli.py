@@ -20,14 +20,13 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 from unittest import mock
 
-from fastapi import FastAPI
 from pydantic import model_validator
 
 from app import cli as app_cli
-from app import main as app_main
+from app import wiring
 from app.cli.common import assembly
 from app.purgers.base import PurgerName, PurgerSlot
 from app.services.intake.email.mailbox import MailboxClient
@@ -35,6 +34,9 @@ from app.services.resolution import ResolverLike
 from app.settings import Environment, Settings
 from app.state import AppState
 from testsupport.scripted import StaticResolver, scripted_purgers
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_AFTER_HANDLING = 75
@@ -75,13 +77,15 @@ def doubles(settings: Settings) -> Doubles:
 
 def create_app() -> FastAPI:
     """uvicorn's app factory for ``serve``: settings from the environment, with doubles."""
+    from app.main import create_app as create_service_app  # only ``serve`` needs the web app
+
     settings = SettingsForTests()
-    return app_main.create_app(settings, **doubles(settings))
+    return create_service_app(settings, **doubles(settings))
 
 
 async def build_state(settings: Settings) -> AppState:
     """The state of the other commands: the doubles that the environment asks for."""
-    return await app_main.build_state(settings, **doubles(SettingsForTests()))
+    return await wiring.build_state(settings, **doubles(SettingsForTests()))
 
 
 def _exit_before_moving(client: MailboxClient, uid: str, folder: str) -> None:

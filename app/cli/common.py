@@ -16,10 +16,10 @@ from rich.text import Text
 
 from app import db
 from app.errors import ProblemError
-from app.main import build_state, close_state
 from app.settings import Settings, get_settings
 from app.state import AppState
 from app.stores import StoreConfigError
+from app.wiring import build_state, close_state
 
 T = TypeVar("T")
 

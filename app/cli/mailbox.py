@@ -10,7 +10,6 @@ import typer
 
 from app.cli.common import console, err, load_settings, with_state
 from app.logging import configure_logging
-from app.metrics_server import serving_metrics
 from app.services.intake.email.mailbox import MailboxError, MailboxPoller, PollReport
 from app.state import AppState
 
@@ -40,6 +39,8 @@ def mailbox_poll(
         poller = MailboxPoller(settings, state.inbound)
         if once:
             return await poller.poll_once()
+        from app.metrics_server import serving_metrics  # FastAPI: only the long-running poller
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -21,9 +21,8 @@ from app.cli.common import (
     startup_errors,
 )
 from app.logging import configure_logging
-from app.main import close_state, new_worker
-from app.metrics_server import serving_metrics
 from app.settings import Environment, parse_duration
+from app.wiring import close_state, new_worker
 
 
 def is_loopback(host: str) -> bool:
@@ -83,6 +82,8 @@ def worker() -> None:
     On SIGTERM or Ctrl-C it stops claiming, lets running requests finish within
     DELETION_SHUTDOWN_GRACE_SECONDS, and hands the rest back to other workers.
     """
+    from app.metrics_server import serving_metrics  # FastAPI: for the long-running commands only
+
     settings = load_settings()
     configure_logging(settings)
 

@@ -296,3 +296,20 @@ def test_make_run_asks_for_development_explicitly() -> None:
         ["make", "-n", "run"], cwd=root, capture_output=True, text=True, timeout=30, check=True
     ).stdout
     assert "DELETION_ENVIRONMENT=development .venv/bin/soundops-deletion serve" in shown
+
+
+@pytest.mark.parametrize("module", ["app.cli", "testsupport.cli"])
+def test_the_command_line_starts_without_the_web_app(module: str) -> None:
+    """The one-off commands (requests, holds, checks, migrate, token) build the service's
+    parts through app.wiring: FastAPI, uvicorn and the routers are imported only by
+    `serve`, `worker` and `mailbox poll` (0.4 s of a command's 2.6 s start-up)."""
+    probe = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " {'fastapi', 'starlette', 'uvicorn'} or m in {'app.main', 'app.metrics_server'}"
+        " or (m.startswith('app.routers.') and m != 'app.routers.presenters')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

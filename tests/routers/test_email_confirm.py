@@ -13,10 +13,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.main import new_engine
 from app.models import DeletionRequest, utcnow
 from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.state import AppState
+from app.wiring import new_engine
 from tests.engine_support import Script, new_script
 from testsupport.seed import add_tenant
 

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.main import new_engine
 from app.models import DeletionRequest, LegalHold, LegalHoldHash, utcnow
 from app.repository import deadline_candidates, list_events
 from app.services.identities import lookup_hash
 from app.state import AppState
+from app.wiring import new_engine
 from tests.app_fixtures import HASH_KEY
 from tests.engine_support import Script, new_script
 from tests.routers.test_metrics import scrape, value

@@ -17,12 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from app import repository
-from app.main import create_app, new_engine
+from app.main import create_app
 from app.models import DeletionRequest, MetaDeauthorization, utcnow
 from app.services.execution import Worker
 from app.services.identities import identity_hash
 from app.services.intake.meta.signed_request import sign
 from app.state import AppState
+from app.wiring import new_engine
 from tests.app_fixtures import make_settings
 from tests.conftest import SOUNDOPS_SCHEMA
 from testsupport.harness import LocalPostgres, start_postgres

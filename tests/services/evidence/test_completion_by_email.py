@@ -14,8 +14,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app.main import new_engine
 from app.state import AppState
+from app.wiring import new_engine
 from tests.engine_support import Script, new_script
 from testsupport.receivers import SmtpSink
 from testsupport.seed import add_page, add_tenant

@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.main import new_engine
 from app.models import Base, DeletionRequest, DeletionTask, utcnow
 from app.repository import list_events
 from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
 from app.services.execution import email_targets
 from app.state import AppState
+from app.wiring import new_engine
 from tests.engine_support import Script, new_script, run_until_settled
 from testsupport.receivers import SmtpSink, WebhookReceiver
 

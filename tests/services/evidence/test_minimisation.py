@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import new_engine
 from app.models import utcnow
 from app.state import AppState
+from app.wiring import new_engine
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.services.evidence.test_evidence import dump_tracking_db, until_minimised
 from tests.services.intake.email.test_filing import (

@@ -17,11 +17,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.main import new_engine
 from app.models import DeletionRequest, OperatorNotice, utcnow
 from app.repository import list_events
 from app.services.evidence.notices import SIGNATURE_HEADER, verify_signature
 from app.state import AppState
+from app.wiring import new_engine
 from tests.engine_support import Script, new_script, run_until_settled
 from testsupport.receivers import SmtpSink, WebhookReceiver
 

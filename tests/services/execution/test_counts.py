@@ -32,7 +32,6 @@ from aiobotocore.session import get_session
 from pymongo import AsyncMongoClient, monitoring
 
 from app.db import create_engine
-from app.main import new_engine
 from app.models import DeletionRequest, TaskStatus
 from app.purgers.base import NotConfigured, PurgerName, PurgerSlot
 from app.purgers.mongodb import MongoPurger
@@ -40,6 +39,7 @@ from app.repository import get_tasks, list_events, update_task
 from app.services.execution import Engine, LeaseLost, TaskCounts, Worker, new_worker_id
 from app.settings import Settings
 from app.state import AppState
+from app.wiring import new_engine
 from tests.app_fixtures import HASH_KEY, JWT_SECRET, RECEIPT_KEY
 from tests.purgers.test_mongodb import StopServerAfterDeletes
 from testsupport.harness.services import FerretDBServer

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import new_engine
 from app.repository import list_events
 from app.services.execution import Worker
 from app.state import AppState
+from app.wiring import new_engine
 from tests.engine_support import Script, intervals, new_script, run_until_settled
 
 Auth = Callable[..., dict[str, str]]

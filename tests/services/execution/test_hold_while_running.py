@@ -15,10 +15,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.main import create_app, new_worker
+from app.main import create_app
 from app.purgers.base import PurgeResult, PurgerName, PurgerSlot, Subject
 from app.repository import list_events
 from app.state import AppState
+from app.wiring import new_worker
 from testsupport.cli import SettingsForTests
 from testsupport.scripted import StaticResolver
 

@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from app import repository
 from app.errors import Conflict, NotFound, Unprocessable
-from app.main import new_engine
 from app.models import DeletionRequest, utcnow
 from app.pii import keyed_hash
 from app.services.evidence.notices import DeliveryFailed
@@ -25,6 +24,7 @@ from app.services.identities import lookup_hash
 from app.services.intake.email import filing, links, replies, service
 from app.services.intake.email.filing import FiledEmailRequest, file_email_request
 from app.state import AppState
+from app.wiring import new_engine
 from tests.app_fixtures import HASH_KEY, PUBLIC_BASE_URL
 from tests.engine_support import Script, new_script, run_until_settled
 from tests.services.evidence.test_evidence import dump_tracking_db, until_minimised
