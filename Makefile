@@ -39,4 +39,4 @@ bench: install  ## benchmarks of docs/benchmarks.md (~25 min; starts its own tes
 
 BENCH_ARGS ?= --profile
 bench-quick: BENCH_ARGS = --quick
-bench-quick: bench  ## every benchmark at small sizes (~2 min) into bench/results/quick.md; before and after a hot-path change
+bench-quick: bench  ## every benchmark at small sizes (~3 min) into bench/results/quick.md; before and after a hot-path change

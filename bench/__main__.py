@@ -1,7 +1,7 @@
 """All benchmarks in one run; writes docs/benchmarks.md and bench/results/latest.json.
 
     make bench                          # = .venv/bin/python -m bench --profile (~25 min)
-    make bench-quick                    # = .venv/bin/python -m bench --quick   (~2 min)
+    make bench-quick                    # = .venv/bin/python -m bench --quick   (~3 min)
 
 Starts its own PostgreSQL 15, FerretDB (on its PostgreSQL backend, in a cluster of its
 own), moto and fake Graph API (like the tests), so it needs what ``make test`` installs.
@@ -61,7 +61,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="every part at small sizes (~2 min); writes bench/results/quick.{json,md}",
+        help="every part at small sizes (~3 min); writes bench/results/quick.{json,md}",
     )
     parser.add_argument("--only", choices=list(PARTS), help="run one part (the others are kept)")
     parser.add_argument("--output", type=Path, help=f"the document (default {DOC})")
@@ -168,7 +168,7 @@ def document(results: dict[str, Any]) -> str:
         "",
         "```",
         "make bench                               # everything, writes this file",
-        "make bench-quick                         # every part, small sizes, ~2 min:"
+        "make bench-quick                         # every part, small sizes, ~3 min:"
         " bench/results/quick.md",
         "python -m bench --only purge --rows 400000 --docs 400000   # one part, other sizes",
         "python -m bench.large_purge --help       # the purge / disconnect / memory scenario",

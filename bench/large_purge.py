@@ -638,12 +638,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the service's purge")
 
 
-# A run of ~30 s: every phase, small sizes (too short for 10 disconnects under load).
+# Every phase, small sizes (too short for 10 disconnects under load): seeding is most of
+# it (20,000 documents took 16-24 s a time on 2026-12-03, four times a run).
 QUICK: dict[str, Any] = {
-    "rows": 20_000,
-    "docs": 20_000,
-    "versions": 2_000,
-    "cache": 500,
+    "rows": 8_000,
+    "docs": 8_000,
+    "versions": 1_000,
+    "cache": 200,
     "small_tenants": 2,
     "disconnects": 5,
     "load_disconnects": 10,
