@@ -573,17 +573,19 @@ def _verdict(
     }
 
 
-def _reset(result: dict[str, Any]) -> str:
+def _floor_resets(result: dict[str, Any]) -> bool:
     # Results from before the field was recorded had asyncpg's default reset.
-    if result.get("floor_pool_reset", True):
+    return bool(result.get("floor_pool_reset", True))
+
+
+def _reset(result: dict[str, Any]) -> str:
+    if _floor_resets(result):
         return " (asyncpg's reset query on every release)"
     return " without a reset query on release (one autocommit INSERT leaves nothing to reset)"
 
 
 def _floor_changed(result: dict[str, Any], previous: dict[str, Any] | None) -> str:
-    if previous is None or previous.get("floor_pool_reset", True) == result.get(
-        "floor_pool_reset", True
-    ):
+    if previous is None or _floor_resets(previous) == _floor_resets(result):
         return ""
     return (
         " **The floor changed since the previous run:** its pool then sent asyncpg's reset"
